@@ -1,0 +1,9 @@
+"""`riskctl` commands for the pipeline area."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to ``app``."""

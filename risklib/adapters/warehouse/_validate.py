@@ -1,0 +1,250 @@
+"""Check frames against the warehouse schema before any transaction starts.
+
+DuckLake enforces NOT NULL but has no CHECK, UNIQUE or key constraints, so the
+writer checks types, ranges and allowed values here, vectorised with Polars, and
+refuses the whole write with a message naming table, column, row and value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+from risklib.errors import WarehouseError
+
+UTC_TS = pl.Datetime("us", "UTC")
+
+#: Producers' column names (frames.py) → warehouse column names (the spec's names).
+ALIASES: dict[str, dict[str, str]] = {
+    "realtime_risk_metrics": {
+        "ts": "timestamp",
+        "drawdown": "portfolio_drawdown",
+        "var_95": "portfolio_var_95",
+        "var_99": "portfolio_var_99",
+        "regime": "volatility_regime",
+    },
+    "position_risk_metrics": {
+        "ts": "timestamp",
+        "instrument": "currency_pair",
+        "strategy": "strategy_name",
+        "quantity": "position_size",
+        "unrealized_pnl_usd": "unrealized_pnl",
+    },
+    "emergency_actions": {
+        "ts": "timestamp",
+        "action": "action_taken",
+    },
+}
+
+#: Values filled in when a producer leaves a column out (only where the default is the safe reading).
+DEFAULTS: dict[str, dict[str, object]] = {
+    "emergency_actions": {"manual_override": False},  # automatic unless an operator is named
+}
+
+_LEVEL_0_5 = ("range", 0, 5)
+_LEVEL_1_5 = ("range", 1, 5)
+_FRACTION = ("range", 0.0, 1.0)
+
+#: Allowed values and ranges per table and column (what CHECK constraints would say).
+CHECKS: dict[str, dict[str, tuple]] = {
+    "realtime_risk_metrics": {"alert_level": _LEVEL_0_5, "risk_score": ("range", 0, 100)},
+    "risk_state": {
+        "alert_level": _LEVEL_0_5,
+        "breaker_state": ("enum", "CLOSED", "OPEN", "HALF_OPEN"),
+        "trading_mode": ("enum", "ACTIVE", "REDUCE_ONLY", "HALTED", "FLATTEN"),
+        "risk_level": ("enum", "MINIMAL", "LOW", "MEDIUM", "HIGH", "CRITICAL", "EMERGENCY"),
+        "sizing_multiplier": _FRACTION,
+    },
+    "alerts": {"level": _LEVEL_1_5},
+    "incidents": {"level": _LEVEL_1_5, "status": ("enum", "open", "acknowledged", "resolved")},
+    "emergency_actions": {"fraction": _FRACTION},
+    "notifications": {"channel": ("enum", "email", "sms", "voice", "console"), "level": _LEVEL_0_5},
+    "notification_events": {
+        "event": (
+            "enum", "queued", "attempt", "sent", "delivered", "failed",
+            "retry_scheduled", "fallback", "suppressed", "inhibited",
+        ),
+        "attempt": ("range", 0, 1_000),
+    },
+    "acknowledgements": {"channel": ("enum", "sms", "voice", "email", "api", "console")},
+    "overrides": {"authority_level": ("range", 1, 5), "duration_s": ("range", 0.0, math.inf)},
+    "quarantine": {"source": ("enum", "ticks", "positions", "balances")},
+    "broker_orders": {"side": ("enum", "BUY", "SELL")},
+    "cycle_runs": {"status": ("enum", "completed", "failed")},
+}
+
+_DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One warehouse column as the catalog describes it."""
+
+    name: str
+    sql_type: str
+    nullable: bool
+
+    @property
+    def dtype(self) -> pl.DataType:
+        t = self.sql_type
+        if t in ("VARCHAR", "JSON"):
+            return pl.String
+        if t in ("INTEGER", "BIGINT", "SMALLINT", "TINYINT"):
+            return pl.Int64
+        if t in ("DOUBLE", "FLOAT") or t.startswith("DECIMAL"):
+            return pl.Float64
+        if t == "BOOLEAN":
+            return pl.Boolean
+        if t.startswith("TIMESTAMP"):
+            return UTC_TS
+        raise WarehouseError(f"column={self.name!r}: unsupported warehouse type {t!r}")  # pragma: no cover
+
+    @property
+    def max_abs(self) -> float | None:
+        """Exclusive bound on |value| for DECIMAL columns, else None."""
+        m = _DECIMAL.fullmatch(self.sql_type)
+        return 10.0 ** (int(m.group(1)) - int(m.group(2))) if m else None
+
+
+def _fail(table: str, column: str, row: int, value: object, problem: str) -> WarehouseError:
+    return WarehouseError(f"{table}.{column}={value!r} (row {row}): {problem}")
+
+
+def _first(mask: pl.Series) -> int:
+    return int(mask.arg_true()[0])
+
+
+def _to_json(series: pl.Series) -> pl.Series:
+    if series.dtype == pl.String:
+        return series
+    if isinstance(series.dtype, pl.Struct):
+        return series.struct.json_encode()
+    return pl.Series(series.name, [None if v is None else json.dumps(v, sort_keys=True, default=str) for v in series.to_list()], pl.String)
+
+
+def prepare(
+    table: str,
+    frame: pl.DataFrame,
+    columns: list[Column],
+    *,
+    cycle_id: str | None = None,
+) -> pl.DataFrame:
+    """Rename, fill, cast and check ``frame`` for ``table``; return it in the table's column order.
+
+    Parameters
+    ----------
+    table
+        Warehouse table name.
+    frame
+        Rows to append, using either the warehouse's column names or the producers'
+        (``frames.py``) names listed in :data:`ALIASES`.
+    columns
+        The table's columns as the catalog describes them.
+    cycle_id
+        Filled into a ``cycle_id`` column the frame leaves out (or leaves null).
+
+    Raises
+    ------
+    WarehouseError
+        Naming ``table.column=value (row n)`` and what is wrong: unknown or missing
+        column, value of the wrong type, null where not allowed, out of range, not
+        an allowed value, or a naive timestamp.
+    """
+    by_name = {c.name: c for c in columns}
+    renames = {src: dst for src, dst in ALIASES.get(table, {}).items() if src in frame.columns and dst not in frame.columns}
+    if renames:
+        frame = frame.rename(renames)
+    if table == "risk_state":
+        extra = [c for c in frame.columns if c not in by_name]
+        if extra:
+            bookkeeping = frame.select(extra).select(pl.struct(extra).struct.json_encode().alias("state_json"))
+            frame = frame.drop(extra)
+            if "state_json" not in frame.columns:
+                frame = frame.with_columns(bookkeeping["state_json"])
+    unknown = [c for c in frame.columns if c not in by_name]
+    if unknown:
+        raise WarehouseError(
+            f"{table}.{unknown[0]}: no such column in table {table} (columns: {', '.join(by_name)})"
+        )
+    if "cycle_id" in by_name and cycle_id is not None:
+        if "cycle_id" in frame.columns:
+            frame = frame.with_columns(pl.col("cycle_id").cast(pl.String).fill_null(cycle_id))
+        else:
+            frame = frame.with_columns(pl.lit(cycle_id, pl.String).alias("cycle_id"))
+    for name, value in DEFAULTS.get(table, {}).items():
+        if name not in frame.columns:
+            frame = frame.with_columns(pl.lit(value).alias(name))
+    out: list[pl.Series] = []
+    checks = CHECKS.get(table, {})
+    for col in columns:
+        if col.name not in frame.columns:
+            if not col.nullable:
+                raise WarehouseError(f"{table}.{col.name}: missing column (NOT NULL) in a frame with columns {frame.columns}")
+            out.append(pl.Series(col.name, [None] * frame.height, col.dtype))
+            continue
+        s = frame.get_column(col.name)
+        s = _cast(table, col, s)
+        if not col.nullable and s.null_count():
+            raise _fail(table, col.name, _first(s.is_null()), None, "must not be null")
+        bound = col.max_abs
+        if bound is not None and s.len():
+            bad = ~(s.is_finite() & (s.abs() < bound)) & s.is_not_null()
+            if bad.any():
+                i = _first(bad)
+                raise _fail(table, col.name, i, s[i], f"not a finite number within {col.sql_type}")
+        rule = checks.get(col.name)
+        if rule is not None and s.len():
+            _check(table, col.name, s, rule)
+        out.append(s)
+    return pl.DataFrame(out)
+
+
+def _cast(table: str, col: Column, s: pl.Series) -> pl.Series:
+    target = col.dtype
+    if col.sql_type == "JSON" or (col.name == "state_json"):
+        s = _to_json(s)
+    if target == UTC_TS:
+        if not isinstance(s.dtype, pl.Datetime):
+            i = _first(s.is_not_null()) if s.null_count() < s.len() else 0
+            raise _fail(table, col.name, i, s[i] if s.len() else None, f"expected a timezone-aware timestamp, got {s.dtype}")
+        if s.dtype.time_zone is None:  # type: ignore[union-attr]
+            i = _first(s.is_not_null()) if s.null_count() < s.len() else 0
+            raise _fail(table, col.name, i, s[i] if s.len() else None, "timestamp must be timezone-aware (UTC)")
+        return s.dt.convert_time_zone("UTC").cast(UTC_TS)
+    if s.dtype == target:
+        return s
+    if s.dtype in (pl.Float32, pl.Float64) and (col.max_abs is not None or target == pl.Int64):
+        # NaN in a DECIMAL or INTEGER column is stored as NULL ("unknown"); the row's
+        # `valid`/`invalid_reason` say why. Infinity is refused below.
+        s = s.fill_nan(None)
+        if target == pl.Int64:
+            s = s.round(0)
+    if target == pl.String and s.dtype not in (pl.String, pl.Categorical, pl.Enum):
+        i = _first(s.is_not_null()) if s.null_count() < s.len() else 0
+        raise _fail(table, col.name, i, s[i] if s.len() else None, f"expected text for {col.sql_type}, got {s.dtype}")
+    try:
+        return s.cast(target, strict=True)
+    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError):
+        lenient = s.cast(target, strict=False)
+        bad = lenient.is_null() & s.is_not_null()
+        i = _first(bad) if bad.any() else 0
+        raise _fail(table, col.name, i, s[i], f"cannot be stored as {col.sql_type}") from None
+
+
+def _check(table: str, name: str, s: pl.Series, rule: tuple) -> None:
+    kind, *args = rule
+    if kind == "enum":
+        bad = ~s.is_in(list(args)) & s.is_not_null()
+        if bad.any():
+            i = _first(bad)
+            raise _fail(table, name, i, s[i], f"must be one of {list(args)}")
+    elif kind == "range":
+        lo, hi = args
+        bad = ((s < lo) | (s > hi) | (s.is_nan() if s.dtype == pl.Float64 else pl.Series([False] * s.len()))) & s.is_not_null()
+        if bad.any():
+            i = _first(bad)
+            raise _fail(table, name, i, s[i], f"must be in [{lo}, {hi}]")

@@ -1,0 +1,468 @@
+"""The :class:`Warehouse`: schema migrations, transactional cycle writes, audit chain, reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from risklib.adapters.warehouse import _audit, _connect, _validate
+from risklib.adapters.warehouse._audit import VerifyResult
+from risklib.adapters.warehouse._config import MIGRATIONS_DIR, VIEWS_DIR, WarehouseConfig, load_config
+from risklib.clock import Clock, SystemClock
+from risklib.errors import WarehouseError
+
+#: Tables :meth:`Warehouse.append` may write outside a cycle (events from the API, the
+#: escalation sender, the broker and operators). Metrics, cycle runs and the audit log
+#: itself are written only through :meth:`Warehouse.write_cycle` / the audit methods.
+APPEND_TABLES = frozenset(
+    {
+        "acknowledgements", "overrides", "threshold_changes", "notifications", "notification_events",
+        "webhook_rejections", "emergency_actions", "broker_orders", "broker_fills", "incidents", "alerts",
+        "quarantine", "risk_state",
+    }
+)
+#: Tables a cycle may carry in :attr:`CycleRecords.tables`.
+CYCLE_TABLES = APPEND_TABLES | {"realtime_risk_metrics", "position_risk_metrics"}
+#: Bookkeeping table of applied migrations (created before any migration runs).
+MIGRATIONS_TABLE = "schema_migrations"
+_AUDIT_INLINE_ROWS = 50  # appends up to this many rows are copied into their audit entry
+
+
+class _Stream:
+    """Hand a Polars frame to DuckDB through the Arrow C stream interface (no pyarrow needed)."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self._frame = frame
+
+    def __arrow_c_stream__(self, requested_schema: object = None) -> object:
+        return self._frame.__arrow_c_stream__(requested_schema)
+
+
+@dataclass
+class CycleRecords:
+    """Everything one cycle writes; :meth:`Warehouse.write_cycle` lands it in one transaction.
+
+    Attributes
+    ----------
+    cycle_id
+        Unique id of the cycle.
+    flow_run_id
+        Prefect flow-run id, or None outside Prefect.
+    started_at, finished_at
+        Timezone-aware UTC times of the cycle.
+    status
+        ``"completed"`` or ``"failed"``.
+    stage_ms
+        Milliseconds per stage, e.g. ``{"ingest": 3.2, "metrics": 41.0}``.
+    tables
+        Table name → rows to append. A frame without ``cycle_id`` gets this cycle's id.
+        Producers may use ``frames.py`` column names (see ``_validate.ALIASES``).
+    audit
+        Audit entries: dicts with ``actor``, ``action``, optional ``subject``, ``detail``, ``at``.
+    n_accounts, next_interval_s, error
+        Recorded in ``cycle_runs``.
+    """
+
+    cycle_id: str
+    flow_run_id: str | None
+    started_at: datetime
+    finished_at: datetime
+    status: str = "completed"
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    audit: list[dict] = field(default_factory=list)
+    n_accounts: int | None = None
+    next_interval_s: float | None = None
+    error: str | None = None
+
+
+def _frame_digest(frame: pl.DataFrame) -> str:
+    return hashlib.sha256(frame.write_json().encode()).hexdigest()
+
+
+def _to_polars(rel: duckdb.DuckDBPyRelation, *, exact_decimals: bool) -> pl.DataFrame:
+    frame = pl.DataFrame(rel)
+    fixes = []
+    for name, dtype in frame.schema.items():
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone not in (None, "UTC"):
+            fixes.append(pl.col(name).dt.convert_time_zone("UTC"))
+        elif isinstance(dtype, pl.Decimal) and not exact_decimals:
+            fixes.append(pl.col(name).cast(pl.Float64))
+    return frame.with_columns(fixes) if fixes else frame
+
+
+class Warehouse:
+    """The audit warehouse (DuckLake: SQLite catalog + Parquet files by default).
+
+    Open with :meth:`open`. Readers (``read_only=True``) never lock anything and see
+    only whole committed cycles; writers serialise on a lock file so the audit chain
+    has one head.
+
+    Attributes
+    ----------
+    con
+        DuckDB connection with the catalog attached and ``USE``'d (plain table names work).
+    config
+        Settings in force.
+    read_only
+        True for reader connections.
+    """
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        layout: _connect.Layout,
+        config: WarehouseConfig,
+        *,
+        read_only: bool,
+        clock: Clock,
+    ) -> None:
+        self.con = con
+        self.layout = layout
+        self.config = config
+        self.read_only = read_only
+        self.clock = clock
+        self._columns: dict[str, list[_validate.Column]] = {}
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        location: str | Path | None = None,
+        *,
+        read_only: bool = False,
+        migrate: bool = True,
+        config: WarehouseConfig | None = None,
+        clock: Clock | None = None,
+    ) -> "Warehouse":
+        """Attach the warehouse at ``location`` (folder or ``ducklake:`` catalog URI).
+
+        Parameters
+        ----------
+        location
+            Folder holding ``catalog.sqlite`` and ``files/``; default ``$RISK_WAREHOUSE``,
+            then the config's ``location``, then ``warehouse/data/`` in the project.
+        read_only
+            Reader connection: no lock, no writes, no migrations.
+        migrate
+            Apply pending migrations and views first (writers only).
+        config
+            Settings; default the shipped ``risklib/defaults/warehouse.toml``.
+        clock
+            Source of ``at`` for audit entries that carry none; default wall clock.
+        """
+        cfg = config or load_config()
+        layout = _connect.layout_for(location, cfg)
+        con = _connect.attach(layout, cfg, read_only=read_only)
+        wh = cls(con, layout, cfg, read_only=read_only, clock=clock or SystemClock())
+        if migrate and not read_only:
+            wh.migrate()
+        return wh
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        try:
+            self.con.close()
+        except duckdb.Error:  # pragma: no cover - already closed
+            pass
+
+    def __enter__(self) -> "Warehouse":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_writer(self) -> None:
+        if self.read_only:
+            raise WarehouseError(f"location={self.layout.catalog_uri!r}: opened read-only; writes are refused")
+
+    # --- migrations ------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Apply pending ``warehouse/migrations/NNNN_*.sql`` in order, then (re)create changed views.
+
+        Each migration runs in its own transaction with its ``schema_migrations`` row,
+        so a failed migration leaves nothing behind and is retried next time.
+
+        Returns
+        -------
+        list[str]
+            Names of the migrations and views applied by this call (empty when up to date).
+        """
+        self._require_writer()
+        applied: list[str] = []
+        with _connect.writer_lock(self.layout.lock_file, self.config.writer_lock_timeout_s):
+            self.con.execute(
+                f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
+                "(name VARCHAR NOT NULL, checksum VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+            )
+            done = {
+                name: checksum
+                for name, checksum in self.con.execute(f"SELECT name, checksum FROM {MIGRATIONS_TABLE}").fetchall()
+            }
+            files = sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+            views = sorted(VIEWS_DIR.glob("*.sql"))
+            for path, kind in [(p, "migration") for p in files] + [(p, "view") for p in views]:
+                name = f"{kind}s/{path.name}"
+                sql = path.read_text()
+                checksum = hashlib.sha256(sql.encode()).hexdigest()
+                if kind == "migration" and name in done:
+                    if done[name] != checksum:
+                        raise WarehouseError(
+                            f"migration={path.name!r}: changed after it was applied (checksum {checksum[:12]} != "
+                            f"{done[name][:12]}); add a new migration instead of editing an applied one"
+                        )
+                    continue
+                if kind == "view" and done.get(name) == checksum:
+                    continue
+                try:
+                    self.con.execute("BEGIN")
+                    self.con.execute(sql)  # a file of several statements; our own SQL, not user input
+                    self.con.execute(
+                        f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?, ?)", [name, checksum, self.clock.now()]
+                    )
+                    if "audit_log" in self.tables():  # from 0002 on, schema changes are audited too
+                        self._append_audit([{"actor": "warehouse", "action": f"schema.{kind}", "subject": name,
+                                             "detail": {"checksum": checksum}}])
+                    self.con.execute("COMMIT")
+                except duckdb.Error as exc:
+                    self.con.execute("ROLLBACK")
+                    raise WarehouseError(f"{kind}={path.name!r}: {exc}") from exc
+                applied.append(name)
+        self._columns.clear()
+        return applied
+
+    def tables(self) -> list[str]:
+        """Names of the warehouse's tables."""
+        rows = self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY table_name", [_connect.CATALOG]
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def columns(self, table: str) -> list[_validate.Column]:
+        """The columns of ``table`` as the catalog describes them."""
+        if table not in self._columns:
+            rows = self.con.execute(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+                "WHERE table_catalog = ? AND table_name = ? ORDER BY ordinal_position",
+                [_connect.CATALOG, table],
+            ).fetchall()
+            if not rows:
+                raise WarehouseError(f"table={table!r}: no such table (run `riskctl warehouse migrate`)")
+            self._columns[table] = [_validate.Column(n, t, nullable == "YES") for n, t, nullable in rows]
+        return self._columns[table]
+
+    # --- writes ----------------------------------------------------------------------
+
+    def prepare(self, table: str, frame: pl.DataFrame, *, cycle_id: str | None = None) -> pl.DataFrame:
+        """Check and cast ``frame`` for ``table`` (see :func:`_validate.prepare`); raises WarehouseError."""
+        return _validate.prepare(table, frame, self.columns(table), cycle_id=cycle_id)
+
+    def write_cycle(self, records: CycleRecords) -> None:
+        """Land one cycle: its tables, its ``cycle_runs`` row and its audit entries, in ONE transaction.
+
+        Every frame is checked before the transaction starts. On refusal (schema
+        violation or a database error mid-write) nothing of the cycle remains, the
+        cycle is recorded as ``failed`` with the reason in a separate small
+        transaction, and :class:`WarehouseError` is raised naming table, column and value.
+        """
+        self._require_writer()
+        try:
+            if records.status not in ("completed", "failed"):
+                raise WarehouseError(f"cycle_runs.status={records.status!r}: must be 'completed' or 'failed'")
+            prepared: dict[str, pl.DataFrame] = {}
+            for table, frame in records.tables.items():
+                if table not in CYCLE_TABLES:
+                    raise WarehouseError(f"table={table!r}: not a cycle table (allowed: {sorted(CYCLE_TABLES)})")
+                prepared[table] = self.prepare(table, frame, cycle_id=records.cycle_id)
+            run = self.prepare("cycle_runs", self._cycle_run_row(records, records.status, records.error))
+            entries = list(records.audit) + [
+                {
+                    "actor": "pipeline",
+                    "action": "cycle.record",
+                    "subject": records.cycle_id,
+                    "at": records.finished_at,
+                    "detail": {"status": records.status, "flow_run_id": records.flow_run_id,
+                               "rows": {t: f.height for t, f in prepared.items()}},
+                }
+            ]
+            for e in entries:
+                e.setdefault("at", records.finished_at)
+            self._transaction(prepared | {"cycle_runs": run}, entries)
+        except WarehouseError as exc:
+            self._record_failed_cycle(records, str(exc))
+            raise
+        except (duckdb.Error, ValueError) as exc:
+            msg = f"cycle_id={records.cycle_id!r}: {exc}"
+            self._record_failed_cycle(records, msg)
+            raise WarehouseError(msg) from exc
+
+    def append(self, table: str, frame: pl.DataFrame, *, actor: str, action: str, subject: str | None = None) -> None:
+        """Append rows outside a cycle (acks, overrides, outbox events, ...) plus their audit entry, in one transaction.
+
+        Parameters
+        ----------
+        table
+            One of :data:`APPEND_TABLES`.
+        frame
+            Rows to append.
+        actor, action
+            Who did it (operator id, ``"escalation"``, ``"api"``) and what (``"ack"``, ``"override.create"``).
+        subject
+            What it concerns (incident key, account); default the table name.
+        """
+        self._require_writer()
+        if table not in APPEND_TABLES:
+            raise WarehouseError(f"table={table!r}: not appendable (allowed: {sorted(APPEND_TABLES)})")
+        prepared = self.prepare(table, frame)
+        detail: dict[str, object] = {"table": table, "rows": prepared.height}
+        if prepared.height <= _AUDIT_INLINE_ROWS:
+            detail["records"] = prepared.to_dicts()
+        else:
+            detail["digest"] = _frame_digest(prepared)
+        entry = {"actor": actor, "action": action, "subject": subject or table, "detail": detail}
+        try:
+            self._transaction({table: prepared}, [entry])
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{table}: append refused: {exc}") from exc
+
+    def audit(self, actor: str, action: str, subject: str | None = None, detail: object = None, *, at: datetime | None = None) -> int:
+        """Append one audit entry on its own; returns its ``seq``."""
+        self._require_writer()
+        entry = {"actor": actor, "action": action, "subject": subject, "detail": detail, "at": at}
+        with _connect.writer_lock(self.layout.lock_file, self.config.writer_lock_timeout_s):
+            self.con.execute("BEGIN")
+            try:
+                rows = self._append_audit([entry])
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+        return int(rows["seq"][-1])
+
+    def _cycle_run_row(self, records: CycleRecords, status: str, error: str | None) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "cycle_id": [records.cycle_id],
+                "flow_run_id": [records.flow_run_id],
+                "started_at": [records.started_at],
+                "finished_at": [records.finished_at],
+                "status": [status],
+                "error": [error],
+                "stage_ms": [json.dumps({k: float(v) for k, v in records.stage_ms.items()}, sort_keys=True)],
+                "n_accounts": [records.n_accounts],
+                "next_interval_s": [records.next_interval_s],
+            },
+            schema_overrides={"flow_run_id": pl.String, "error": pl.String, "n_accounts": pl.Int64, "next_interval_s": pl.Float64},
+        )
+
+    def _record_failed_cycle(self, records: CycleRecords, reason: str) -> None:
+        """Record a refused cycle as failed (its own small transaction); never raises over the original error."""
+        try:
+            at = records.finished_at if isinstance(records.finished_at, datetime) and records.finished_at.tzinfo else self.clock.now()
+            started = records.started_at if isinstance(records.started_at, datetime) and records.started_at.tzinfo else at
+            run = self.prepare(
+                "cycle_runs",
+                self._cycle_run_row(
+                    CycleRecords(records.cycle_id, records.flow_run_id, started, at, "failed", records.stage_ms,
+                                 n_accounts=records.n_accounts, next_interval_s=records.next_interval_s),
+                    "failed",
+                    reason,
+                ),
+            )
+            entry = {"actor": "warehouse", "action": "cycle.refused", "subject": records.cycle_id, "at": at,
+                     "detail": {"reason": reason}}
+            self._transaction({"cycle_runs": run}, [entry])
+        except Exception:  # noqa: BLE001 - the caller re-raises the original refusal
+            pass
+
+    def _transaction(self, frames: dict[str, pl.DataFrame], entries: list[dict]) -> None:
+        """Insert every frame and the audit entries in one transaction under the writer lock."""
+        with _connect.writer_lock(self.layout.lock_file, self.config.writer_lock_timeout_s):
+            self.con.execute("BEGIN")
+            try:
+                for table, frame in frames.items():
+                    if frame.height:
+                        self._insert(table, frame)
+                self._append_audit(entries)
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+
+    def _insert(self, table: str, frame: pl.DataFrame) -> None:
+        # `table` is checked against the catalog (self.columns) and the allowlists; columns
+        # come from the catalog too, so nothing user-supplied is spliced into the SQL.
+        cols = ", ".join(f'"{c.name}"' for c in self.columns(table))
+        view = f"_incoming_{table}"
+        self.con.register(view, _Stream(frame))
+        try:
+            self.con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{view}"')
+        finally:
+            self.con.unregister(view)
+
+    def _audit_head(self) -> tuple[int, str]:
+        row = self.con.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, _audit.GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def _append_audit(self, entries: list[dict]) -> pl.DataFrame:
+        """Chain ``entries`` after the current head and insert them (inside the caller's transaction and lock)."""
+        if not entries:
+            return _audit.chain([], head_seq=0, head_hash=_audit.GENESIS, default_at=self.clock.now())
+        seq, head = self._audit_head()
+        rows = _audit.chain(entries, head_seq=seq, head_hash=head, default_at=self.clock.now())
+        self._insert("audit_log", rows)
+        return rows
+
+    # --- reads -----------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence | None = None, *, exact_decimals: bool = False) -> pl.DataFrame:
+        """Run ``sql`` (with ``?`` parameters) and return a Polars frame.
+
+        Timestamps come back as UTC; DECIMAL columns as Float64 unless ``exact_decimals``.
+        """
+        try:
+            rel = self.con.sql(sql, params=list(params) if params is not None else None)
+        except duckdb.Error as exc:
+            raise WarehouseError(f"query failed: {exc}") from exc
+        if rel is None:  # a statement without a result
+            return pl.DataFrame()
+        return _to_polars(rel, exact_decimals=exact_decimals)
+
+    def latest_risk_state(self) -> pl.DataFrame:
+        """The newest ``risk_state`` row per account (core columns + ``state_json``)."""
+        return self.query(
+            "SELECT * EXCLUDE (cycle_id), cycle_id FROM risk_state "
+            "QUALIFY row_number() OVER (PARTITION BY account_id ORDER BY ts DESC, cycle_id DESC) = 1 "
+            "ORDER BY account_id"
+        )
+
+    def last_heartbeat(self) -> datetime | None:
+        """``finished_at`` of the newest completed cycle (UTC), or None if none completed yet."""
+        row = self.con.execute("SELECT max(finished_at) FROM cycle_runs WHERE status = 'completed'").fetchone()
+        value = row[0] if row else None
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def verify(self, *, batch_rows: int = 100_000) -> VerifyResult:
+        """Check the audit hash chain; the result names the first broken entry."""
+        checker = _audit.ChainVerifier()
+        last = -1
+        while True:
+            batch = self.query(
+                "SELECT seq, \"at\", actor, action, subject, CAST(detail AS VARCHAR) AS detail, prev_hash, hash "
+                "FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+                [last, batch_rows],
+            )
+            if batch.height == 0 or not checker.feed(batch):
+                break
+            last = int(batch["seq"][-1])
+        return checker.result()
+

@@ -1,0 +1,99 @@
+"""The local Prefect server that `riskctl run` and `riskctl serve` start when no API is configured.
+
+The server keeps its SQLite database under the project's data directory and is
+left running after a session so operators can browse the runs; `riskctl server
+stop` stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4200
+
+
+def data_dir() -> Path:
+    """Where the server's database, log and pid file live (``RISK_DATA_DIR`` or ``.riskpipe/``)."""
+    return Path(os.environ.get("RISK_DATA_DIR", Path.cwd() / ".riskpipe")).resolve()
+
+
+def api_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+    return f"http://{host}:{port}/api"
+
+
+def ui_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+    return f"http://{host}:{port}"
+
+
+def is_healthy(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _pid_file() -> Path:
+    return data_dir() / "prefect-server.pid"
+
+
+def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, wait_s: float = 90.0) -> tuple[str, bool]:
+    """Start a local Prefect server in the background unless one answers already.
+
+    Returns ``(api_url, started)``. Raises ``RuntimeError`` with the log's tail
+    if the server does not become healthy within ``wait_s``.
+    """
+    url = api_url(host, port)
+    if is_healthy(url):
+        return url, False
+    home = data_dir() / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    log = data_dir() / "prefect-server.log"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # survives the command that started it
+        )
+    _pid_file().write_text(str(proc.pid))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if is_healthy(url):
+            return url, True
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise RuntimeError(f"Prefect server at {url} did not start within {wait_s:.0f}s; log {log}:\n{tail}")
+
+
+def stop() -> bool:
+    """Stop the server this project started; False if none was recorded or it was gone."""
+    pid_file = _pid_file()
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().strip() or 0)
+    pid_file.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,145 @@
+"""One plain function per cycle stage. The monitor flow wraps each as a Prefect task.
+
+ingest → validate → metrics → sizing → triggers → escalate → act → record
+
+Each stage takes the session (the adapters, chosen in one place) and the
+previous stages' outputs, and returns frames. Time is passed in as ``now``.
+Failing closed happens here: accounts whose inputs were quarantined are marked
+invalid before the metrics reach the policy, and the policy blocks their new
+entries and raises a "data" alert.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from risklib.core import frames
+
+if TYPE_CHECKING:
+    from risklib.cycle.session import Session
+
+
+@dataclass
+class CycleResult:
+    """What one cycle saw, decided and did; the record stage writes it and the flow reports it."""
+
+    cycle_id: str
+    now: datetime
+    snapshot: Any = None
+    validation: Any = None
+    book: Any = None
+    sizing: pl.DataFrame | None = None
+    evaluation: Any = None
+    escalation: Any = None
+    execution: Any = None
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def next_interval_s(self) -> float:
+        return float(self.evaluation.next_interval_s) if self.evaluation is not None else 0.0
+
+
+def ingest(session: Session, now: datetime) -> Any:
+    """Take the feed's snapshot at ``now`` and extend the rolling bar window with its new bars."""
+    snap = session.feed.snapshot(now)
+    session.window.extend(snap.bars)
+    return snap
+
+
+def validate(session: Session, snapshot: Any, now: datetime) -> Any:
+    """Run the validation suites; bad rows are quarantined, their accounts fail closed."""
+    from risklib.adapters.validation import validate_snapshot
+
+    return validate_snapshot(
+        snapshot,
+        now,
+        known_instruments=session.instruments,
+        staleness_s=session.config.pipeline.staleness_s,
+        validator=session.validator,
+    )
+
+
+def compute_metrics(session: Session, validation: Any, snapshot: Any) -> Any:
+    """Per-account and per-position metrics; accounts that failed validation come back invalid."""
+    from risklib.core.metrics import compute_book_metrics
+
+    book = compute_book_metrics(
+        validation.positions,
+        validation.balances,
+        validation.ticks.select("instrument", "mid"),
+        session.window.returns(),
+        session.instruments,
+        peaks=session.peaks(),
+        config=session.config.metrics,
+    )
+    failed = validation.failed_accounts
+    # An account whose balance row itself was quarantined is absent from the
+    # clean balances: it must still appear, invalid, so the policy blocks it.
+    known = set(book.accounts["account_id"].to_list())
+    if failed.height:
+        absent = failed.filter(~pl.col("account_id").is_in(list(known))).unique("account_id")
+        accounts = book.accounts.join(
+            failed.group_by("account_id").agg(pl.col("reason").str.join("; ").alias("_why")), on="account_id", how="left"
+        ).with_columns(
+            pl.when(pl.col("_why").is_not_null()).then(False).otherwise(pl.col("valid")).alias("valid"),
+            pl.when(pl.col("_why").is_not_null())
+            .then(pl.concat_str([pl.lit("quarantined input: "), pl.col("_why")]))
+            .otherwise(pl.col("invalid_reason"))
+            .alias("invalid_reason"),
+        ).drop("_why")
+        if absent.height:
+            missing = absent.select(
+                "account_id",
+                pl.concat_str([pl.lit("quarantined input: "), pl.col("reason")]).alias("invalid_reason"),
+            ).with_columns(pl.lit(False).alias("valid"))
+            accounts = pl.concat([accounts, missing], how="diagonal_relaxed")
+        book = book.with_accounts(frames.conform(accounts, frames.ACCOUNT_METRICS, "account metrics"))
+    return book
+
+
+def size_positions(session: Session, book: Any) -> pl.DataFrame:
+    """Position limits for the next orders from the risk of the moment."""
+    from risklib.core.policy import size_positions as size
+
+    return size(session.state, book.accounts, book.positions, session.config.policy)
+
+
+def evaluate_triggers(session: Session, now: datetime, book: Any, snapshot: Any) -> Any:
+    """Policy evaluation for every account in one call: state, alerts, actions, next cadence."""
+    from risklib.core.policy import evaluate
+
+    evaluation = evaluate(
+        now,
+        book.accounts,
+        session.state,
+        session.config.policy,
+        market=session.market_inputs(now, book, snapshot),
+        overrides=session.active_overrides(now),
+    )
+    return evaluation
+
+
+def escalate(session: Session, now: datetime, evaluation: Any) -> Any:
+    """Plan messages per incident, write them to the outbox, then drain what is due."""
+    return session.escalate(now, evaluation.alerts)
+
+
+def act(session: Session, now: datetime, evaluation: Any, snapshot: Any) -> Any:
+    """Hand the policy's actions to the broker; idempotency keys make retries and replays harmless."""
+    prices = snapshot.ticks.select("instrument", "mid")
+    return session.broker.execute(evaluation.actions, prices, now)
+
+
+def record(session: Session, result: CycleResult, finished_at: datetime, flow_run_id: str | None) -> None:
+    """Write the cycle's records to the warehouse in one transaction and publish the heartbeat."""
+    session.record(result, finished_at, flow_run_id)
+
+
+def to_json_rows(frame: pl.DataFrame) -> pl.Series:
+    """Each row of ``frame`` as a JSON string (for the ``state_json``/``raw_row`` columns)."""
+    return pl.Series([json.dumps(r, default=str) for r in frame.iter_rows(named=True)], dtype=pl.String)

@@ -144,6 +144,35 @@ ACTIONS = {
     "ts": UTC_TS,
 }
 
+#: Every rule that fired in an evaluation, for the audit (policy engine output).
+RULES_FIRED = {
+    "account_id": pl.String,
+    "ts": UTC_TS,
+    "rule": pl.String,  # ladder name, or "data", "breaker", "override"
+    "step": pl.String,  # name of the ladder step held (or the override outcome)
+    "level": pl.Int64,  # ladder step index, 1-based (0 for non-ladder rows)
+    "alert_level": pl.Int64,
+    "metric_value": pl.Float64,
+    "threshold": pl.Float64,
+    "basis": pl.String,  # what the metric is measured against (equity incl. unrealized, peak, window, start-of-day)
+    "effect": pl.String,  # sizing, mode, action, breaker effect of the step, or why it is suspended/rejected
+    "suspended": pl.Boolean,  # True when an active override suspends this rule's effects
+    "incident_key": pl.String,
+}
+
+#: Active manual overrides handed to the policy evaluation (recorded by the API/warehouse).
+OVERRIDES = {
+    "override_id": pl.String,
+    "account_id": pl.String,  # an account, or "*" for all
+    "rule": pl.String,  # a ladder name, or "breaker" for a manual reset
+    "action": pl.String,  # "suspend" | "adjust" | "reset"
+    "threshold_scale": pl.Float64,  # adjust: thresholds multiplied by this (1.1 = 10 % looser); null otherwise
+    "authority_level": pl.Int64,  # 1 Risk Manager … 5 Board (real-time document, Override Authority Levels)
+    "operator_id": pl.String,
+    "created_at": UTC_TS,
+    "expires_at": UTC_TS,  # required: an override without expiry is rejected
+}
+
 
 def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], name: str) -> pl.DataFrame:
     """Select and cast ``frame`` to ``schema``; raise :class:`SchemaError` naming what is wrong.

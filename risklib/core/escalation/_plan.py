@@ -1,0 +1,437 @@
+"""Plan one cycle's escalation: incident conversations, chains, inhibition, grouping.
+
+Pure: ``now`` is passed in, the warehouse state comes in as frames, and the
+result is frames to append. The work over incidents is vectorised (Polars);
+the only Python loop is over message *groups* (rule x level x kind x tier),
+whose number does not grow with the number of accounts.
+
+Stage order (fixed): conversation (first / update on level rise / resolved)
+→ acknowledgement → chain (escalate after the wait, repeat while open)
+→ inhibition → grouping → dedup keys → outbox rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from risklib.core import frames
+from risklib.core.escalation._config import EscalationConfig
+from risklib.core.escalation._format import (
+    Member,
+    format_email,
+    format_sms,
+    format_voice,
+    reply_code,
+    short_hash,
+)
+from risklib.errors import DataError
+
+TS = frames.UTC_TS
+
+#: Open incidents with their conversation state, as :func:`load_escalation_state` builds them.
+OPEN_INCIDENTS = {
+    "incident_key": pl.String,
+    "account_id": pl.String,
+    "rule": pl.String,
+    "level": pl.Int64,  # current level (newest incident row)
+    "opened_at": TS,
+    "status": pl.String,  # open | acknowledged
+    "episode_id": pl.String,
+    "notified_level": pl.Int64,  # highest level a first/update message went out at (null: none yet)
+    "tier": pl.Int64,  # highest escalation tier notified
+    "tier_at": TS,  # when that tier was reached (escalation timer start)
+    "last_notified_at": TS,  # newest message of the conversation (repeat timer start)
+    "level_changed_at": TS,  # newest first/update message; acks before it do not count
+    "reply_code": pl.String,  # newest reply code of the conversation
+}
+
+#: Acknowledgements (newest per incident is enough).
+ACKS = {"incident_key": pl.String, "at": TS}
+
+#: Rows for the warehouse ``incidents`` table.
+INCIDENT_EVENTS = {
+    "incident_key": pl.String,
+    "account_id": pl.String,
+    "rule": pl.String,
+    "level": pl.Int64,
+    "opened_at": TS,
+    "updated_at": TS,
+    "resolved_at": TS,
+    "status": pl.String,
+    "episode_id": pl.String,
+}
+
+#: Rows for the warehouse ``notifications`` table (the outbox).
+NOTIFICATIONS = {
+    "notification_id": pl.String,
+    "incident_key": pl.String,  # null for a message about several incidents (see group_key)
+    "group_key": pl.String,
+    "level": pl.Int64,
+    "channel": pl.String,  # email | sms | voice | dashboard (dashboard rows are membership, never sent)
+    "recipient": pl.String,
+    "team": pl.String,
+    "tier": pl.Int64,
+    "subject": pl.String,  # dashboard rows: the message kind (first|update|escalation|repeat|resolved)
+    "body": pl.String,
+    "reply_code": pl.String,
+    "dedup_key": pl.String,  # "<kind>:<hash>"; the sender delivers each key at most once
+    "created_at": TS,
+    "not_before": TS,
+}
+
+#: Rows for the warehouse ``notification_events`` table.
+NOTIFICATION_EVENTS = {
+    "notification_id": pl.String,
+    "event": pl.String,
+    "provider": pl.String,
+    "provider_message_id": pl.String,
+    "attempt": pl.Int64,
+    "error": pl.String,
+    "retry_at": TS,
+    "at": TS,
+}
+
+KINDS_NEEDING_ACK = ("first", "update", "escalation", "repeat")
+
+
+@dataclass(frozen=True)
+class EscalationPlan:
+    """What one cycle's escalation decided.
+
+    Attributes
+    ----------
+    incident_events
+        New rows for ``incidents`` (:data:`INCIDENT_EVENTS`).
+    notifications
+        New outbox rows for ``notifications`` (:data:`NOTIFICATIONS`), provider
+        messages plus one ``dashboard`` membership row per incident and message.
+    notification_events
+        ``inhibited`` events for messages held back (:data:`NOTIFICATION_EVENTS`).
+    """
+
+    incident_events: pl.DataFrame
+    notifications: pl.DataFrame
+    notification_events: pl.DataFrame
+
+    @property
+    def n_messages(self) -> int:
+        """Provider messages planned (not counting dashboard rows or inhibited ones)."""
+        held = set(self.notification_events["notification_id"].to_list())
+        prov = self.notifications.filter(pl.col("channel") != "dashboard")
+        return prov.filter(~pl.col("notification_id").is_in(list(held))).height
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "incident_events": self.incident_events.height,
+            "messages": self.n_messages,
+            "inhibited": self.notification_events.height,
+            "dashboard_rows": self.notifications.filter(pl.col("channel") == "dashboard").height,
+        }
+
+
+def _check_now(now: datetime) -> None:
+    if now.tzinfo is None:
+        raise DataError(f"now={now!r}: must be timezone-aware (UTC)")
+
+
+def plan_escalation(
+    now: datetime,
+    alerts: pl.DataFrame,
+    open_incidents: pl.DataFrame,
+    acks: pl.DataFrame,
+    config: EscalationConfig,
+) -> EscalationPlan:
+    """Decide this cycle's incident events and outbox messages.
+
+    Parameters
+    ----------
+    now
+        Evaluation time (UTC, aware). Every timer compares against it.
+    alerts
+        This cycle's alerts (``frames.ALERTS``); one row per incident while its condition holds.
+        An open incident absent from ``alerts`` is resolved.
+    open_incidents
+        Unresolved incidents with conversation state (:data:`OPEN_INCIDENTS`).
+    acks
+        Acknowledgements (:data:`ACKS`); an ack counts if it is not older than the
+        incident's last level change.
+    config
+        The escalation policy.
+
+    Returns
+    -------
+    EscalationPlan
+        Frames to append to ``incidents``, ``notifications`` and ``notification_events``.
+    """
+    _check_now(now)
+    alerts = frames.conform(alerts, frames.ALERTS, "alerts")
+    opened = frames.conform(open_incidents, OPEN_INCIDENTS, "open_incidents").filter(pl.col("status") != "resolved")
+    acks = frames.conform(acks, ACKS, "acks")
+    now_lit = pl.lit(now).cast(TS)
+
+    # One row per incident this cycle: its highest level.
+    cur = (
+        alerts.sort(["incident_key", "level"], descending=[False, True])
+        .unique("incident_key", keep="first", maintain_order=True)
+        .with_columns(pl.lit(True).alias("present"))
+    )
+    last_ack = acks.group_by("incident_key").agg(pl.col("at").max().alias("ack_at"))
+    lv = _level_table(config)
+
+    j = (
+        cur.join(opened.with_columns(pl.lit(True).alias("was_open")), on="incident_key", how="full", coalesce=True, suffix="_o")
+        .join(last_ack, on="incident_key", how="left")
+        .with_columns(pl.col("present").fill_null(False), pl.col("was_open").fill_null(False))
+        .with_columns(
+            pl.coalesce("account_id", "account_id_o").alias("account_id"),
+            pl.coalesce("rule", "rule_o").alias("rule"),
+            pl.when(pl.col("present")).then(pl.col("level")).otherwise(pl.col("level_o")).alias("new_level"),
+            pl.coalesce(
+                "episode_id",
+                pl.col("incident_key").str.strip_prefix(
+                    pl.concat_str([pl.col("account_id"), pl.lit(":"), pl.col("rule"), pl.lit(":")])
+                ),
+            ).alias("episode_id"),
+        )
+        .join(lv.rename({"level": "new_level"}), on="new_level", how="left")
+        .with_columns(
+            (
+                pl.col("ack_at").is_not_null()
+                & (pl.col("level_changed_at").is_null() | (pl.col("ack_at") >= pl.col("level_changed_at")))
+            ).alias("acked"),
+            pl.col("tier").fill_null(0).alias("tier0"),
+        )
+    )
+
+    present, was_open = pl.col("present"), pl.col("was_open")
+    notified = pl.col("notified_level")
+    is_first = present & notified.is_null()
+    is_update = present & notified.is_not_null() & (pl.col("new_level") > notified)
+    is_resolved = ~present & was_open
+    chain_live = present & ~pl.col("acked") & notified.is_not_null() & ~is_update
+    is_escalation = (
+        chain_live
+        & pl.col("ack_wait_s").is_not_null()
+        & (pl.col("tier0") < pl.col("n_tiers"))
+        & (now_lit >= pl.col("tier_at") + pl.duration(seconds=pl.col("ack_wait_s")))
+    )
+    is_repeat = (
+        chain_live
+        & ~is_escalation
+        & pl.col("repeat_interval_s").is_not_null()
+        & (now_lit >= pl.col("last_notified_at") + pl.duration(seconds=pl.col("repeat_interval_s")))
+    )
+    j = j.with_columns(
+        pl.when(is_resolved)
+        .then(pl.lit("resolved"))
+        .when(is_first)
+        .then(pl.lit("first"))
+        .when(is_update)
+        .then(pl.lit("update"))
+        .when(is_escalation)
+        .then(pl.lit("escalation"))
+        .when(is_repeat)
+        .then(pl.lit("repeat"))
+        .otherwise(pl.lit(None, pl.String))
+        .alias("kind")
+    )
+
+    events = _incident_events(j, now_lit)
+
+    # Inhibition: accounts with an unresolved incident at or above inhibit_from_level.
+    hot = j.filter(~is_resolved & (pl.col("new_level") >= config.inhibit_from_level)).select("account_id").unique()
+    msgs = (
+        j.filter(pl.col("kind").is_not_null())
+        .with_columns(
+            pl.col("account_id").is_in(hot["account_id"].implode()).alias("_hot"),
+            # The level the message speaks of: resolution at the level people were told about.
+            pl.when(pl.col("kind") == "resolved")
+            .then(pl.coalesce("notified_level", "new_level"))
+            .otherwise(pl.col("new_level"))
+            .alias("msg_level"),
+        )
+        .with_columns(((pl.col("msg_level") < config.inhibit_from_level) & pl.col("_hot")).alias("inhibited"))
+        .with_columns(_tier_range(config))
+    )
+    if msgs.height:
+        msgs = msgs.filter(~((pl.col("kind") == "resolved") & pl.col("notified_level").is_null()))
+    taken = set(opened["reply_code"].drop_nulls().to_list())
+    notifications, held = _outbox(now, msgs, config, taken)
+    return EscalationPlan(
+        incident_events=events,
+        notifications=notifications,
+        notification_events=held,
+    )
+
+
+def _level_table(config: EscalationConfig) -> pl.DataFrame:
+    lv = sorted(config.levels.items())
+    return pl.DataFrame(
+        {
+            "level": [k for k, _ in lv],
+            "n_tiers": [len(p.tiers) for _, p in lv],
+            "ack_wait_s": [p.ack_wait_s for _, p in lv],
+            "repeat_interval_s": [p.repeat_interval_s for _, p in lv],
+        },
+        schema={"level": pl.Int64, "n_tiers": pl.Int64, "ack_wait_s": pl.Float64, "repeat_interval_s": pl.Float64},
+    )
+
+
+def _tier_range(config: EscalationConfig) -> list[pl.Expr]:
+    kind = pl.col("kind")
+    tier = pl.col("tier0").clip(lower_bound=1)
+    cap = pl.col("n_tiers")
+    lo = pl.when(kind == "escalation").then(pl.col("tier0") + 1).otherwise(pl.lit(1))
+    hi = (
+        pl.when(kind == "first")
+        .then(pl.lit(1))
+        .when(kind == "escalation")
+        .then(pl.col("tier0") + 1)
+        .otherwise(pl.min_horizontal(tier, cap))
+    )
+    return [lo.cast(pl.Int64).alias("tier_lo"), hi.cast(pl.Int64).alias("tier_hi")]
+
+
+def _incident_events(j: pl.DataFrame, now_lit: pl.Expr) -> pl.DataFrame:
+    """One row per incident whose state changed (opened, level changed, acknowledged, resolved)."""
+    kind = pl.col("kind")
+    level_changed = pl.col("was_open") & pl.col("present") & (pl.col("new_level") != pl.col("level_o"))
+    newly_acked = (
+        pl.col("was_open") & pl.col("present") & pl.col("acked") & (pl.col("status") == "open") & (kind != "update").fill_null(True)
+    )
+    changed = kind.is_in(["first", "update", "resolved"]).fill_null(False) | level_changed | newly_acked
+    status = (
+        pl.when(kind == "resolved")
+        .then(pl.lit("resolved"))
+        .when(kind.is_in(["first", "update"]).fill_null(False))
+        .then(pl.lit("open"))
+        .when(newly_acked)
+        .then(pl.lit("acknowledged"))
+        .otherwise(pl.col("status"))
+    )
+    out = j.filter(changed).select(
+        "incident_key",
+        "account_id",
+        "rule",
+        pl.col("new_level").alias("level"),
+        pl.when(pl.col("was_open")).then(pl.col("opened_at")).otherwise(now_lit).alias("opened_at"),
+        now_lit.alias("updated_at"),
+        pl.when(kind == "resolved").then(now_lit).otherwise(pl.lit(None, TS)).alias("resolved_at"),
+        status.alias("status"),
+        "episode_id",
+    )
+    return frames.conform(out, INCIDENT_EVENTS, "incident events")
+
+
+def _audience(config: EscalationConfig, level: int, rule: str, tier_lo: int, tier_hi: int, channels: tuple[str, ...]):
+    """(channel, address, team, tier) for the tiers ``tier_lo..tier_hi`` of ``level``, deduplicated by address."""
+    pol = config.levels[level]
+    seen: set[tuple[str, str]] = set()
+    out: list[tuple[str, str, str, int]] = []
+    for t in range(tier_lo, tier_hi + 1):
+        if t > len(pol.tiers):
+            break
+        teams = list(pol.tiers[t - 1])
+        if t == 1:
+            teams += [x for x in config.rule_teams.get(rule, ()) if x not in teams]
+        for team in teams:
+            for m in config.teams[team]:
+                for ch in channels:
+                    addr = m.address(ch)
+                    if addr and (ch, addr) not in seen:
+                        seen.add((ch, addr))
+                        out.append((ch, addr, team, t))
+    return out
+
+
+def _outbox(now: datetime, msgs: pl.DataFrame, config: EscalationConfig, taken: set[str]):
+    """Group ``msgs`` (one row per incident and message) into outbox rows."""
+    if msgs.height == 0:
+        return frames.empty(NOTIFICATIONS), frames.empty(NOTIFICATION_EVENTS)
+    stamp = now.isoformat()
+    keys = ["kind", "rule", "msg_level", "tier_lo", "tier_hi", "inhibited"]
+    msgs = msgs.sort(["kind", "rule", "msg_level", "tier_lo", "tier_hi", "inhibited", "account_id", "incident_key"])
+    groups = msgs.group_by(keys, maintain_order=True).agg(
+        pl.col("incident_key"),
+        pl.col("account_id"),
+        pl.col("new_level"),
+        pl.col("metric_value"),
+        pl.col("threshold"),
+        pl.col("trading_mode"),
+        pl.col("last_notified_at").max().alias("anchor"),
+    )
+    rows: list[dict] = []
+    held: list[str] = []
+    for g in groups.iter_rows(named=True):
+        members = [
+            Member(k, a, g["rule"], int(lvl), mv, th, tm)
+            for k, a, lvl, mv, th, tm in zip(
+                g["incident_key"], g["account_id"], g["new_level"], g["metric_value"], g["threshold"], g["trading_mode"]
+            )
+        ]
+        chunks = [members] if len(members) >= config.group_min_accounts else [[m] for m in members]
+        for chunk in chunks:
+            rows.extend(_group_rows(now, stamp, g, chunk, config, taken, held))
+    notifications = frames.conform(pl.DataFrame(rows, schema=NOTIFICATIONS, orient="row"), NOTIFICATIONS, "notifications")
+    held_ev = pl.DataFrame(
+        {
+            "notification_id": held,
+            "event": ["inhibited"] * len(held),
+            "provider": [None] * len(held),
+            "provider_message_id": [None] * len(held),
+            "attempt": [0] * len(held),
+            "error": [f"held back: account has an open incident at level >= {config.inhibit_from_level}"] * len(held),
+            "retry_at": [None] * len(held),
+            "at": [now] * len(held),
+        },
+        schema=NOTIFICATION_EVENTS,
+    )
+    return notifications, held_ev
+
+
+def _group_rows(now, stamp, g, members, config, taken, held) -> list[tuple]:
+    kind, rule, level, lo, hi, inhibited = g["kind"], g["rule"], int(g["msg_level"]), int(g["tier_lo"]), int(g["tier_hi"]), g["inhibited"]
+    member_keys = sorted(m.incident_key for m in members)
+    group_key = "g-" + short_hash(stamp, kind, rule, level, lo, hi, inhibited, *member_keys)
+    code = reply_code(group_key, taken) if kind in KINDS_NEEDING_ACK else None
+    if code:
+        taken.add(code)
+    # What makes a message "the same" for dedup: the conversation step, not the cycle time.
+    anchor = {"first": "", "update": "", "resolved": "", "escalation": str(hi), "repeat": str(g["anchor"])}[kind]
+    content_key = short_hash(kind, rule, level, lo, hi, anchor, *member_keys, n=24)
+    pol = config.levels[level]
+    channels = tuple(c for c in pol.provider_channels if not (kind == "resolved" and c == "voice"))
+    if kind == "resolved" and not channels:
+        channels = ("sms",)
+    single = members[0].incident_key if len(members) == 1 else None
+    rows: list[tuple] = []
+    texts: dict[str, tuple[str, str]] = {}
+    for ch, addr, team, tier in _audience(config, level, rule, lo, hi, channels):
+        if ch not in texts:
+            if ch == "sms":
+                texts[ch] = (f"L{level} {rule}", format_sms(kind, level, rule, members, code, tier=hi, max_chars=config.sms_max_chars))
+            elif ch == "voice":
+                texts[ch] = (f"L{level} {rule}", format_voice(kind, level, rule, members, digit=config.ack.voice_ack_digit))
+            else:
+                texts[ch] = format_email(
+                    kind, level, rule, members, code, dashboard_url=config.dashboard_url, list_max=config.group_list_max, tier=hi
+                )
+        subject, body = texts[ch]
+        nid = "n-" + short_hash(group_key, ch, addr, n=24)
+        rows.append(
+            (nid, single, group_key, level, ch, addr, team, tier, subject, body, code,
+             f"{kind}:{short_hash(content_key, ch, addr, n=24)}", now, now)
+        )
+        if inhibited:
+            held.append(nid)
+    for m in members:
+        nid = "n-" + short_hash(group_key, "dashboard", m.incident_key, n=24)
+        line = format_sms(kind, level, rule, [m], None, tier=hi, max_chars=160)
+        rows.append(
+            (nid, m.incident_key, group_key, level, "dashboard", "dashboard", None, hi, kind, line, code,
+             f"{kind}:{short_hash(content_key, m.incident_key, n=24)}", now, None)
+        )
+    return rows

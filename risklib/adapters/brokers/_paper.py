@@ -1,0 +1,466 @@
+"""A paper broker: the embedded default. Holds the book, fills at the simulated price."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from risklib.adapters.feeds._config import BrokerConfig
+from risklib.core import frames
+from risklib.core.instruments import FX_MAJORS
+from risklib.errors import BrokerError
+
+from ._base import (
+    BROKER_FILLS,
+    BROKER_ORDERS,
+    MODE_ACTIONS,
+    MODE_CHANGES,
+    PENDING,
+    SKIPPED,
+    TRADE_ACTIONS,
+    ExecutionReport,
+    Order,
+)
+
+_KEYS = ["account_id", "strategy", "instrument"]
+_QUOTE_SCHEMA = {"instrument": pl.String, "bid": pl.Float64, "ask": pl.Float64, "mid": pl.Float64}
+_WORK = {  # an order being worked: PENDING plus bookkeeping
+    **PENDING,
+    "is_risk": pl.Boolean,
+    "action_reason": pl.String,
+}
+
+
+def _order_id(key: str, account: str, strategy: str, instrument: str, attempt: int) -> str:
+    raw = f"{key}|{account}|{strategy}|{instrument}|{attempt}".encode()
+    return "o-" + hashlib.sha1(raw).hexdigest()[:20]
+
+
+def _usd_is_quote(instruments: pl.Series) -> np.ndarray:
+    return np.array([FX_MAJORS[i].usd_is_quote if i in FX_MAJORS else True for i in instruments.to_list()])
+
+
+class PaperBroker:
+    """Simulated execution against a book held in memory.
+
+    Fills at the current quote (BUY at the ask, SELL at the bid; the mid when
+    a side is absent from the prices given) moved against the order by
+    ``slippage_bps``. With probability ``partial_fill_p`` an order fills only a
+    share drawn from ``partial_fill_fraction``; the remainder is re-submitted at
+    once up to ``max_resubmits`` times, then kept as *pending* and re-submitted
+    at the next :meth:`execute`. Orders in an instrument without a usable quote
+    (liquidity gap, feed problem) or while the market is closed are rejected;
+    a rejected risk order is kept pending, a rejected strategy order is not.
+
+    Risk actions (:data:`frames.ACTIONS`): ``REDUCE``/``CLOSE`` cut every
+    position of the account by ``fraction``; ``CLOSE_ALL`` flattens;
+    ``HALT_ENTRIES`` blocks strategy orders that open or grow a position;
+    ``HALT_ALL`` blocks every strategy order; ``RESUME`` lifts both. Risk
+    orders always go through a halt (they only reduce). Each idempotency key is
+    acted on once: replays, retries and restarts (keys reloaded with
+    :meth:`seen_keys`) are reported as skipped. The broker does no I/O; the
+    pipeline writes the returned orders and fills to the warehouse.
+
+    Parameters
+    ----------
+    config : BrokerConfig
+    seed : int
+        Seeds the partial-fill draws.
+    positions, balances : pl.DataFrame
+        Initial book (:data:`frames.POSITIONS`, :data:`frames.BALANCES`).
+    seen_keys : iterable of str
+        Idempotency keys already acted on.
+    """
+
+    def __init__(
+        self,
+        config: BrokerConfig | None = None,
+        *,
+        seed: int = 0,
+        positions: pl.DataFrame | None = None,
+        balances: pl.DataFrame | None = None,
+        seen_keys: Iterable[str] = (),
+    ) -> None:
+        self.config = config or BrokerConfig()
+        self._rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed).spawn(1)[0]))
+        self._positions = frames.empty(frames.POSITIONS)
+        self._balances = frames.empty(frames.BALANCES)
+        self._realized = pl.DataFrame(schema={"account_id": pl.String, "realized_pnl_usd": pl.Float64})
+        self._modes: dict[str, str] = {}
+        self._seen: set[str] = set()
+        self._pending = frames.empty(_WORK)
+        self._quotes = pl.DataFrame(schema=_QUOTE_SCHEMA)
+        self.market_open = True
+        self._seq = 0
+        self.load_book(
+            positions if positions is not None else frames.empty(frames.POSITIONS),
+            balances if balances is not None else frames.empty(frames.BALANCES),
+        )
+        self.seen_keys(seen_keys)
+
+    # -- book -------------------------------------------------------------------
+
+    def load_book(self, positions: pl.DataFrame, balances: pl.DataFrame) -> None:
+        """Replace the book. Duplicate position keys are summed (quantity-weighted entry)."""
+        pos = frames.conform(positions, frames.POSITIONS, "positions")
+        dup = pos.group_by(_KEYS).len().filter(pl.col("len") > 1)
+        if dup.height:
+            pos = pos.group_by(_KEYS, maintain_order=True).agg(
+                (pl.col("quantity") * pl.col("entry_price")).sum().alias("_qe"), pl.col("quantity").sum()
+            ).with_columns((pl.col("_qe") / pl.col("quantity")).alias("entry_price")).drop("_qe")
+        self._positions = frames.conform(pos, frames.POSITIONS, "positions")
+        self._balances = frames.conform(balances, frames.BALANCES, "balances")
+        for a in self._balances["account_id"].to_list():
+            self._modes.setdefault(a, "ACTIVE")
+
+    def positions(self) -> pl.DataFrame:
+        """Open positions, :data:`frames.POSITIONS`."""
+        return self._positions
+
+    def balances(self) -> pl.DataFrame:
+        """Balances, :data:`frames.BALANCES`; ``cash_usd`` includes realized P&L."""
+        return self._balances
+
+    def realized_pnl(self) -> pl.DataFrame:
+        """Realized P&L per account since the broker started, USD (account_id, realized_pnl_usd)."""
+        return self._realized
+
+    def modes(self) -> dict[str, str]:
+        """Trading mode per account: ACTIVE | HALT_ENTRIES | HALT_ALL."""
+        return dict(self._modes)
+
+    def mode(self, account_id: str) -> str:
+        return self._modes.get(account_id, "ACTIVE")
+
+    def pending(self) -> pl.DataFrame:
+        """Risk-order remainders waiting to be re-submitted (:data:`PENDING`)."""
+        return self._pending.select(list(PENDING))
+
+    # -- keys and prices --------------------------------------------------------
+
+    def seen_keys(self, keys: Iterable[str]) -> None:
+        """Register idempotency keys already acted on; they will be skipped."""
+        self._seen.update(str(k) for k in keys)
+
+    def has_seen(self, key: str) -> bool:
+        return key in self._seen
+
+    def update_prices(self, prices: pl.DataFrame | dict[str, float]) -> None:
+        """Mark the book to ``prices``: a frame with ``instrument`` and ``mid`` (``bid``/``ask`` optional) or a dict."""
+        self._quotes = self._normalize_prices(prices)
+
+    @staticmethod
+    def _normalize_prices(prices: pl.DataFrame | dict[str, float]) -> pl.DataFrame:
+        if isinstance(prices, dict):
+            prices = pl.DataFrame({"instrument": list(prices), "mid": [float(v) for v in prices.values()]})
+        if "instrument" not in prices.columns or "mid" not in prices.columns:
+            raise BrokerError(f"prices: need columns instrument and mid; have {prices.columns}")
+        cols = [pl.col("instrument").cast(pl.String), pl.col("mid").cast(pl.Float64)]
+        for side in ("bid", "ask"):
+            cols.append(pl.col(side).cast(pl.Float64) if side in prices.columns else pl.lit(None, pl.Float64).alias(side))
+        return prices.select(cols).select(list(_QUOTE_SCHEMA)).unique("instrument", keep="last", maintain_order=True)
+
+    # -- risk actions -----------------------------------------------------------
+
+    def execute(self, actions: pl.DataFrame, prices: pl.DataFrame | dict[str, float], now: datetime) -> ExecutionReport:
+        """Act on risk actions once per idempotency key.
+
+        Parameters
+        ----------
+        actions : pl.DataFrame
+            :data:`frames.ACTIONS`. ``fraction`` in [0, 1] for REDUCE/CLOSE.
+        prices : pl.DataFrame or dict
+            Current quotes: ``instrument`` + ``mid`` (+ ``bid``/``ask``).
+        now : datetime
+            Execution time stamped on orders and fills.
+
+        Returns
+        -------
+        ExecutionReport
+        """
+        acts = frames.conform(actions, frames.ACTIONS, "actions")
+        bad = acts.filter(pl.col("action").is_in([*TRADE_ACTIONS, *MODE_ACTIONS]).not_())
+        if bad.height:
+            raise BrokerError(f"actions: action={bad['action'][0]!r}: must be one of {[*TRADE_ACTIONS, *MODE_ACTIONS]}")
+        frac_bad = acts.filter(
+            pl.col("action").is_in(["REDUCE", "CLOSE"]) & ~pl.col("fraction").is_between(0.0, 1.0)
+        )
+        if frac_bad.height:
+            raise BrokerError(
+                f"actions: fraction={frac_bad['fraction'][0]} for key {frac_bad['idempotency_key'][0]!r}: must be in [0, 1]"
+            )
+        self._quotes = self._normalize_prices(prices)
+        # replays: keys seen before, and repeats of a key inside this batch
+        first = acts.with_columns(pl.int_range(pl.len()).over("idempotency_key").alias("_n"))
+        dup_mask = pl.col("idempotency_key").is_in(list(self._seen)) | (pl.col("_n") > 0)
+        skipped = first.filter(dup_mask).select(
+            "idempotency_key", "account_id", "action", pl.lit("DUPLICATE: key already executed").alias("reason")
+        )
+        todo = first.filter(~dup_mask).drop("_n")
+
+        orders: list[pl.DataFrame] = []
+        fills: list[pl.DataFrame] = []
+        # remainders from earlier calls go first, at today's prices
+        if self._pending.height:
+            work, self._pending = self._pending, frames.empty(_WORK)
+            o, f = self._work(work, now)
+            orders.append(o)
+            fills.append(f)
+
+        changes = []
+        todo = todo.with_columns(pl.int_range(pl.len()).over("account_id").alias("_round"))
+        for rnd in range(int(todo["_round"].max()) + 1 if todo.height else 0):  # rounds: actions per account, in order
+            batch = todo.filter(pl.col("_round") == rnd)
+            modes = batch.filter(pl.col("action").is_in(list(MODE_ACTIONS)))
+            for row in modes.iter_rows(named=True):  # mode changes are few (one per halted account)
+                before = self._modes.get(row["account_id"], "ACTIVE")
+                after = MODE_ACTIONS[row["action"]]
+                self._modes[row["account_id"]] = after
+                changes.append((row["idempotency_key"], row["account_id"], row["action"], before, after, now))
+            trades = batch.filter(pl.col("action").is_in(list(TRADE_ACTIONS))).with_columns(
+                pl.when(pl.col("action") == "CLOSE_ALL").then(1.0).otherwise(pl.col("fraction")).alias("fraction")
+            )
+            if trades.height:
+                work = self._orders_from_actions(trades)
+                o, f = self._work(work, now)
+                orders.append(o)
+                fills.append(f)
+        keys = tuple(todo["idempotency_key"].to_list())
+        self._seen.update(keys)
+        mode_changes = pl.DataFrame(changes, schema=MODE_CHANGES, orient="row") if changes else frames.empty(MODE_CHANGES)
+        return ExecutionReport(
+            orders=pl.concat(orders) if orders else frames.empty(BROKER_ORDERS),
+            fills=pl.concat(fills) if fills else frames.empty(BROKER_FILLS),
+            mode_changes=mode_changes,
+            skipped=frames.conform(skipped, SKIPPED, "skipped"),
+            pending=self.pending(),
+            executed_keys=keys,
+        )
+
+    def _orders_from_actions(self, trades: pl.DataFrame) -> pl.DataFrame:
+        """One order per (action, position of its account): cut ``fraction`` of ``|quantity|``."""
+        joined = trades.select("idempotency_key", "account_id", "action", "fraction", "reason").join(
+            self._positions, on="account_id", how="inner"
+        )
+        return joined.filter(pl.col("quantity") != 0).select(
+            "idempotency_key",
+            "account_id",
+            "strategy",
+            "instrument",
+            pl.when(pl.col("quantity") > 0).then(pl.lit("SELL")).otherwise(pl.lit("BUY")).alias("side"),
+            (pl.col("quantity").abs() * pl.col("fraction")).alias("quantity"),
+            pl.lit(None, pl.String).alias("reason"),
+            pl.lit(0, pl.Int64).alias("attempt"),
+            pl.lit(True).alias("is_risk"),
+            pl.format("{} {} ({}): {}", pl.col("action"), pl.col("fraction"), pl.col("strategy"), pl.col("reason")).alias(
+                "action_reason"
+            ),
+        ).filter(pl.col("quantity") > 0)
+
+    # -- strategy orders --------------------------------------------------------
+
+    def submit(self, order: Order, now: datetime, prices: pl.DataFrame | dict[str, float] | None = None) -> ExecutionReport:
+        """Place one strategy order; halts apply. Rejections are reported, not retried.
+
+        A strategy order with an idempotency key seen before is skipped.
+        """
+        if prices is not None:
+            self._quotes = self._normalize_prices(prices)
+        key = order.idempotency_key
+        if key is None:
+            self._seq += 1
+            key = f"strategy:{order.account_id}:{order.strategy}:{order.instrument}:{now.isoformat()}:{self._seq}"
+        if key in self._seen:
+            skipped = pl.DataFrame(
+                [(key, order.account_id, "ORDER", "DUPLICATE: key already executed")], schema=SKIPPED, orient="row"
+            )
+            e = ExecutionReport.empty()
+            return ExecutionReport(e.orders, e.fills, e.mode_changes, skipped, self.pending())
+        self._seen.add(key)
+        mode = self._modes.get(order.account_id, "ACTIVE")
+        held = self._positions.filter(
+            (pl.col("account_id") == order.account_id)
+            & (pl.col("strategy") == order.strategy)
+            & (pl.col("instrument") == order.instrument)
+        )["quantity"].sum()
+        grows = abs(held + order.signed_quantity) > abs(held) + 1e-12
+        block = None
+        if mode == "HALT_ALL":
+            block = f"HALTED: account_id={order.account_id} mode=HALT_ALL"
+        elif mode == "HALT_ENTRIES" and grows:
+            block = f"HALTED_ENTRIES: account_id={order.account_id} mode=HALT_ENTRIES blocks orders that open or grow"
+        elif order.account_id not in self._modes:
+            block = f"UNKNOWN_ACCOUNT: account_id={order.account_id} has no balance"
+        work = pl.DataFrame(
+            [(key, order.account_id, order.strategy, order.instrument, order.side, order.quantity, block, 0, False, "strategy order")],
+            schema=_WORK,
+            orient="row",
+        )
+        o, f = self._work(work, now)
+        e = ExecutionReport.empty()
+        return ExecutionReport(o, f, e.mode_changes, e.skipped, self.pending(), executed_keys=(key,))
+
+    # -- filling ----------------------------------------------------------------
+
+    def _work(self, work: pl.DataFrame, now: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Send ``work`` orders, re-submit partial remainders, apply fills; keep open risk remainders pending."""
+        cfg = self.config
+        all_orders: list[pl.DataFrame] = []
+        all_fills: list[pl.DataFrame] = []
+        for _ in range(cfg.max_resubmits + 1):
+            if work.height == 0:
+                break
+            orders, fills, rest = self._fill_once(work, now)
+            all_orders.append(orders)
+            all_fills.append(fills)
+            if fills.height:
+                self._apply(fills, work)
+            # re-submit partial remainders at once; rejected orders wait (no quote now)
+            resub = rest.filter(pl.col("_status") == "PARTIALLY_FILLED")
+            waiting = rest.filter((pl.col("_status") == "REJECTED") & pl.col("is_risk"))
+            if waiting.height:
+                self._keep_pending(waiting)
+            work = resub.drop("_status").with_columns((pl.col("attempt") + 1).alias("attempt"))
+        if work.height:  # remainders after the last re-submission
+            self._keep_pending(work.with_columns(pl.lit("PARTIALLY_FILLED").alias("_status")).filter(pl.col("is_risk")))
+        return (
+            pl.concat(all_orders) if all_orders else frames.empty(BROKER_ORDERS),
+            pl.concat(all_fills) if all_fills else frames.empty(BROKER_FILLS),
+        )
+
+    def _keep_pending(self, rest: pl.DataFrame) -> None:
+        rows = rest.with_columns(
+            pl.col("_reason_out").alias("reason") if "_reason_out" in rest.columns else pl.col("reason"),
+            (pl.col("attempt") + 1).alias("attempt"),
+        ).select(list(_WORK))
+        self._pending = pl.concat([self._pending, rows]).group_by(
+            ["idempotency_key", *_KEYS], maintain_order=True
+        ).agg(
+            pl.col("side").last(),
+            pl.col("quantity").sum(),
+            pl.col("reason").last(),
+            pl.col("attempt").max(),
+            pl.col("is_risk").last(),
+            pl.col("action_reason").last(),
+        ).select(list(_WORK))
+
+    def _fill_once(self, work: pl.DataFrame, now: datetime) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """One attempt for every row of ``work``: (orders, fills, rows with status and open remainder)."""
+        cfg = self.config
+        w = work.join(self._quotes, on="instrument", how="left", maintain_order="left")
+        n = w.height
+        mid = w["mid"].to_numpy().astype(float)
+        bid = w["bid"].fill_null(w["mid"]).to_numpy().astype(float) if n else np.empty(0)
+        ask = w["ask"].fill_null(w["mid"]).to_numpy().astype(float) if n else np.empty(0)
+        buy = (w["side"] == "BUY").to_numpy()
+        qty = w["quantity"].to_numpy().astype(float)
+        blocked = w["reason"].to_numpy()
+        has_block = np.array([b is not None for b in blocked], dtype=bool)
+        px_side = np.where(buy, ask, bid)
+        no_quote = ~np.isfinite(mid) | (mid <= 0) | ~np.isfinite(px_side) | (px_side <= 0)
+        reason = np.full(n, None, dtype=object)
+        reason[no_quote] = [f"NO_QUOTE: instrument={i} has no usable quote" for i in w["instrument"].to_numpy()[no_quote]]
+        if not self.market_open:
+            no_quote[:] = True
+            reason[:] = "MARKET_CLOSED"
+        reject = has_block | no_quote
+        reason[has_block] = blocked[has_block]
+        u = self._rng.random(n)
+        lo, hi = cfg.partial_fill_fraction
+        share = np.where(u < cfg.partial_fill_p, self._rng.uniform(lo, hi, n), 1.0)
+        filled = np.where(reject, 0.0, qty * share)
+        open_rest = qty - filled
+        small = open_rest < cfg.min_quantity  # dust: treat as filled in full
+        filled = np.where(~reject & small, qty, filled)
+        open_rest = np.where(~reject & small, 0.0, open_rest)
+        status = np.where(reject, "REJECTED", np.where(open_rest > 0, "PARTIALLY_FILLED", "FILLED"))
+        slip = cfg.slippage_bps * 1e-4
+        price = np.where(buy, px_side * (1 + slip), px_side * (1 - slip))
+        ids = [
+            _order_id(k, a, s, i, int(t))
+            for k, a, s, i, t in zip(w["idempotency_key"], w["account_id"], w["strategy"], w["instrument"], w["attempt"])
+        ]
+        action_reason = w["action_reason"].to_list()
+        reasons = [r if r is not None else ar for r, ar in zip(reason, action_reason)]
+        at = pl.Series("at", [now] * n, dtype=frames.UTC_TS)
+        orders = pl.DataFrame(
+            {
+                "order_id": ids,
+                "idempotency_key": w["idempotency_key"],
+                "account_id": w["account_id"],
+                "instrument": w["instrument"],
+                "side": w["side"],
+                "quantity": qty,
+                "filled_quantity": filled,
+                "status": status,
+                "reason": pl.Series(reasons, dtype=pl.String),
+                "at": at,
+            },
+            schema=BROKER_ORDERS,
+        )
+        ok = filled > 0
+        fills = pl.DataFrame(
+            {
+                "fill_id": [f"{i}-f" for i, k in zip(ids, ok) if k],
+                "order_id": [i for i, k in zip(ids, ok) if k],
+                "account_id": w["account_id"].filter(pl.Series(ok)),
+                "instrument": w["instrument"].filter(pl.Series(ok)),
+                "quantity": np.where(buy, filled, -filled)[ok],
+                "price": price[ok],
+                "at": at.filter(pl.Series(ok)),
+            },
+            schema=BROKER_FILLS,
+        )
+        rest = w.drop("bid", "ask", "mid").with_columns(
+            pl.Series("quantity", open_rest),
+            pl.Series("_status", status),
+            pl.Series("_reason_out", pl.Series(list(reason), dtype=pl.String)),
+            pl.Series("_price", price),
+        )
+        rest = rest.filter(pl.Series(open_rest > 0)).drop("_price")
+        return orders, fills, rest
+
+    def _apply(self, fills: pl.DataFrame, work: pl.DataFrame) -> None:
+        """Move filled quantities into the book; realize P&L on reductions into cash."""
+        # fills carry no strategy: take it from the work rows they came from (same order, one fill per order)
+        ids = [
+            _order_id(k, a, s, i, int(t))
+            for k, a, s, i, t in zip(work["idempotency_key"], work["account_id"], work["strategy"], work["instrument"], work["attempt"])
+        ]
+        strat = pl.DataFrame({"order_id": ids, "strategy": work["strategy"]})
+        f = fills.join(strat, on="order_id", how="left").group_by(_KEYS).agg(
+            pl.col("quantity").sum().alias("dq"),
+            ((pl.col("quantity") * pl.col("price")).sum() / pl.col("quantity").sum()).alias("px"),
+        )
+        book = self._positions.join(f, on=_KEYS, how="full", coalesce=True)
+        q0 = book["quantity"].fill_null(0.0).to_numpy()
+        e0 = book["entry_price"].fill_null(0.0).to_numpy()
+        dq = book["dq"].fill_null(0.0).to_numpy()
+        px = book["px"].fill_null(0.0).to_numpy()
+        q1 = q0 + dq
+        closing = (q0 != 0) & (dq != 0) & (np.sign(dq) != np.sign(q0))
+        closed = np.where(closing, np.sign(q0) * np.minimum(np.abs(dq), np.abs(q0)), 0.0)
+        usd_q = _usd_is_quote(book["instrument"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pnl_quote = closed * (px - e0)
+            realized = np.where(closing, np.where(usd_q, pnl_quote, pnl_quote / px), 0.0)
+            adding = (dq != 0) & ((q0 == 0) | (np.sign(dq) == np.sign(q0)))
+            flipped = closing & (np.sign(q1) == -np.sign(q0)) & (q1 != 0)
+            e1 = np.where(adding, (q0 * e0 + dq * px) / np.where(q1 == 0, 1.0, q1), e0)
+            e1 = np.where(flipped, px, e1)
+        book = book.with_columns(pl.Series("quantity", q1), pl.Series("entry_price", e1), pl.Series("_realized", realized))
+        gains = book.group_by("account_id").agg(pl.col("_realized").sum()).filter(pl.col("_realized") != 0)
+        self._positions = frames.conform(book.filter(pl.col("quantity").abs() > 1e-9), frames.POSITIONS, "positions")
+        if gains.height:
+            self._balances = self._balances.join(gains, on="account_id", how="left").with_columns(
+                (pl.col("cash_usd") + pl.col("_realized").fill_null(0.0)).alias("cash_usd")
+            ).drop("_realized")
+            self._realized = (
+                pl.concat([self._realized, gains.rename({"_realized": "realized_pnl_usd"})])
+                .group_by("account_id", maintain_order=True)
+                .agg(pl.col("realized_pnl_usd").sum())
+            )

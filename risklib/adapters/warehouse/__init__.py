@@ -15,7 +15,7 @@ def connect(location=None, *, read_only: bool = True, config: WarehouseConfig | 
     --------
     >>> from risklib.warehouse import connect
     >>> con = connect()
-    >>> con.sql("SELECT * FROM incident_timeline LIMIT 5").show()
+    >>> con.sql("SELECT * FROM incident_timeline LIMIT 5").show()  # doctest: +SKIP
     """
     from risklib.adapters.warehouse import _connect
 
@@ -33,3 +33,16 @@ __all__ = [
     "connect",
     "load_config",
 ]
+
+from risklib.adapters.warehouse._retention import (  # noqa: E402
+    TIERS,
+    RetentionReport,
+    RetentionStep,
+    catalog_bytes,
+    compact_lake,
+    cutoffs,
+    run_retention,
+    table_stats,
+)
+
+__all__ += ["TIERS", "RetentionReport", "RetentionStep", "catalog_bytes", "compact_lake", "cutoffs", "run_retention", "table_stats"]

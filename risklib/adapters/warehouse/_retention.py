@@ -1,0 +1,334 @@
+"""Retention tiers, per-minute rollups, audit checkpoints and DuckLake compaction.
+
+Everything takes ``now`` as a parameter (the scheduled flow passes the clock's time),
+so a run is reproducible. Deletes, rollups and checkpoints are audit entries written
+in the same transaction as the change they describe.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from risklib.adapters.warehouse import _connect
+from risklib.adapters.warehouse._audit import CHECKPOINT_ACTION
+from risklib.adapters.warehouse._config import RetentionConfig
+from risklib.errors import WarehouseError
+
+#: table -> (tier, time column). The tier names the RetentionConfig field `<tier>_days`.
+TIERS: dict[str, tuple[str, str]] = {
+    "realtime_risk_metrics": ("risk_metrics", "timestamp"),
+    "position_risk_metrics": ("risk_metrics", "timestamp"),
+    "realtime_risk_metrics_1m": ("risk_metrics", "minute"),
+    "position_risk_metrics_1m": ("risk_metrics", "minute"),
+    "risk_state": ("risk_metrics", "ts"),
+    "cycle_runs": ("risk_metrics", "started_at"),
+    "alerts": ("alerts", "ts"),
+    "incidents": ("alerts", "updated_at"),
+    "notifications": ("alerts", "created_at"),
+    "notification_events": ("alerts", "at"),
+    "acknowledgements": ("alerts", "at"),
+    "webhook_rejections": ("alerts", "at"),
+    "emergency_actions": ("emergency_actions", "timestamp"),
+    "broker_orders": ("emergency_actions", "at"),
+    "broker_fills": ("emergency_actions", "at"),
+    "overrides": ("emergency_actions", "created_at"),
+    "threshold_changes": ("emergency_actions", "at"),
+    "quarantine": ("quarantine", "at"),
+    "audit_log": ("audit", "at"),
+}
+
+# Rollups: fine table -> (rollup table, INSERT ... SELECT with ? = cutoff).
+_ROLLUPS: dict[str, tuple[str, str]] = {
+    "realtime_risk_metrics": (
+        "realtime_risk_metrics_1m",
+        """
+        INSERT INTO realtime_risk_metrics_1m
+        SELECT date_trunc('minute', "timestamp") AS minute, account_id, count(*)::INTEGER,
+               min(portfolio_drawdown), max(portfolio_drawdown), arg_max(portfolio_drawdown, "timestamp"),
+               max(portfolio_var_95), arg_max(portfolio_var_95, "timestamp"),
+               max(portfolio_var_99), arg_max(portfolio_var_99, "timestamp"),
+               max(daily_loss),
+               count(*) FILTER (WHERE daily_loss > portfolio_var_95)::INTEGER,
+               count(*) FILTER (WHERE daily_loss > portfolio_var_99)::INTEGER,
+               max(risk_score), max(alert_level),
+               min(equity_usd), max(equity_usd), arg_max(equity_usd, "timestamp"),
+               max(leverage), arg_max(leverage, "timestamp")
+        FROM realtime_risk_metrics WHERE "timestamp" < ? GROUP BY ALL
+        """,
+    ),
+    "position_risk_metrics": (
+        "position_risk_metrics_1m",
+        """
+        INSERT INTO position_risk_metrics_1m
+        SELECT date_trunc('minute', "timestamp") AS minute, account_id, currency_pair, strategy_name,
+               count(*)::INTEGER,
+               arg_max(position_size, "timestamp"),
+               min(notional_usd), max(notional_usd), arg_max(notional_usd, "timestamp"),
+               min(unrealized_pnl), max(unrealized_pnl), arg_max(unrealized_pnl, "timestamp"),
+               max(position_var_95), arg_max(position_var_95, "timestamp"),
+               max(risk_contribution), arg_max(risk_contribution, "timestamp")
+        FROM position_risk_metrics WHERE "timestamp" < ? GROUP BY ALL
+        """,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RetentionStep:
+    """One change retention makes (or would make).
+
+    Attributes
+    ----------
+    kind
+        ``"rollup"`` (fold fine rows into per-minute rows, then remove them), ``"delete"``
+        (rows past their tier) or ``"audit_checkpoint"`` (old audit entries behind a checkpoint).
+    table, tier
+        Table changed and its tier.
+    cutoff
+        Rows strictly older than this (UTC) are affected.
+    rows
+        Rows affected (removed, for rollup the fine rows folded).
+    """
+
+    kind: str
+    table: str
+    tier: str
+    cutoff: datetime
+    rows: int
+
+
+@dataclass
+class RetentionReport:
+    """What a retention run did (or, with ``dry_run``, would do)."""
+
+    now: datetime
+    dry_run: bool
+    steps: list[RetentionStep] = field(default_factory=list)
+    compaction: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_removed(self) -> int:
+        return sum(s.rows for s in self.steps)
+
+    def summary(self) -> str:
+        verb = "would" if self.dry_run else "did"
+        lines = [f"retention at {self.now.isoformat()} ({'dry run' if self.dry_run else 'applied'}):"]
+        if not self.steps:
+            lines.append("  nothing past its tier")
+        for s in self.steps:
+            lines.append(f"  {s.kind:<16} {s.table:<26} tier={s.tier:<17} before {s.cutoff.isoformat()}  {verb} affect {s.rows} rows")
+        for k, v in self.compaction.items():
+            lines.append(f"  compaction {k}: {v}")
+        return "\n".join(lines)
+
+
+def _floor_minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+def cutoffs(config: RetentionConfig, now: datetime) -> dict[str, datetime]:
+    """Per-tier cutoff times: rows strictly older are past their tier (``audit`` absent when kept forever)."""
+    if now.tzinfo is None:
+        raise WarehouseError(f"now={now!r}: must be timezone-aware")
+    now = now.astimezone(timezone.utc)
+    out = {
+        "risk_metrics": now - timedelta(days=config.risk_metrics_days),
+        "alerts": now - timedelta(days=config.alerts_days),
+        "emergency_actions": now - timedelta(days=config.emergency_actions_days),
+        "quarantine": now - timedelta(days=config.quarantine_days),
+        # Minute-aligned so a minute is never split between two rollup runs.
+        "rollup": _floor_minute(now - timedelta(days=config.rollup_after_days)),
+    }
+    if config.audit_days:
+        out["audit"] = now - timedelta(days=config.audit_days)
+    return out
+
+
+def _count(wh, table: str, column: str, cutoff: datetime) -> int:
+    # table and column come from TIERS (a fixed allowlist), the cutoff is a parameter.
+    return int(wh.con.execute(f'SELECT count(*) FROM "{table}" WHERE "{column}" < ?', [cutoff]).fetchone()[0])
+
+
+def run_retention(wh, now: datetime, *, dry_run: bool = False, compact: bool = True) -> RetentionReport:
+    """Apply the retention tiers to ``wh`` as of ``now``.
+
+    Order: roll up per-cycle metrics older than ``rollup_after_days`` into the ``*_1m``
+    tables (then remove them), delete rows past each tier, remove audit entries past
+    ``audit_days`` (when set) behind a checkpoint, then compact the lake.
+
+    Each step runs in one transaction with its audit entry, under the writer lock
+    (so the pipeline's writes interleave between steps, never inside them).
+
+    Parameters
+    ----------
+    wh
+        A writable :class:`~risklib.warehouse.Warehouse`.
+    now
+        Time the tiers are measured from (timezone-aware).
+    dry_run
+        Count only; change nothing (no audit entry either).
+    compact
+        Run DuckLake maintenance (flush inlined rows, merge files, expire snapshots,
+        delete unreferenced files) after the deletes, as configured.
+    """
+    cfg = wh.config.retention
+    cuts = cutoffs(cfg, now)
+    report = RetentionReport(now=now, dry_run=dry_run)
+
+    for fine, (rollup_table, sql) in _ROLLUPS.items():
+        n = _count(wh, fine, "timestamp", cuts["rollup"])
+        if n == 0:
+            continue
+        step = RetentionStep("rollup", fine, "risk_metrics", cuts["rollup"], n)
+        report.steps.append(step)
+        if dry_run:
+            continue
+        _in_transaction(
+            wh,
+            [(sql, [cuts["rollup"]]), (f'DELETE FROM "{fine}" WHERE "timestamp" < ?', [cuts["rollup"]])],
+            {"actor": "retention", "action": "retention.rollup", "subject": fine, "at": now,
+             "detail": {"into": rollup_table, "cutoff": cuts["rollup"].isoformat(), "rows": n,
+                        "rollup_after_days": cfg.rollup_after_days}},
+        )
+
+    for table, (tier, column) in TIERS.items():
+        if tier == "audit" or tier not in cuts:
+            continue
+        if dry_run and any(st.kind == "rollup" and st.table == table for st in report.steps):
+            continue  # the rollup step already accounts for these fine rows
+        n = _count(wh, table, column, cuts[tier])
+        if n == 0:
+            continue
+        report.steps.append(RetentionStep("delete", table, tier, cuts[tier], n))
+        if dry_run:
+            continue
+        days = getattr(cfg, f"{tier}_days")
+        _in_transaction(
+            wh,
+            [(f'DELETE FROM "{table}" WHERE "{column}" < ?', [cuts[tier]])],
+            {"actor": "retention", "action": "retention.delete", "subject": table, "at": now,
+             "detail": {"tier": tier, "days": days, "cutoff": cuts[tier].isoformat(), "rows": n}},
+        )
+
+    if "audit" in cuts:
+        step = _audit_checkpoint(wh, now, cuts["audit"], dry_run=dry_run)
+        if step is not None:
+            report.steps.append(step)
+
+    if compact and not dry_run:
+        report.compaction = compact_lake(wh, now)
+    return report
+
+
+def _in_transaction(wh, statements: list[tuple[str, list]], entry: dict) -> None:
+    with _connect.writer_lock(wh.layout.lock_file, wh.config.writer_lock_timeout_s):
+        wh.con.execute("BEGIN")
+        try:
+            for sql, params in statements:
+                wh.con.execute(sql, params)
+            wh._append_audit([entry])
+            wh.con.execute("COMMIT")
+        except BaseException:
+            wh.con.execute("ROLLBACK")
+            raise
+
+
+def _audit_checkpoint(wh, now: datetime, cutoff: datetime, *, dry_run: bool) -> RetentionStep | None:
+    """Remove the oldest audit entries (a contiguous prefix older than ``cutoff``) behind a checkpoint."""
+    row = wh.con.execute(
+        'SELECT max(seq), count(*) FROM audit_log WHERE seq <= (SELECT max(seq) FROM audit_log WHERE "at" < ?)',
+        [cutoff],
+    ).fetchone()
+    through, n = row
+    if through is None or n == 0:
+        return None
+    step = RetentionStep("audit_checkpoint", "audit_log", "audit", cutoff, int(n))
+    if dry_run:
+        return step
+    with _connect.writer_lock(wh.layout.lock_file, wh.config.writer_lock_timeout_s):
+        wh.con.execute("BEGIN")
+        try:
+            last_hash = wh.con.execute("SELECT hash FROM audit_log WHERE seq = ?", [through]).fetchone()[0]
+            # The checkpoint is chained first (it vouches for what follows), then the prefix goes.
+            wh._append_audit([
+                {"actor": "retention", "action": CHECKPOINT_ACTION, "subject": "audit_log", "at": now,
+                 "detail": {"removed_through_seq": int(through), "removed_through_hash": last_hash,
+                            "rows": int(n), "cutoff": cutoff.isoformat()}}
+            ])
+            wh.con.execute("DELETE FROM audit_log WHERE seq <= ?", [through])
+            wh.con.execute("COMMIT")
+        except BaseException:
+            wh.con.execute("ROLLBACK")
+            raise
+    return step
+
+
+def compact_lake(wh, now: datetime) -> dict[str, int]:
+    """DuckLake maintenance as configured; returns counts per operation.
+
+    Each call takes the writer lock, so the pipeline waits at most for one call.
+    """
+    cfg = wh.config.compaction
+    out: dict[str, int] = {}
+    cat = _connect.CATALOG
+
+    def call(name: str, sql: str, params: list) -> None:
+        with _connect.writer_lock(wh.layout.lock_file, wh.config.writer_lock_timeout_s):
+            try:
+                out[name] = len(wh.con.execute(sql, params).fetchall())
+            except Exception as exc:  # noqa: BLE001 - maintenance is best effort, reported
+                out[name] = -1
+                wh.compaction_errors = getattr(wh, "compaction_errors", []) + [f"{name}: {exc}"]
+
+    if cfg.flush_inlined:
+        call("flush_inlined_data", "CALL ducklake_flush_inlined_data(?)", [cat])
+    if cfg.merge_adjacent_files:
+        call("merge_adjacent_files", "CALL ducklake_merge_adjacent_files(?)", [cat])
+        call("rewrite_data_files", "CALL ducklake_rewrite_data_files(?)", [cat])
+    call(
+        "expire_snapshots",
+        "CALL ducklake_expire_snapshots(?, older_than => ?)",
+        [cat, now - timedelta(days=cfg.expire_snapshots_older_than_days)],
+    )
+    call(
+        "cleanup_old_files",
+        "CALL ducklake_cleanup_old_files(?, older_than => ?)",
+        [cat, now - timedelta(days=cfg.cleanup_files_older_than_days)],
+    )
+    return out
+
+
+# --- stats ---------------------------------------------------------------------
+
+
+def table_stats(wh) -> list[dict]:
+    """Rows and bytes per table with its tier.
+
+    ``bytes`` counts Parquet data and delete files; rows still inlined in the catalog
+    are counted in ``rows`` but their bytes are in the catalog file (see :func:`catalog_bytes`).
+    """
+    info = {
+        r[0]: (int(r[1]), int(r[2]), int(r[3]))
+        for r in wh.con.execute(
+            "SELECT table_name, file_count, file_size_bytes, delete_file_size_bytes FROM ducklake_table_info(?)",
+            [_connect.CATALOG],
+        ).fetchall()
+    }
+    out = []
+    for table in wh.tables():
+        rows = int(wh.con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])  # name from the catalog
+        files, data_b, del_b = info.get(table, (0, 0, 0))
+        tier = TIERS.get(table, ("-", ""))[0]
+        out.append({"table": table, "tier": tier, "rows": rows, "files": files, "bytes": data_b + del_b})
+    return out
+
+
+def catalog_bytes(wh) -> int:
+    """Size of the local SQLite catalog (with its WAL), 0 for a remote catalog."""
+    f = wh.layout.sqlite_file
+    if f is None:
+        return 0
+    return sum(os.path.getsize(p) for p in (f, Path(str(f) + "-wal")) if os.path.exists(p))

@@ -23,6 +23,16 @@ from risklib.core.policy._config import (
 )
 from risklib.core.policy._enums import ActionKind, BreakerEffect, BreakerState, Channel, RiskLevel, TradingMode
 from risklib.core.policy._evaluate import Evaluation, check_override, evaluate
+from risklib.core.policy._sizing import (
+    SIZING,
+    account_position_size,
+    allocate_risk_budget,
+    calculate_dynamic_position_size,
+    calculate_position_size,
+    dynamic_multiplier,
+    fractional_kelly,
+    size_positions,
+)
 from risklib.core.policy._stress import (
     DETECTORS,
     DetectorResult,
@@ -45,5 +55,7 @@ __all__ = [
     "Evaluation", "check_override", "evaluate", "step_breakers", "transition_breaker", "DETECTORS",
     "DetectorResult", "MarketInputs", "StressAssessment", "classify_vol_ratio", "detect_correlation_breakdown",
     "detect_economic_shock", "detect_flash_crash", "detect_liquidity_crisis", "detect_market_stress",
-    "detect_regime_shift", "detect_volatility_spike",
+    "detect_regime_shift", "detect_volatility_spike", "SIZING", "account_position_size", "allocate_risk_budget",
+    "calculate_dynamic_position_size", "calculate_position_size", "dynamic_multiplier", "fractional_kelly",
+    "size_positions",
 ]

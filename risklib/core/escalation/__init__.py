@@ -28,6 +28,8 @@ from risklib.core.escalation._format import (
 )
 from risklib.core.escalation._plan import (
     ACKS,
+    DASHBOARD_CHANNEL,
+    DASHBOARD_RECIPIENT,
     INCIDENT_EVENTS,
     KINDS_NEEDING_ACK,
     NOTIFICATION_EVENTS,
@@ -40,6 +42,8 @@ from risklib.core.escalation._retry import backoff_s
 
 __all__ = [
     "ACKS",
+    "DASHBOARD_CHANNEL",
+    "DASHBOARD_RECIPIENT",
     "DEFAULT_CONFIG_PATH",
     "INCIDENT_EVENTS",
     "KINDS_NEEDING_ACK",

@@ -149,6 +149,25 @@ class AckPolicy(BaseModel):
     reply_window_s: float = Field(60.0, gt=0.0)
 
 
+class CredentialNames(BaseModel):
+    """Where credentials are read from: environment variables first, then Prefect Secret blocks.
+
+    Only the *names* live in config; values never do, and are never logged.
+    """
+
+    model_config = _FROZEN
+    twilio_account_sid_env: str = "TWILIO_ACCOUNT_SID"
+    twilio_auth_token_env: str = "TWILIO_AUTH_TOKEN"
+    twilio_from_number_env: str = "TWILIO_FROM_NUMBER"
+    sendgrid_api_key_env: str = "SENDGRID_API_KEY"
+    sendgrid_from_email_env: str = "SENDGRID_FROM_EMAIL"
+    api_token_env: str = "RISK_API_TOKEN"  # bearer token for POST /api/alerts/acknowledge (optional)
+    use_prefect_secrets: bool = True
+    twilio_account_sid_block: str = "twilio-account-sid"
+    twilio_auth_token_block: str = "twilio-auth-token"
+    sendgrid_api_key_block: str = "sendgrid-api-key"
+
+
 class EscalationConfig(BaseModel):
     """The ``[escalation]`` section."""
 
@@ -168,6 +187,7 @@ class EscalationConfig(BaseModel):
     public_base_url: str = "http://localhost:8000"  # where providers reach the webhooks
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     ack: AckPolicy = Field(default_factory=AckPolicy)
+    credentials: CredentialNames = Field(default_factory=CredentialNames)
     console_jsonl: str = "warehouse/data/outbox.jsonl"  # console notifier's file, relative to the project
 
     @model_validator(mode="after")

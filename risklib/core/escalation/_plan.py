@@ -70,7 +70,7 @@ NOTIFICATIONS = {
     "incident_key": pl.String,  # null for a message about several incidents (see group_key)
     "group_key": pl.String,
     "level": pl.Int64,
-    "channel": pl.String,  # email | sms | voice | dashboard (dashboard rows are membership, never sent)
+    "channel": pl.String,  # email | sms | voice | console (console+"dashboard" rows are membership, never sent)
     "recipient": pl.String,
     "team": pl.String,
     "tier": pl.Int64,
@@ -95,6 +95,11 @@ NOTIFICATION_EVENTS = {
 }
 
 KINDS_NEEDING_ACK = ("first", "update", "escalation", "repeat")
+#: Dashboard membership rows: one per incident and message, never sent to a provider. The
+#: warehouse's channel vocabulary is email|sms|voice|console, so they use ``console`` with
+#: this recipient.
+DASHBOARD_CHANNEL = "console"
+DASHBOARD_RECIPIENT = "dashboard"
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ class EscalationPlan:
     def n_messages(self) -> int:
         """Provider messages planned (not counting dashboard rows or inhibited ones)."""
         held = set(self.notification_events["notification_id"].to_list())
-        prov = self.notifications.filter(pl.col("channel") != "dashboard")
+        prov = self.notifications.filter(pl.col("recipient") != DASHBOARD_RECIPIENT)
         return prov.filter(~pl.col("notification_id").is_in(list(held))).height
 
     def summary(self) -> dict[str, int]:
@@ -128,7 +133,7 @@ class EscalationPlan:
             "incident_events": self.incident_events.height,
             "messages": self.n_messages,
             "inhibited": self.notification_events.height,
-            "dashboard_rows": self.notifications.filter(pl.col("channel") == "dashboard").height,
+            "dashboard_rows": self.notifications.filter(pl.col("recipient") == DASHBOARD_RECIPIENT).height,
         }
 
 
@@ -428,10 +433,10 @@ def _group_rows(now, stamp, g, members, config, taken, held) -> list[tuple]:
         if inhibited:
             held.append(nid)
     for m in members:
-        nid = "n-" + short_hash(group_key, "dashboard", m.incident_key, n=24)
+        nid = "n-" + short_hash(group_key, DASHBOARD_RECIPIENT, m.incident_key, n=24)
         line = format_sms(kind, level, rule, [m], None, tier=hi, max_chars=160)
         rows.append(
-            (nid, m.incident_key, group_key, level, "dashboard", "dashboard", None, hi, kind, line, code,
+            (nid, m.incident_key, group_key, level, DASHBOARD_CHANNEL, DASHBOARD_RECIPIENT, None, hi, kind, line, code,
              f"{kind}:{short_hash(content_key, m.incident_key, n=24)}", now, None)
         )
     return rows

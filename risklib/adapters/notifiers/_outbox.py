@@ -1,0 +1,356 @@
+"""The outbox sender: drains due notifications with retries, backoff, fallback and dedup.
+
+Delivery is at-least-once without duplicates after a crash:
+
+* every message is in ``notifications`` before any provider is called;
+* an ``attempt`` event is written *before* each provider call and ``sent`` after;
+* a message whose dedup key was already sent is ``suppressed``, never re-sent;
+* an attempt with no outcome (the process died mid-call) is "in doubt": after
+  ``in_doubt_after_s`` the provider is asked whether it went out (Twilio lists
+  messages and calls); only if it did not, or the provider cannot tell (SendGrid
+  has no lookup), is it sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from risklib.adapters.notifiers._base import Notifier, OutboundMessage, redact
+from risklib.adapters.notifiers._state import append_many, record_events
+from risklib.core.escalation import KINDS_NEEDING_ACK, NOTIFICATION_EVENTS, NOTIFICATIONS, EscalationConfig, backoff_s, to_gsm7
+from risklib.core.escalation._format import short_hash
+from risklib.errors import DeliveryError
+
+log = logging.getLogger("risklib.escalation.outbox")
+
+_TERMINAL = ("sent", "delivered", "failed", "suppressed", "inhibited")
+
+_PENDING_SQL = """
+WITH ev AS (
+    SELECT notification_id,
+           bool_or(event IN ('sent', 'delivered', 'failed', 'suppressed', 'inhibited')) AS done,
+           count(*) FILTER (WHERE event = 'attempt') AS attempts,
+           count(*) FILTER (WHERE event = 'retry_scheduled') AS retries,
+           max(retry_at) FILTER (WHERE event = 'retry_scheduled') AS retry_at,
+           max("at") FILTER (WHERE event = 'attempt') AS last_attempt_at,
+           bool_or(event = 'fallback') AS fell_back
+    FROM notification_events GROUP BY notification_id
+)
+SELECT n.notification_id, n.incident_key, n.group_key, n.level, n.channel, n.recipient, n.team, n.tier,
+       n.subject, n.body, n.reply_code, n.dedup_key, n.created_at,
+       coalesce(ev.attempts, 0) AS attempts, coalesce(ev.retries, 0) AS retries, ev.retry_at, ev.last_attempt_at,
+       coalesce(ev.fell_back, false) AS fell_back
+FROM notifications n LEFT JOIN ev ON ev.notification_id = n.notification_id
+WHERE n.recipient <> 'dashboard' AND NOT coalesce(ev.done, false)
+  AND (n.not_before IS NULL OR n.not_before <= ?)
+ORDER BY n.level DESC, n.created_at, n.notification_id
+"""
+
+_SENT_KEYS_SQL = """
+SELECT DISTINCT n.dedup_key FROM notifications n JOIN notification_events e ON e.notification_id = n.notification_id
+WHERE e.event IN ('sent', 'delivered') AND list_contains(?, n.dedup_key)
+"""
+
+_MEMBERS_SQL = """
+SELECT d.group_key, d.incident_key, s.status, k.ack_at
+FROM notifications d
+LEFT JOIN (SELECT incident_key, arg_max(status, updated_at) AS status FROM incidents GROUP BY incident_key) s
+       ON s.incident_key = d.incident_key
+LEFT JOIN (SELECT incident_key, max("at") AS ack_at FROM acknowledgements GROUP BY incident_key) k
+       ON k.incident_key = d.incident_key
+WHERE d.recipient = 'dashboard' AND list_contains(?, d.group_key)
+"""
+
+
+@dataclass
+class DrainReport:
+    """What one :meth:`OutboxSender.drain` did (counts of messages, not attempts)."""
+
+    sent: list[str] = field(default_factory=list)
+    retry_scheduled: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.__dict__.items()}
+
+
+class OutboxSender:
+    """Sends what is due in the warehouse outbox.
+
+    Parameters
+    ----------
+    warehouse
+        A writer :class:`risklib.warehouse.Warehouse` (``query`` and ``append``).
+    notifiers
+        Notifier per channel (``email``, ``sms``, ``voice``); a ``console`` entry is
+        used for any channel without its own.
+    config
+        Escalation config (retry policy, rota for fallbacks).
+    sleep, monotonic
+        Injected for tests; inline retries sleep within ``retry.drain_budget_s``.
+    secrets
+        Values redacted from every error written or logged.
+    """
+
+    def __init__(
+        self,
+        warehouse: Any,
+        notifiers: Mapping[str, Notifier],
+        config: EscalationConfig,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        secrets: list[str] | tuple[str, ...] = (),
+        max_workers: int = 8,
+    ) -> None:
+        self.warehouse = warehouse
+        self.notifiers = dict(notifiers)
+        self.config = config
+        self.sleep = sleep
+        self.monotonic = monotonic
+        self.secrets = list(secrets)
+        self.max_workers = max_workers
+
+    # --- selection ---------------------------------------------------------------
+
+    def _notifier(self, channel: str) -> Notifier | None:
+        return self.notifiers.get(channel) or self.notifiers.get("console")
+
+    def pending(self, now: datetime) -> pl.DataFrame:
+        """Outbox rows not yet in a terminal state and not held by ``not_before``."""
+        return self.warehouse.query(_PENDING_SQL, [now])
+
+    def drain(self, now: datetime, *, limit: int | None = None) -> DrainReport:
+        """Send every due message once (retrying inline within the drain budget).
+
+        Each round writes the ``attempt`` events of all its messages in one
+        transaction, calls the providers concurrently, then writes the outcomes
+        (and any fallback messages) in one transaction.
+
+        Parameters
+        ----------
+        now
+            Current time (UTC); events are stamped ``now`` plus the time spent in this call.
+        limit
+            Send at most this many messages (the rest stay pending).
+        """
+        report = DrainReport()
+        start = self.monotonic()
+        clock = lambda: now + timedelta(seconds=self.monotonic() - start)  # noqa: E731
+        rows = self.pending(now)
+        if rows.height == 0:
+            return report
+        if limit is not None:
+            rows = rows.head(limit)
+        sent_keys = set(self.warehouse.query(_SENT_KEYS_SQL, [rows["dedup_key"].unique().to_list()])["dedup_key"].to_list())
+        members = self.warehouse.query(_MEMBERS_SQL, [rows["group_key"].unique().to_list()])
+        events: list[dict] = []
+        batch: list[tuple[dict, OutboundMessage, Notifier]] = []
+        for row in rows.iter_rows(named=True):
+            item = self._admit(row, now, clock, sent_keys, members, report, events)
+            if item is not None:
+                batch.append(item)
+        record_events(self.warehouse, events)
+        policy = self.config.retry
+        while batch:
+            batch = self._round(batch, clock, sent_keys, report)
+            if not batch:
+                break
+            wait = max(r["_delay"] for r, _, _ in batch)
+            if self.monotonic() - start + wait > policy.drain_budget_s:
+                report.retry_scheduled.extend(m.notification_id for _, m, _ in batch)
+                break
+            self.sleep(wait)
+        return report
+
+    def _message(self, row: dict) -> OutboundMessage:
+        return OutboundMessage(
+            notification_id=row["notification_id"], channel=row["channel"], recipient=row["recipient"],
+            subject=row["subject"] or "", body=row["body"] or "", reply_code=row["reply_code"],
+            incident_key=row["incident_key"], group_key=row["group_key"], level=int(row["level"] or 0),
+            dashboard_url=self.config.dashboard_url.format(incident_key=row["incident_key"] or ""),
+        )
+
+    def _admit(self, row, now, clock, sent_keys, members, report, events) -> tuple | None:
+        """Decide whether ``row`` is sent in this drain; records suppressions/reconciliations into ``events``."""
+        nid = row["notification_id"]
+        reason = self._suppress_reason(row, sent_keys, members)
+        if reason:
+            events.append({"notification_id": nid, "event": "suppressed", "error": reason, "at": clock(),
+                           "attempt": row["attempts"]})
+            report.suppressed.append(nid)
+            return None
+        if row["retry_at"] is not None and row["retry_at"] > now and row["attempts"] <= row["retries"]:
+            return None  # not due yet
+        msg = self._message(row)
+        notifier = self._notifier(row["channel"])
+        if notifier is None:
+            events.append({"notification_id": nid, "event": "failed", "error": "no notifier for this channel",
+                           "attempt": row["attempts"], "at": clock()})
+            report.failed.append(nid)
+            return None
+        if int(row["attempts"]) > int(row["retries"]):  # an attempt without outcome: the sender died mid-call
+            last = row["last_attempt_at"]
+            if last is not None and (now - last).total_seconds() < self.config.retry.in_doubt_after_s:
+                report.in_flight.append(nid)
+                return None
+            lookup = getattr(notifier, "lookup", None)
+            if lookup is not None:
+                try:
+                    sid = lookup(msg, (last or row["created_at"]) - timedelta(minutes=1))
+                except DeliveryError:
+                    sid = None
+                if sid:
+                    events.append({"notification_id": nid, "event": "sent", "provider": notifier.provider,
+                                   "provider_message_id": sid, "attempt": row["attempts"], "at": clock(),
+                                   "error": "reconciled: the provider had it after a restart"})
+                    sent_keys.add(row["dedup_key"])
+                    report.sent.append(nid)
+                    return None
+        sent_keys.add(row["dedup_key"])  # claimed by this drain: a duplicate row later in the batch is suppressed
+        return (dict(row), msg, notifier)
+
+    def _round(self, batch, clock, sent_keys, report) -> list[tuple]:
+        """One round: attempts written, providers called concurrently, outcomes written. Returns rows to retry inline."""
+        policy = self.config.retry
+        attempt_events = []
+        for row, msg, notifier in batch:
+            row["attempts"] = int(row["attempts"]) + 1
+            attempt_events.append({"notification_id": msg.notification_id, "event": "attempt", "provider": notifier.provider,
+                                   "attempt": row["attempts"], "at": clock()})
+        record_events(self.warehouse, attempt_events)
+
+        def call(item):
+            row, msg, notifier = item
+            try:
+                return notifier.send(msg), None
+            except DeliveryError as exc:
+                return None, exc
+            except Exception as exc:  # noqa: BLE001 - an unexpected client error is treated as transient
+                return None, DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True)
+
+        if len(batch) == 1:
+            results = [call(batch[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.max_workers, len(batch))) as pool:
+                results = list(pool.map(call, batch))
+        outcome: list[dict] = []
+        fallback_rows: list[dict] = []
+        retry: list[tuple] = []
+        for (row, msg, notifier), (sid, exc) in zip(batch, results):
+            nid, at = msg.notification_id, clock()
+            if exc is None:
+                outcome.append({"notification_id": nid, "event": "sent", "provider": notifier.provider,
+                                "provider_message_id": sid, "attempt": row["attempts"], "at": at})
+                report.sent.append(nid)
+                continue
+            err = redact(str(exc), self.secrets)
+            report.errors.append(f"{nid}: {err}")
+            if not exc.retryable or row["attempts"] >= policy.max_attempts:
+                outcome.append({"notification_id": nid, "event": "failed", "provider": notifier.provider, "error": err,
+                                "attempt": row["attempts"], "at": at})
+                report.failed.append(nid)
+                log.warning("notification %s via %s failed: %s", nid, msg.channel, err)
+                if not row["fell_back"]:
+                    fallback_rows += self._fallback(row, msg, err, at, outcome, report)
+                continue
+            delay = backoff_s(row["attempts"], policy, key=nid, retry_after_s=exc.retry_after_s)
+            outcome.append({"notification_id": nid, "event": "retry_scheduled", "provider": notifier.provider,
+                            "attempt": row["attempts"], "error": err, "at": at, "retry_at": at + timedelta(seconds=delay)})
+            row["retries"] = int(row["retries"]) + 1
+            if row["attempts"] >= policy.fallback_after_attempts and not row["fell_back"]:
+                fallback_rows += self._fallback(row, msg, err, at, outcome, report)
+                row["fell_back"] = True
+            row["_delay"] = delay
+            retry.append((row, msg, notifier))
+        tables = [("notification_events", pl.DataFrame([{c: e.get(c) for c in NOTIFICATION_EVENTS} for e in outcome],
+                                                        schema=NOTIFICATION_EVENTS))]
+        if fallback_rows:
+            tables.insert(0, ("notifications", pl.DataFrame([{c: r[c] for c in NOTIFICATIONS} for r in fallback_rows],
+                                                             schema=NOTIFICATIONS)))
+        append_many(self.warehouse, tables, actor="escalation", action="notification.deliver")
+        for r in fallback_rows:
+            fb_notifier = self._notifier(r["channel"])
+            if fb_notifier is not None and r["dedup_key"] not in sent_keys:
+                sent_keys.add(r["dedup_key"])
+                r["_delay"] = 0.0
+                retry.append((r, self._message(r), fb_notifier))
+        return retry
+
+    def _suppress_reason(self, row: dict, sent_keys: set[str], members: pl.DataFrame) -> str | None:
+        if row["dedup_key"] in sent_keys:
+            return "duplicate: a message with this dedup key was already sent"
+        kind = row["dedup_key"].split(":", 1)[0]
+        if kind not in KINDS_NEEDING_ACK:
+            return None
+        mine = members.filter(pl.col("group_key") == row["group_key"])
+        if mine.height == 0:
+            return None
+        created = row["created_at"]
+        done = mine.select(
+            (
+                pl.col("status").is_in(["acknowledged", "resolved"]).fill_null(False)
+                | (pl.col("ack_at").is_not_null() & (pl.col("ack_at") >= created)).fill_null(False)
+            ).all()
+        ).item()
+        return "acknowledged or resolved before delivery" if done else None
+
+    def _fallback(self, row: dict, msg: OutboundMessage, err: str, at: datetime, outcome: list[dict], report) -> list[dict]:
+        """The same message on the recipient's next channel (a new outbox row), plus a ``fallback`` event."""
+        found = self.config.member_for(msg.recipient)
+        if found is None:
+            return []
+        team, member = found
+        order = list(self.config.retry.fallback_order)
+        after = order[order.index(msg.channel) + 1 :] if msg.channel in order else order
+        existing = self.warehouse.query(
+            "SELECT channel, recipient FROM notifications WHERE group_key = ? AND recipient <> 'dashboard'", [msg.group_key]
+        )
+        have = set(zip(existing["channel"].to_list(), existing["recipient"].to_list())) if existing.height else set()
+        kind = row["dedup_key"].split(":", 1)[0]
+        for ch in after:
+            addr = member.address(ch)
+            if not addr or (ch, addr) in have:
+                continue
+            subject, body = _fallback_text(ch, msg, self.config.sms_max_chars)
+            new_id = "n-" + short_hash(msg.notification_id, "fallback", ch, n=24)
+            outcome.append({"notification_id": msg.notification_id, "event": "fallback", "error": f"{err} -> {ch} {new_id}",
+                            "attempt": row["attempts"], "at": at})
+            report.fallbacks.append(new_id)
+            return [{
+                "notification_id": new_id, "incident_key": msg.incident_key, "group_key": msg.group_key,
+                "level": msg.level, "channel": ch, "recipient": addr, "team": team, "tier": row["tier"],
+                "subject": subject, "body": body, "reply_code": msg.reply_code,
+                "dedup_key": f"{kind}:{short_hash(row['dedup_key'], 'fallback', ch, addr, n=24)}",
+                "created_at": at, "not_before": at,
+                "attempts": 0, "retries": 0, "retry_at": None, "last_attempt_at": None, "fell_back": True,
+            }]
+        return []
+
+
+def _fallback_text(channel: str, msg: OutboundMessage, max_chars: int) -> tuple[str, str]:
+    """The message re-worded for ``channel`` (texts are plain; SMS is cut to one segment)."""
+    if channel == "sms":
+        tail = f" Reply {msg.reply_code} to ack" if msg.reply_code else ""
+        head = to_gsm7((msg.subject + ": " if msg.channel == "voice" else "") + msg.body.split("\n")[0])
+        room = max_chars - len(tail)
+        if len(head) > room:
+            head = head[: room - 1] + "~"
+        return msg.subject, head + to_gsm7(tail)
+    if channel == "email":
+        subject = msg.subject if msg.subject.startswith("[RISK") else f"[RISK L{msg.level}] {msg.subject}"
+        code = f"\nAcknowledge: reply ACK {msg.reply_code} by SMS or POST /api/alerts/acknowledge." if msg.reply_code else ""
+        return subject, f"{subject}\n\n{msg.body}\n\n(sent by email because {msg.channel} delivery failed){code}"
+    return msg.subject, msg.body

@@ -1,0 +1,179 @@
+"""Warehouse reads and writes of the escalation state: open incidents, acks, plans, rejections.
+
+Every statement takes parameters; table names are fixed literals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from risklib.core import frames
+from risklib.core.escalation import ACKS, NOTIFICATION_EVENTS, NOTIFICATIONS, OPEN_INCIDENTS, EscalationPlan
+
+_OPEN_SQL = """
+WITH cur AS (
+    SELECT * FROM incidents
+    QUALIFY row_number() OVER (
+        PARTITION BY incident_key
+        ORDER BY updated_at DESC, CASE status WHEN 'resolved' THEN 2 WHEN 'acknowledged' THEN 1 ELSE 0 END DESC
+    ) = 1
+), op AS (
+    SELECT * FROM cur WHERE status <> 'resolved'
+), d AS (
+    SELECT n.incident_key,
+           max(n.level) FILTER (WHERE n.subject IN ('first', 'update')) AS notified_level,
+           max(n.tier) FILTER (WHERE n.subject <> 'resolved') AS tier,
+           max(n.created_at) FILTER (WHERE n.subject IN ('first', 'update', 'escalation')) AS tier_at,
+           max(n.created_at) FILTER (WHERE n.subject <> 'resolved') AS last_notified_at,
+           max(n.created_at) FILTER (WHERE n.subject IN ('first', 'update')) AS level_changed_at,
+           arg_max(n.reply_code, n.created_at) AS reply_code
+    FROM notifications n JOIN op ON n.incident_key = op.incident_key
+    WHERE n.recipient = 'dashboard' AND n.created_at >= op.opened_at
+    GROUP BY n.incident_key
+)
+SELECT op.incident_key, op.account_id, op.rule, op.level, op.opened_at, op.status, op.episode_id,
+       d.notified_level, d.tier, d.tier_at, d.last_notified_at, d.level_changed_at, d.reply_code
+FROM op LEFT JOIN d ON d.incident_key = op.incident_key
+ORDER BY op.incident_key
+"""
+
+_ACKS_SQL = """
+SELECT a.incident_key, max(a."at") AS "at"
+FROM acknowledgements a
+WHERE a.incident_key IN (
+    SELECT incident_key FROM incidents GROUP BY incident_key HAVING arg_max(status, updated_at) <> 'resolved'
+)
+GROUP BY a.incident_key
+"""
+
+
+def load_escalation_state(warehouse: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(open_incidents, acks)`` for :func:`risklib.core.escalation.plan_escalation`.
+
+    Conversation state (notified level, tier, timers) is derived from the outbox's
+    dashboard rows, so it survives restarts and needs no extra table.
+    """
+    open_incidents = frames.conform(warehouse.query(_OPEN_SQL), OPEN_INCIDENTS, "open_incidents")
+    acks = frames.conform(warehouse.query(_ACKS_SQL), ACKS, "acks")
+    return open_incidents, acks
+
+
+def append_many(warehouse: Any, tables: Sequence[tuple[str, pl.DataFrame]], *, actor: str, action: str) -> None:
+    """Append several tables in ONE transaction when the warehouse allows it, else in the order given.
+
+    The order given is chosen so that a crash between sequential appends loses
+    nothing (the next plan re-derives what is missing).
+    """
+    nonempty = [(t, f) for t, f in tables if f.height]
+    if not nonempty:
+        return
+    transaction = getattr(warehouse, "_transaction", None)
+    prepare = getattr(warehouse, "prepare", None)
+    if transaction is not None and prepare is not None:
+        prepared = {t: prepare(t, f) for t, f in nonempty}
+        entry = {"actor": actor, "action": action, "subject": ",".join(prepared),
+                 "detail": {"rows": {t: f.height for t, f in prepared.items()}}}
+        transaction(prepared, [entry])
+        return
+    for table, frame in nonempty:
+        warehouse.append(table, frame, actor=actor, action=action)
+
+
+def record_plan(warehouse: Any, plan: EscalationPlan) -> None:
+    """Write a plan (incident events, outbox rows, inhibited events) before anything is sent."""
+    append_many(
+        warehouse,
+        [("incidents", plan.incident_events), ("notifications", plan.notifications),
+         ("notification_events", plan.notification_events)],
+        actor="escalation",
+        action="escalation.plan",
+    )
+
+
+def incidents_for_code(warehouse: Any, code: str) -> list[str]:
+    """Unresolved incidents a reply code speaks for (newest conversation first)."""
+    df = warehouse.query(
+        """
+        SELECT n.incident_key, max(n.created_at) AS at
+        FROM notifications n
+        JOIN (SELECT incident_key, arg_max(status, updated_at) AS status FROM incidents GROUP BY incident_key) s
+          ON s.incident_key = n.incident_key
+        WHERE n.recipient = 'dashboard' AND n.reply_code = ? AND s.status <> 'resolved'
+        GROUP BY n.incident_key ORDER BY at DESC, n.incident_key
+        """,
+        [code.upper()],
+    )
+    return df["incident_key"].to_list() if df.height else []
+
+
+def known_incidents(warehouse: Any, keys: Sequence[str]) -> list[str]:
+    """The subset of ``keys`` that exist and are not resolved."""
+    if not keys:
+        return []
+    df = warehouse.query(
+        "SELECT incident_key FROM incidents GROUP BY incident_key "
+        "HAVING arg_max(status, updated_at) <> 'resolved' AND list_contains(?, incident_key)",
+        [list(keys)],
+    )
+    return sorted(df["incident_key"].to_list()) if df.height else []
+
+
+def record_ack(
+    warehouse: Any,
+    incident_keys: Sequence[str],
+    *,
+    at: datetime,
+    channel: str,
+    operator: str,
+    reply_code: str | None = None,
+    recipient: str | None = None,
+    source_ip: str | None = None,
+) -> int:
+    """Append one acknowledgement row per incident; returns the number written."""
+    if not incident_keys:
+        return 0
+    n = len(incident_keys)
+    frame = pl.DataFrame(
+        {
+            "incident_key": list(incident_keys),
+            "reply_code": [reply_code] * n,
+            "channel": [channel] * n,
+            "recipient": [recipient] * n,
+            "operator": [operator] * n,
+            "at": [at] * n,
+            "source_ip": [source_ip] * n,
+        },
+        schema={"incident_key": pl.String, "reply_code": pl.String, "channel": pl.String, "recipient": pl.String,
+                "operator": pl.String, "at": frames.UTC_TS, "source_ip": pl.String},
+    )
+    warehouse.append("acknowledgements", frame, actor=operator, action="alerts.acknowledge")
+    return n
+
+
+def record_rejection(warehouse: Any, *, at: datetime, endpoint: str, reason: str, remote: str | None, payload: bytes) -> None:
+    """Record a refused webhook: where, why, from where, and a digest of the body (the body is not kept)."""
+    frame = pl.DataFrame(
+        {"at": [at], "endpoint": [endpoint], "reason": [reason], "remote": [remote],
+         "payload_digest": [hashlib.sha256(payload).hexdigest()]},
+        schema={"at": frames.UTC_TS, "endpoint": pl.String, "reason": pl.String, "remote": pl.String,
+                "payload_digest": pl.String},
+    )
+    warehouse.append("webhook_rejections", frame, actor="api", action="webhook.reject")
+
+
+def record_events(warehouse: Any, rows: Sequence[dict]) -> None:
+    """Append ``notification_events`` rows (dicts with any subset of the columns)."""
+    if not rows:
+        return
+    full = [{c: r.get(c) for c in NOTIFICATION_EVENTS} for r in rows]
+    warehouse.append("notification_events", pl.DataFrame(full, schema=NOTIFICATION_EVENTS), actor="escalation",
+                     action="notification." + rows[0].get("event", "event"))
+
+
+def empty_notifications() -> pl.DataFrame:
+    return frames.empty(NOTIFICATIONS)

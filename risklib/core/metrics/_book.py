@@ -1,0 +1,558 @@
+"""Per-account and per-position metrics of a whole book in one vectorised pass (the cycle's metrics stage).
+
+Valuation
+    A position of signed ``quantity`` base units in ``BASE/QUOTE`` at ``mid``
+    has USD notional :func:`~risklib.core.instruments.notional_usd` and
+    unrealized P&L :func:`~risklib.core.instruments.pnl_usd`.
+    ``equity = cash_usd + sum(unrealized P&L)``.
+Risk
+    Each account's exposure per instrument (USD notional, netted across
+    strategies) times the per-bar *USD* return factor of the instrument
+    (``r`` for ``XXX/USD``, ``r / (1 + r)`` for ``USD/XXX``, exact
+    revaluation, see :func:`usd_returns`) gives the account's P&L in every
+    historical bar. VaR/ES are positive fractions of current equity over one
+    bar (the bar of ``returns`` is the VaR horizon).
+
+Invalid accounts (``valid=False``, ``invalid_reason`` names field and value)
+    * *Valuation failures* (no balance row, NaN/inf cash or start-of-day
+      equity, non-positive start-of-day equity, a held instrument that is
+      unknown or has no usable price, NaN quantity or entry price): every
+      metric that depends on equity is NaN, ``peak_equity_usd`` keeps the
+      carried high-water mark so it is not lost, ``regime`` is null.
+    * *Non-positive equity*: equity and P&L figures are kept (they are real),
+      ``drawdown`` is 1.0 (everything lost), ratios to equity are NaN.
+    * *History failures* (fewer than ``min_history_bars`` bars, a held
+      instrument with NaN/inf/<= -100% returns or without a return column):
+      valuation, exposure, drawdown, daily loss and risk score are kept
+      (drawdown and loss ladders keep working); VaR, ES, volatility,
+      correlation fields are NaN and ``regime`` is null.
+    NaN never reads as "no risk" downstream because ``valid=False`` makes the
+    policy fail closed; the fields that can be computed stay real so the
+    drawdown and daily-loss ladders still fire.
+Accounts without positions are valid: zero exposure, VaR, ES and volatility,
+``vol_ratio`` 1.0 (nothing changed), correlation fields 0, regime ``sideways``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from scipy.special import ndtri
+
+from risklib.core import frames
+from risklib.core.instruments import FX_MAJORS, Instrument
+from risklib.core.metrics import _kernels
+from risklib.core.metrics._config import MetricsConfig
+from risklib.core.metrics._correlation import correlation_index as _corr_index
+from risklib.core.metrics._correlation import cov_to_corr
+from risklib.core.metrics._exposure import account_exposure, concentration
+from risklib.core.metrics._regime import regime_from_moments
+from risklib.core.metrics._risk_score import risk_score
+from risklib.core.metrics._var import component_var, tail_losses
+from risklib.core.metrics._volatility import ewma_covariance, ratio
+from risklib.errors import MetricsError, SchemaError
+
+
+_DEFAULT = MetricsConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class BookMetrics:
+    """Result of :func:`compute_book_metrics`.
+
+    Attributes
+    ----------
+    accounts : pl.DataFrame
+        Exactly :data:`frames.ACCOUNT_METRICS`, one row per account.
+    positions : pl.DataFrame
+        Exactly :data:`frames.POSITION_METRICS`, one row per position row.
+    correlation : np.ndarray (N, N)
+        EWMA correlation of the instruments (zero mean, ``ewma_lambda``).
+    instrument_vol_ratio : np.ndarray (N,)
+        Current / normal volatility per instrument (NaN for unusable columns).
+    instruments : tuple of str
+        Labels of the N columns.
+    instrument_ewma_vol : np.ndarray (N,)
+        Annualised EWMA volatility per instrument.
+    correlation_index : float
+        Average pairwise instrument correlation (usable columns only).
+    """
+
+    accounts: pl.DataFrame
+    positions: pl.DataFrame
+    correlation: np.ndarray
+    instrument_vol_ratio: np.ndarray
+    instruments: tuple[str, ...]
+    instrument_ewma_vol: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0))
+    correlation_index: float = float("nan")
+
+    def with_accounts(self, accounts: pl.DataFrame) -> BookMetrics:
+        """A copy with ``accounts`` replaced (e.g. after marking quarantined accounts invalid)."""
+        return dataclasses.replace(self, accounts=accounts)
+
+
+def _first_bad(values: np.ndarray) -> tuple[int, float] | None:
+    bad = ~np.isfinite(values) | (values <= -1.0)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    return i, float(values[i])
+
+
+def _reason(cond: pl.Expr, text: pl.Expr) -> pl.Expr:
+    return pl.when(cond).then(text).otherwise(pl.lit(None, dtype=pl.String))
+
+
+def _fmt(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.String).fill_null("missing")
+
+
+def compute_book_metrics(
+    positions: pl.DataFrame,
+    balances: pl.DataFrame,
+    prices: pl.DataFrame,
+    returns: np.ndarray,
+    instruments: Sequence[str],
+    *,
+    peaks: pl.DataFrame | None = None,
+    config: MetricsConfig = _DEFAULT,
+    instrument_table: dict[str, Instrument] | None = None,
+) -> BookMetrics:
+    """Every per-account and per-position metric of the book, vectorised across accounts.
+
+    Parameters
+    ----------
+    positions : pl.DataFrame
+        :data:`frames.POSITIONS` (signed base quantity, entry price).
+    balances : pl.DataFrame
+        :data:`frames.BALANCES` (cash and start-of-day equity, USD).
+    prices : pl.DataFrame
+        Latest quotes: ``instrument``, ``mid`` (quote per base); one row per
+        instrument (the last row wins if repeated).
+    returns : np.ndarray, shape (T, N)
+        Simple per-bar instrument returns, oldest first; one bar is the VaR horizon.
+    instruments : sequence of str
+        The N column labels of ``returns`` (unique).
+    peaks : pl.DataFrame, optional
+        :data:`frames.PEAKS` carried from the previous cycle. Without it (or
+        for an account absent from it) the peak is ``max(start_of_day, equity)``.
+    config : MetricsConfig
+    instrument_table : dict, optional
+        Instrument reference data (default :data:`FX_MAJORS`); instruments
+        outside it are unknown.
+
+    Returns
+    -------
+    BookMetrics
+        See the module docstring for definitions and for how invalid accounts read.
+
+    Raises
+    ------
+    SchemaError
+        A frame lacks a column or has an uncastable one.
+    MetricsError
+        ``returns`` is not 2-D, its column count differs from ``instruments``,
+        or instrument labels repeat. (Bad *values* never raise: they mark the
+        accounts they touch invalid.)
+    """
+    cfg = config
+    table = FX_MAJORS if instrument_table is None else instrument_table
+    pos = frames.conform(positions, frames.POSITIONS, "positions")
+    bal = frames.conform(balances, frames.BALANCES, "balances")
+    if "instrument" not in prices.columns or "mid" not in prices.columns:
+        raise SchemaError(f"prices: missing column(s) {sorted({'instrument', 'mid'} - set(prices.columns))}; have {prices.columns}")
+    px = prices.select(pl.col("instrument").cast(pl.String), pl.col("mid").cast(pl.Float64)).unique(
+        "instrument", keep="last", maintain_order=True
+    )
+    labels = [str(s) for s in instruments]
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim != 2:
+        raise MetricsError(f"returns: expected a (T, N) array, got shape {r.shape}")
+    if r.shape[1] != len(labels):
+        raise MetricsError(f"returns has {r.shape[1]} column(s) but instruments has {len(labels)} label(s)")
+    if len(set(labels)) != len(labels):
+        dup = sorted({s for s in labels if labels.count(s) > 1})
+        raise MetricsError(f"instruments: label(s) {dup} repeat")
+    n_bars, n_ins = r.shape
+
+    # --- instruments: reference data, usable return columns ---------------------------------
+    usd_quote = np.zeros(n_ins, dtype=bool)
+    col_reason: list[str | None] = [None] * n_ins
+    for j, sym in enumerate(labels):  # per instrument (N ~ 50), not per account
+        ins = table.get(sym)
+        if ins is None:
+            col_reason[j] = f"instrument={sym!r}: unknown instrument"
+            continue
+        if ins.base != "USD" and ins.quote != "USD":
+            col_reason[j] = f"instrument={sym!r}: cross without USD is not supported"
+            continue
+        usd_quote[j] = ins.usd_is_quote
+        bad = _first_bad(r[:, j])
+        if bad is not None:
+            col_reason[j] = f"returns[instrument={sym!r}, bar={bad[0]}]={bad[1]!r}: must be finite and > -1"
+    col_ok = np.array([c is None for c in col_reason], dtype=bool)
+    history_reason = (
+        f"returns: {n_bars} bar(s), need at least min_history_bars={cfg.min_history_bars}"
+        if n_bars < cfg.min_history_bars
+        else None
+    )
+    rr = np.where(col_ok[None, :], r, 0.0)
+    u = np.where(usd_quote[None, :], rr, rr / (1.0 + rr))  # USD P&L per USD notional, per bar
+
+    ins_frame = pl.DataFrame(
+        {
+            "instrument": labels,
+            "_j": np.arange(n_ins, dtype=np.int64),
+            "_uq": usd_quote,
+            "_col_reason": col_reason,
+        },
+        schema={"instrument": pl.String, "_j": pl.Int64, "_uq": pl.Boolean, "_col_reason": pl.String},
+    )
+    known = pl.DataFrame(
+        {
+            "instrument": list(table),
+            "_known": [i.base == "USD" or i.quote == "USD" for i in table.values()],
+            "_uq_ref": [i.usd_is_quote for i in table.values()],
+        },
+        schema={"instrument": pl.String, "_known": pl.Boolean, "_uq_ref": pl.Boolean},
+    )
+
+    # --- accounts -----------------------------------------------------------------------------
+    bal = bal.with_columns(pl.col("account_id").is_duplicated().alias("_dup")).unique(
+        "account_id", keep="first", maintain_order=True
+    )
+    extra = (
+        pos.select("account_id").unique(maintain_order=True).join(bal.select("account_id"), on="account_id", how="anti")
+    )
+    acc = pl.concat(
+        [
+            bal.with_columns(pl.lit(True).alias("_has_balance")),
+            extra.with_columns(pl.lit(True).alias("_no_balance")),
+        ],
+        how="diagonal_relaxed",
+    ).with_columns(
+        pl.col("_has_balance").fill_null(False),
+        pl.col("_dup").fill_null(False),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("_a"),
+    )
+    n_acc = acc.height
+    if peaks is not None:
+        pk = frames.conform(peaks, frames.PEAKS, "peaks").unique("account_id", keep="last")
+        acc = acc.join(pk, on="account_id", how="left")
+    else:
+        acc = acc.with_columns(pl.lit(None, dtype=pl.Float64).alias("peak_equity_usd"))
+
+    # --- positions: join everything, per-row validity ------------------------------------------
+    p = (
+        pos.with_row_index("_row")
+        .join(acc.select("account_id", "_a"), on="account_id", how="left")
+        .join(px, on="instrument", how="left")
+        .join(known, on="instrument", how="left")
+        .join(ins_frame, on="instrument", how="left")
+        .sort("_row")
+    )
+    finite = lambda c: pl.col(c).is_not_null() & pl.col(c).is_finite()  # noqa: E731
+    p = p.with_columns(
+        pl.coalesce(
+            _reason(
+                ~pl.col("_known").fill_null(False),
+                pl.format("instrument={}: unknown instrument", pl.col("instrument")),
+            ),
+            _reason(
+                ~finite("quantity"),
+                pl.format(
+                    "quantity[instrument={}, strategy={}]={}: must be finite",
+                    pl.col("instrument"), pl.col("strategy"), _fmt("quantity"),
+                ),
+            ),
+            _reason(
+                ~(finite("mid") & (pl.col("mid") > 0)),
+                pl.format("price[instrument={}]={}: must be a finite price > 0", pl.col("instrument"), _fmt("mid")),
+            ),
+            _reason(
+                ~(finite("entry_price") & (pl.col("entry_price") > 0)),
+                pl.format(
+                    "entry_price[instrument={}, strategy={}]={}: must be > 0",
+                    pl.col("instrument"), pl.col("strategy"), _fmt("entry_price"),
+                ),
+            ),
+        ).alias("_val_reason"),
+        pl.coalesce(
+            pl.col("_col_reason"),
+            _reason(pl.col("_j").is_null(), pl.format("instrument={}: no return history", pl.col("instrument"))),
+        ).alias("_hist_reason"),
+    )
+    a_idx = p["_a"].to_numpy().astype(np.int64)
+    q = p["quantity"].to_numpy().astype(np.float64)
+    mid = p["mid"].fill_null(np.nan).to_numpy().astype(np.float64)
+    entry = p["entry_price"].to_numpy().astype(np.float64)
+    uq = p["_uq_ref"].fill_null(True).to_numpy().astype(bool)
+    row_ok = p["_val_reason"].is_null().to_numpy()
+    j_idx = p["_j"].fill_null(-1).to_numpy().astype(np.int64)
+    hist_ok_row = p["_hist_reason"].is_null().to_numpy()
+
+    with np.errstate(all="ignore"):
+        notional = np.where(uq, q * mid, q)
+        upnl = np.where(uq, q * (mid - entry), q * (mid - entry) / mid)
+    notional_v = np.where(row_ok, notional, 0.0)
+    upnl_v = np.where(row_ok, upnl, 0.0)
+    held_row = row_ok & (q != 0)
+
+    # account-level reasons (first offending position row per account)
+    val_r = p.filter(pl.col("_val_reason").is_not_null()).group_by("_a").agg(pl.col("_val_reason").first())
+    hist_r = (
+        p.filter(pl.col("_hist_reason").is_not_null() & (pl.col("quantity") != 0))
+        .group_by("_a")
+        .agg(pl.col("_hist_reason").first())
+    )
+    acc = acc.join(val_r, on="_a", how="left").join(hist_r, on="_a", how="left").sort("_a")
+
+    cash = acc["cash_usd"].fill_null(np.nan).to_numpy().astype(np.float64)
+    sod = acc["start_of_day_equity_usd"].fill_null(np.nan).to_numpy().astype(np.float64)
+    carried = acc["peak_equity_usd"].fill_null(np.nan).to_numpy().astype(np.float64)
+    has_bal = acc["_has_balance"].to_numpy()
+    dup = acc["_dup"].to_numpy()
+    acc_val_reason = np.array(acc["_val_reason"].to_list(), dtype=object)
+    acc_hist_reason = np.array(acc["_hist_reason"].to_list(), dtype=object)
+    ids = acc["account_id"].to_list()
+
+    # --- valuation -------------------------------------------------------------------------------
+    upnl_acc = np.bincount(a_idx, weights=upnl_v, minlength=n_acc)
+    n_pos = np.bincount(a_idx, weights=~(q == 0), minlength=n_acc).astype(np.int64)  # NaN quantity counts
+    equity = cash + upnl_acc
+    reason = np.full(n_acc, None, dtype=object)
+    bal_reason = np.where(
+        ~has_bal,
+        "balance: no balance row for this account",
+        np.where(
+            dup,
+            "balance: duplicate balance rows for this account",
+            np.where(
+                ~np.isfinite(cash),
+                np.char.add("cash_usd=", np.char.add(cash.astype(str), ": must be finite")),
+                np.where(
+                    ~(np.isfinite(sod) & (sod > 0)),
+                    np.char.add("start_of_day_equity_usd=", np.char.add(sod.astype(str), ": must be > 0")),
+                    "",
+                ),
+            ),
+        ),
+    ).astype(object)
+    bal_reason[bal_reason == ""] = None
+    val_bad = (bal_reason != None) | (acc_val_reason != None)  # noqa: E711
+    reason = np.where(bal_reason != None, bal_reason, acc_val_reason)  # noqa: E711
+    eq_known = ~val_bad
+    eq_nonpos = eq_known & ~(equity > 0)
+    reason = np.where(
+        eq_nonpos & (reason == None),  # noqa: E711
+        np.char.add("equity_usd=", np.char.add(equity.astype(str), ": must be > 0")).astype(object),
+        reason,
+    )
+    good = eq_known & ~eq_nonpos  # equity usable as a denominator
+    equity_out = np.where(eq_known, equity, np.nan)
+    upnl_out = np.where(eq_known, upnl_acc, np.nan)
+    peak = np.where(
+        eq_known,
+        np.fmax(np.where(np.isnan(carried), np.fmax(sod, equity), carried), equity),
+        np.fmax(carried, sod),  # equity unknown: keep the carried mark (or the start of day)
+    )
+    with np.errstate(all="ignore"):
+        daily_pnl = np.where(eq_known, equity - sod, np.nan)
+        daily_pct = daily_pnl / sod
+        dd = np.where(good, 1.0 - equity / peak, np.where(eq_nonpos, 1.0, np.nan))
+        dd = np.clip(dd, 0.0, 1.0)
+    daily_loss = np.maximum(0.0, -daily_pct) + 0.0  # + 0.0: no negative zero
+    expo = account_exposure(notional_v, a_idx, n_acc, np.where(good, equity, np.nan))
+
+    # --- exposure matrix and history reasons ------------------------------------------------------
+    x = np.zeros((n_acc, n_ins))
+    hist_rows = held_row & hist_ok_row
+    np.add.at(x, (a_idx[hist_rows], j_idx[hist_rows]), notional_v[hist_rows])
+    holds = n_pos > 0
+    hist_bad = acc_hist_reason != None  # noqa: E711
+    if history_reason is not None:
+        hist_bad = hist_bad | holds
+        acc_hist_reason = np.where(holds & (acc_hist_reason == None), history_reason, acc_hist_reason)  # noqa: E711
+    reason = np.where(reason == None, np.where(hist_bad, acc_hist_reason, None), reason)  # noqa: E711
+    risk_ok = good & ~hist_bad
+    valid = good & ~hist_bad
+
+    # --- risk from history ------------------------------------------------------------------------
+    nan_acc = np.full(n_acc, np.nan)
+    var95, var99, es99, var99p = nan_acc.copy(), nan_acc.copy(), nan_acc.copy(), nan_acc.copy()
+    ewma_vol, vol_ratio = nan_acc.copy(), nan_acc.copy()
+    corr_idx, corr_max = nan_acc.copy(), nan_acc.copy()
+    regime = np.full(n_acc, None, dtype=object)
+    ins_vol_ratio = np.full(n_ins, np.nan)
+    ins_ewma_vol = np.full(n_ins, np.nan)
+    corr = np.full((n_ins, n_ins), np.nan)
+    marginal = np.full((n_acc, n_ins), np.nan)
+    pos_var_long = np.full(n_ins, np.nan)
+    pos_var_short = np.full(n_ins, np.nan)
+    pair_out = np.zeros((n_acc, 3 + n_ins))
+    posmap = np.zeros((n_acc, n_ins), dtype=np.int64)
+    book_corr_index = float("nan")
+    eq_safe = np.where(risk_ok, equity, np.nan)
+
+    if history_reason is None and n_ins > 0:
+        ppy = cfg.periods_per_year
+        w_cur, w_norm = cfg.vol_window_bars, cfg.normal_vol_window_bars
+        ok_idx = np.flatnonzero(col_ok)
+        cov_all = np.cov(u, rowvar=False, ddof=1).reshape(n_ins, n_ins)
+        cur = u[n_bars - w_cur :]
+        base = u[max(0, n_bars - w_cur - w_norm) : n_bars - w_cur]
+        cov_cur = np.cov(cur, rowvar=False, ddof=1).reshape(n_ins, n_ins)
+        cov_base = np.cov(base, rowvar=False, ddof=1).reshape(n_ins, n_ins)
+        cov_ewma = ewma_covariance(u, lam=cfg.ewma_lambda)
+        reg = u[-cfg.regime_window_bars :]
+        cov_reg = np.cov(reg, rowvar=False, ddof=1).reshape(n_ins, n_ins)
+        mean_reg = reg.mean(axis=0)
+
+        ins_vol_ratio[ok_idx] = ratio(
+            np.sqrt(np.diag(cov_cur))[ok_idx], np.sqrt(np.diag(cov_base))[ok_idx]
+        )
+        ins_ewma_vol[ok_idx] = np.sqrt(np.diag(cov_ewma)[ok_idx] * ppy)
+        c_ok = cov_to_corr(cov_ewma[np.ix_(ok_idx, ok_idx)])
+        corr[np.ix_(ok_idx, ok_idx)] = c_ok
+        book_corr_index = float(_corr_index(c_ok)) if ok_idx.size >= 2 else 0.0
+
+        # historical VaR / ES of every account's P&L in every bar (USD)
+        rows = np.flatnonzero(risk_ok & holds)
+        if rows.size:
+            xs = x[rows]
+            tl = tail_losses(xs @ u.T, (0.95, 0.99))
+            var95[rows], var99[rows], es99[rows] = tl["var_95"], tl["var_99"], tl["es_99"]
+        flat = risk_ok & ~holds
+        var95[flat] = var99[flat] = es99[flat] = 0.0
+        # parametric VaR 99 and its Euler components
+        mean = u.mean(axis=0) if cfg.include_mean else None
+        v99p, _ = component_var(x, cov_all, 0.99, mean=mean)
+        sig = np.sqrt(np.maximum(np.einsum("an,nm,am->a", x, cov_all, x), 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z99 = float(ndtri(0.99))
+            marginal = np.where(sig[:, None] > 0, z99 * (x @ cov_all) / sig[:, None], 0.0)
+            if mean is not None:
+                marginal = marginal - mean[None, :]
+        var99p = v99p
+        quad = lambda c: np.maximum(np.einsum("an,nm,am->a", x, c, x), 0.0)  # noqa: E731
+        ewma_vol = np.sqrt(quad(cov_ewma) * ppy)
+        vol_ratio = np.where(holds, ratio(np.sqrt(quad(cov_cur)), np.sqrt(quad(cov_base))), 1.0)
+        regime = regime_from_moments(
+            x @ mean_reg, np.sqrt(quad(cov_reg)), vol_ratio,
+            periods_per_year=ppy, sideways_sharpe=cfg.regime_sideways_sharpe, high_vol_ratio=cfg.regime_high_vol_ratio,
+        )
+        # stand-alone historical VaR95 per USD of a long and of a short position in each instrument
+        sl = tail_losses(np.ascontiguousarray(np.concatenate([u.T, -u.T])), (0.95, 0.99))["var_95"]
+        pos_var_long, pos_var_short = sl[:n_ins], sl[n_ins:]
+        # signed pair correlations of held positions
+        held = x != 0
+        counts = held.sum(axis=1).astype(np.int64)
+        order = np.argsort(~held, axis=1, kind="stable").astype(np.int64)
+        sign = np.take_along_axis(np.sign(x), order, axis=1)
+        corr0 = np.nan_to_num(corr, nan=0.0)
+        _kernels.pair_stats(order, sign, counts, corr0, float(cfg.correlation_threshold), pair_out)
+        np.put_along_axis(posmap, order, np.broadcast_to(np.arange(n_ins), (n_acc, n_ins)).copy(), axis=1)
+        corr_idx, corr_max = pair_out[:, 0].copy(), pair_out[:, 1].copy()
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var95, var99, es99, var99p = (v / eq_safe for v in (var95, var99, es99, var99p))
+            ewma_vol = ewma_vol / eq_safe
+        bad = ~risk_ok
+        for arr in (vol_ratio, corr_idx, corr_max):
+            arr[bad] = np.nan
+        regime = regime.astype(object)
+        regime[bad] = None
+
+    # an empty book carries no market risk whatever the history: zero, not unknown
+    flat = good & ~holds
+    for arr in (var95, var99, es99, var99p, ewma_vol, corr_idx, corr_max):
+        arr[flat] = 0.0
+    vol_ratio[flat] = 1.0
+    regime[flat] = "sideways"
+
+    conc = np.where(good, concentration(x), np.nan)
+    unreal_loss = np.where(good, np.maximum(0.0, -upnl_acc) / np.where(good, equity, 1.0), np.nan)
+    score = risk_score(
+        exposure_pct=expo["exposure_pct"], leverage=expo["leverage"], daily_loss=np.where(good, daily_loss, np.nan),
+        unrealized_loss=unreal_loss, concentration=conc, n_positions=n_pos, config=cfg,
+    )
+
+    accounts = pl.DataFrame(
+        {
+            "account_id": ids,
+            "account_group": acc["account_group"],
+            "equity_usd": equity_out,
+            "start_of_day_equity_usd": sod,
+            "peak_equity_usd": peak,
+            "unrealized_pnl_usd": upnl_out,
+            "daily_pnl_usd": daily_pnl,
+            "daily_pnl_pct": daily_pct,
+            "daily_loss": daily_loss,
+            "drawdown": dd,
+            "gross_exposure_usd": np.where(eq_known, expo["gross_exposure_usd"], np.nan),
+            "net_exposure_usd": np.where(eq_known, expo["net_exposure_usd"], np.nan),
+            "exposure_pct": expo["exposure_pct"],
+            "leverage": expo["leverage"],
+            "var_95": var95,
+            "var_99": var99,
+            "es_99": es99,
+            "var_99_parametric": var99p,
+            "ewma_vol": ewma_vol,
+            "vol_ratio": vol_ratio,
+            "correlation_index": corr_idx,
+            "max_pair_correlation": corr_max,
+            "concentration": conc,
+            "regime": pl.Series(regime.tolist(), dtype=pl.String),
+            "risk_score": score,
+            "n_positions": n_pos,
+            "valid": valid,
+            "invalid_reason": pl.Series(reason.tolist(), dtype=pl.String),
+        },
+        schema=frames.ACCOUNT_METRICS,
+        nan_to_null=False,
+    )
+
+    # --- positions --------------------------------------------------------------------------------
+    a_safe = np.where(a_idx >= 0, a_idx, 0)
+    j_safe = np.where(j_idx >= 0, j_idx, 0)
+    row_risk = risk_ok[a_safe] & held_row & hist_ok_row
+    eq_row = eq_safe[a_safe]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pvar = np.where(notional_v > 0, pos_var_long[j_safe], pos_var_short[j_safe]) * np.abs(notional_v) / eq_row
+        contrib = notional_v * marginal[a_safe, j_safe] / eq_row
+    pvar = np.where(row_risk, pvar, np.where(risk_ok[a_safe] & (q == 0), 0.0, np.nan))
+    contrib = np.where(row_risk, contrib, np.where(risk_ok[a_safe] & (q == 0), 0.0, np.nan))
+    vscore = np.where(j_idx >= 0, ins_vol_ratio[j_safe], np.nan)
+    vscore = np.where(risk_ok[a_safe], vscore, np.nan)
+    slot = posmap[a_safe, j_safe]
+    crisk = np.where(row_risk, pair_out[a_safe, 3 + np.minimum(slot, n_ins - 1)] if n_ins else 0.0, np.nan)
+    crisk = np.where(risk_ok[a_safe] & (q == 0), 0.0, crisk)
+    positions_out = pl.DataFrame(
+        {
+            "account_id": p["account_id"],
+            "strategy": p["strategy"],
+            "instrument": p["instrument"],
+            "quantity": q,
+            "price": mid,
+            "notional_usd": np.where(row_ok, notional, np.nan),
+            "unrealized_pnl_usd": np.where(row_ok, upnl, np.nan),
+            "position_var_95": pvar,
+            "volatility_score": vscore,
+            "correlation_risk": crisk,
+            "risk_contribution": contrib,
+        },
+        schema=frames.POSITION_METRICS,
+        nan_to_null=False,
+    )
+    return BookMetrics(
+        accounts=accounts,
+        positions=positions_out,
+        correlation=corr,
+        instrument_vol_ratio=ins_vol_ratio,
+        instruments=tuple(labels),
+        instrument_ewma_vol=ins_ewma_vol,
+        correlation_index=book_corr_index,
+    )

@@ -10,7 +10,9 @@ Effects
 -------
 ``vol``          volatility multiplier ``multiplier`` (×3, ×5) with stress
                  correlation ``stress_corr`` in [0, 1] (correlations drift
-                 towards a single dollar factor, as in real stress).
+                 towards a single dollar factor, as in real stress) and dollar
+                 jumps: with probability ``jump_p`` per bar the dollar jumps by
+                 ``jump_size`` stressed bar vols (stress moves are jumpy).
 ``crash``        flash crash: the dollar jumps by ``depth`` (log fraction) over
                  the first ``fall_share`` of the step, then gives back
                  ``rebound`` of it by the end; volatility ×``multiplier``.
@@ -102,6 +104,10 @@ class MarketState:
         Weight in [0, 1] of the all-together instrument correlation matrix.
     breakdown_target : float
         Pairwise instrument correlation the breakdown drifts towards.
+    jump_p : float
+        Probability per bar of a dollar jump.
+    jump_size : float
+        Size of a dollar jump in stressed bar vols of each instrument.
     dollar_shift : float
         Deterministic log move of the dollar against every currency (positive:
         dollar stronger; XXX/USD falls, USD/XXX rises). Flash crash path.
@@ -121,6 +127,8 @@ class MarketState:
     stress_corr: float = 0.0
     breakdown_corr: float = 0.0
     breakdown_target: float = 0.9
+    jump_p: float = 0.0
+    jump_size: float = 0.0
     dollar_shift: float = 0.0
     spread_multiplier: float = 1.0
     one_sided_p: float = 0.0
@@ -151,6 +159,7 @@ def market_state_at(steps: Sequence[ScenarioStep], offset_s: float) -> MarketSta
     that has ended leaves its residual move (``depth * (1 - rebound)``) in place.
     """
     vol, stress, brk, target, shift = 1.0, 0.0, 0.0, 0.9, 0.0
+    jump_p, jump_size = 0.0, 0.0
     spread, one_sided, missing = 1.0, 0.0, 0.0
     disconnected = False
     bad: list[str] = []
@@ -166,6 +175,8 @@ def market_state_at(steps: Sequence[ScenarioStep], offset_s: float) -> MarketSta
         if step.effect == "vol":
             vol *= float(p.get("multiplier", 3.0))
             stress = max(stress, float(p.get("stress_corr", 0.6)))
+            jump_p = max(jump_p, float(p.get("jump_p", 0.0)))
+            jump_size = max(jump_size, float(p.get("jump_size", 0.0)))
         elif step.effect == "crash":
             shift += crash_path(
                 step.progress(offset_s),
@@ -192,6 +203,8 @@ def market_state_at(steps: Sequence[ScenarioStep], offset_s: float) -> MarketSta
         stress_corr=stress,
         breakdown_corr=brk,
         breakdown_target=target,
+        jump_p=jump_p,
+        jump_size=jump_size,
         dollar_shift=shift,
         spread_multiplier=spread,
         one_sided_p=one_sided,
@@ -213,8 +226,8 @@ SCENARIOS: Mapping[str, tuple[ScenarioStep, ...]] = MappingProxyType(
     {
         "calm": (),
         "vol-spike": _steps(
-            (600, 600, "vol", {"multiplier": 3.0, "stress_corr": 0.6}),
-            (1200, 600, "vol", {"multiplier": 5.0, "stress_corr": 0.8}),
+            (600, 600, "vol", {"multiplier": 3.0, "stress_corr": 0.8, "jump_p": 0.1, "jump_size": 3.0}),
+            (1200, 600, "vol", {"multiplier": 5.0, "stress_corr": 1.0, "jump_p": 0.2, "jump_size": 3.0}),
         ),
         "flash-crash": _steps(
             (600, 300, "crash", {"depth": 0.03, "fall_share": 0.3, "rebound": 0.7, "multiplier": 4.0}),

@@ -69,7 +69,7 @@ class SimulatorConfig(BaseModel):
     equity_median_usd: PositiveFloat = 250_000.0
     equity_sigma: Annotated[float, Field(ge=0.0)] = 0.8  # lognormal spread of account equity
     equity_min_usd: PositiveFloat = 20_000.0
-    usd_bias: Fraction = 0.8  # probability a position follows the account's dollar view
+    usd_bias: Fraction = 0.9  # probability a position follows the account's dollar view
     entry_spread: Annotated[float, Field(ge=0.0)] = 0.002  # entry prices scatter around the start mid
     trade_probability: Fraction = 0.01  # per account per bar: a strategy proposes an order
 

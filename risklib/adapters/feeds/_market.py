@@ -158,6 +158,8 @@ class MarketSimulator:
             self.regime = int(self._rng.choice([r for r in range(len(mults)) if r != self.regime]))
         sigma = self.bar_vol * mults[self.regime] * state.vol_multiplier
         ret = self._draw(self._rng, 1, self._cholesky(state))[0] * sigma
+        if state.jump_p > 0 and self._rng.random() < state.jump_p:
+            ret = ret + (1.0 if self._rng.random() < 0.5 else -1.0) * state.jump_size * sigma * self.dollar_sign
         self._log_base = self._log_base + ret
         end_state = market_state_at(self.steps, k * cfg.bar_s)
         self.mids = np.exp(self._log_base + self.dollar_sign * end_state.dollar_shift)

@@ -161,7 +161,7 @@ class ChainVerifier:
             gap_seq, gap_hash = self.anchors_needed  # type: ignore[misc]
             anchor = self.anchors.get(gap_seq)
             if anchor is None or anchor[0] != gap_hash:
-                self.bad = (self.first_seq, f"entries 1..{gap_seq} are missing and no checkpoint vouches for their removal")
+                self.bad = (1, f"entries 1..{gap_seq} are missing and no checkpoint vouches for their removal")
             else:
                 self.anchored_at = anchor[1]
         if self.bad is not None:

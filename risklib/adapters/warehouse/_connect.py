@@ -113,6 +113,10 @@ def attach(layout: Layout, config: WarehouseConfig, *, read_only: bool) -> duckd
         con.execute("SET ducklake_retry_wait_ms = 5")
         con.execute("SET ducklake_max_retry_count = 30")
         options = [f"DATA_PATH '{_quote(layout.data_path)}'"]
+        if layout.local_root is not None:
+            # A local warehouse folder is self-contained (file paths in the catalog are
+            # relative to files/), so it may be moved or copied: trust where it is now.
+            options.append("OVERRIDE_DATA_PATH TRUE")
         if read_only:
             options.append("READ_ONLY")
         else:

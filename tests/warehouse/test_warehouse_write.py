@@ -1,0 +1,257 @@
+"""Cycle writes land together or not at all; bad input is refused naming table, column and value."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+from risklib.adapters.warehouse import _warehouse
+from risklib.errors import WarehouseError
+from risklib.warehouse import CycleRecords
+
+from warehouse_builders import T0, account_metrics, alert_rows, cycle, position_metrics, risk_state_rows
+
+CYCLE_TABLES_WRITTEN = ("realtime_risk_metrics", "position_risk_metrics", "alerts", "risk_state")
+
+
+def _full_cycle(cycle_id: str, now=T0) -> CycleRecords:
+    return cycle(
+        cycle_id,
+        now,
+        realtime_risk_metrics=account_metrics(now),
+        position_risk_metrics=position_metrics(now),
+        alerts=alert_rows(now),
+        risk_state=risk_state_rows(now),
+    )
+
+
+def _rows_of(wh, cycle_id: str) -> dict[str, int]:
+    return {
+        t: wh.query(f"SELECT count(*) AS n FROM {t} WHERE cycle_id = ?", [cycle_id])["n"][0]
+        for t in CYCLE_TABLES_WRITTEN
+    }
+
+
+def test_write_cycle_lands_every_table_with_cycle_id(wh):
+    # Act
+    wh.write_cycle(_full_cycle("c1"))
+    # Assert
+    assert _rows_of(wh, "c1") == {"realtime_risk_metrics": 2, "position_risk_metrics": 6, "alerts": 1, "risk_state": 2}
+    run = wh.query("SELECT * FROM cycle_runs")
+    assert run.select("cycle_id", "flow_run_id", "status", "n_accounts").row(0) == ("c1", "fr-1", "completed", 2)
+    assert json.loads(run["stage_ms"][0]) == {"ingest": 1.5, "record": 3.0}
+
+
+def test_producer_names_are_mapped_to_spec_columns(wh):
+    # Act
+    wh.write_cycle(_full_cycle("c1"))
+    # Assert
+    row = wh.query(
+        "SELECT portfolio_drawdown, portfolio_var_99, volatility_regime, risk_score, \"timestamp\" "
+        "FROM realtime_risk_metrics WHERE account_id = 'A1'"
+    ).row(0)
+    assert row == (0.01, 0.03, "NORMAL", 12, T0)
+    pos = wh.query("SELECT currency_pair, strategy_name, position_size, unrealized_pnl FROM position_risk_metrics LIMIT 1")
+    assert pos.row(0) == ("EUR/USD", "trend", 100_000.0, -12.5)
+
+
+def test_money_keeps_exact_decimals(wh):
+    # Arrange
+    metrics = account_metrics(T0).with_columns(equity_usd=pl.lit(1_234_567.8912))
+    # Act
+    wh.write_cycle(cycle("c1", T0, realtime_risk_metrics=metrics))
+    # Assert
+    exact = wh.query("SELECT equity_usd FROM realtime_risk_metrics LIMIT 1", exact_decimals=True)
+    assert str(exact["equity_usd"][0]) == "1234567.8912"
+
+
+def test_cycle_audit_entries_are_chained(wh):
+    # Act
+    wh.write_cycle(_full_cycle("c1"))
+    # Assert
+    audit = wh.query("SELECT actor, action, subject, detail FROM audit_log WHERE subject IN ('book', 'c1') ORDER BY seq")
+    assert audit.select("actor", "action", "subject").rows() == [("policy", "evaluate", "book"), ("pipeline", "cycle.record", "c1")]
+    assert json.loads(audit["detail"][1])["rows"]["position_risk_metrics"] == 6
+    assert wh.verify().ok
+
+
+def test_risk_state_bookkeeping_columns_go_to_state_json(wh):
+    # Arrange
+    state = risk_state_rows(T0, hysteresis_count=3, last_breach="var")
+    # Act
+    wh.write_cycle(cycle("c1", T0, risk_state=state))
+    # Assert
+    latest = wh.latest_risk_state()
+    assert json.loads(latest["state_json"][0]) == {"hysteresis_count": 3, "last_breach": "var"}
+
+
+def test_latest_risk_state_is_newest_row_per_account(wh):
+    # Arrange
+    later = T0 + timedelta(minutes=5)
+    wh.write_cycle(cycle("c1", T0, risk_state=risk_state_rows(T0)))
+    wh.write_cycle(cycle("c2", later, risk_state=risk_state_rows(later, accounts=("A1",)).with_columns(trading_mode=pl.lit("HALTED"))))
+    # Act
+    latest = wh.latest_risk_state()
+    # Assert
+    assert latest.select("account_id", "trading_mode", "cycle_id").rows() == [("A1", "HALTED", "c2"), ("A2", "ACTIVE", "c1")]
+    assert latest.schema["ts"] == pl.Datetime("us", "UTC")
+    assert latest.schema["peak_equity_usd"] == pl.Float64
+
+
+def test_last_heartbeat_ignores_failed_cycles(wh):
+    # Arrange
+    wh.write_cycle(cycle("c1", T0))
+    failed = cycle("c2", T0 + timedelta(minutes=5))
+    failed.status = "failed"
+    wh.write_cycle(failed)
+    # Act / Assert
+    assert wh.last_heartbeat() == T0
+
+
+def test_last_heartbeat_is_none_before_any_cycle(wh):
+    assert wh.last_heartbeat() is None
+
+
+@pytest.mark.parametrize(
+    ("table", "frame", "message"),
+    [
+        ("alerts", alert_rows(T0, level=9), r"alerts.level=9 \(row 0\): must be in \[1, 5\]"),
+        (
+            "realtime_risk_metrics",
+            account_metrics(T0).with_columns(drawdown=pl.lit("high")),
+            r"realtime_risk_metrics.portfolio_drawdown='high' \(row 0\): expected|cannot be stored as DOUBLE",
+        ),
+        (
+            "realtime_risk_metrics",
+            account_metrics(T0).with_columns(equity_usd=pl.Series([1e6, float("inf")])),
+            r"realtime_risk_metrics.equity_usd=inf \(row 1\): not a finite number within DECIMAL\(18,4\)",
+        ),
+        (
+            "position_risk_metrics",
+            position_metrics(T0).with_columns(instrument=pl.Series([None, "EUR/USD", None, None, None, None], dtype=pl.String)),
+            r"position_risk_metrics.currency_pair=None \(row 0\): must not be null",
+        ),
+        (
+            "alerts",
+            alert_rows(T0).with_columns(colour=pl.lit("red")),
+            r"alerts.colour: no such column in table alerts",
+        ),
+        (
+            "alerts",
+            alert_rows(T0).with_columns(pl.col("ts").dt.replace_time_zone(None)),
+            r"alerts.ts=.* \(row 0\): timestamp must be timezone-aware \(UTC\)",
+        ),
+        (
+            "risk_state",
+            risk_state_rows(T0).with_columns(trading_mode=pl.lit("YOLO")),
+            r"risk_state.trading_mode='YOLO' \(row 0\): must be one of \['ACTIVE', 'REDUCE_ONLY', 'HALTED', 'FLATTEN'\]",
+        ),
+        ("alerts", alert_rows(T0).drop("rule"), r"alerts.rule: missing column \(NOT NULL\)"),
+    ],
+)
+def test_schema_violation_is_refused_and_cycle_recorded_failed(wh, table, frame, message):
+    # Arrange: a good table alongside the bad one, to prove nothing half-written remains
+    good = "risk_state" if table != "risk_state" else "position_risk_metrics"
+    good_frame = risk_state_rows(T0) if good == "risk_state" else position_metrics(T0)
+    records = cycle("bad", T0, **{good: good_frame, table: frame})
+    # Act
+    with pytest.raises(WarehouseError, match=message):
+        wh.write_cycle(records)
+    # Assert
+    assert all(n == 0 for n in _rows_of(wh, "bad").values())
+    run = wh.query("SELECT status, error FROM cycle_runs WHERE cycle_id = 'bad'")
+    assert run["status"].to_list() == ["failed"]
+    assert table in run["error"][0]
+    refused = wh.query("SELECT detail FROM audit_log WHERE action = 'cycle.refused' AND subject = 'bad'")
+    assert refused.height == 1
+    assert wh.verify().ok
+
+
+def test_database_error_mid_write_rolls_back_everything(wh, monkeypatch):
+    # Arrange: the second insert of the cycle fails inside the transaction
+    real_insert = _warehouse.Warehouse._insert
+    calls = []
+
+    def failing_insert(self, table, frame):
+        calls.append(table)
+        if len(calls) == 2:
+            raise _warehouse.duckdb.IOException("disk full (injected)")
+        return real_insert(self, table, frame)
+
+    monkeypatch.setattr(_warehouse.Warehouse, "_insert", failing_insert)
+    # Act
+    with pytest.raises(WarehouseError, match=r"cycle_id='c1': disk full \(injected\)"):
+        wh.write_cycle(_full_cycle("c1"))
+    monkeypatch.setattr(_warehouse.Warehouse, "_insert", real_insert)
+    # Assert
+    assert all(n == 0 for n in _rows_of(wh, "c1").values())
+    assert wh.query("SELECT status FROM cycle_runs WHERE cycle_id = 'c1'")["status"].to_list() == ["failed"]
+    assert wh.verify().ok
+
+
+def test_unknown_cycle_table_is_refused(wh):
+    with pytest.raises(WarehouseError, match=r"table='audit_log': not a cycle table"):
+        wh.write_cycle(cycle("c1", T0, audit_log=pl.DataFrame({"seq": [1]})))
+
+
+def test_nan_metric_in_integer_column_is_stored_as_null(wh):
+    # Arrange: an invalid account whose score could not be computed
+    metrics = account_metrics(T0).with_columns(risk_score=pl.Series([float("nan"), 40.0]), valid=pl.Series([False, True]))
+    # Act
+    wh.write_cycle(cycle("c1", T0, realtime_risk_metrics=metrics))
+    # Assert
+    got = wh.query("SELECT account_id, risk_score, valid FROM realtime_risk_metrics ORDER BY account_id").rows()
+    assert got == [("A1", None, False), ("A2", 40, True)]
+
+
+def test_append_writes_rows_and_an_audit_entry_with_the_record(wh):
+    # Arrange
+    ack = pl.DataFrame(
+        {"incident_key": ["A1:drawdown:1"], "reply_code": ["K7"], "channel": ["sms"], "recipient": ["+15550001"],
+         "operator": ["alice"], "at": [T0], "source_ip": ["10.0.0.1"]}
+    )
+    # Act
+    wh.append("acknowledgements", ack, actor="alice", action="ack", subject="A1:drawdown:1")
+    # Assert
+    assert wh.query("SELECT operator FROM acknowledgements")["operator"].to_list() == ["alice"]
+    entry = wh.query("SELECT actor, action, subject, detail FROM audit_log WHERE action = 'ack'")
+    assert entry.select("actor", "subject").row(0) == ("alice", "A1:drawdown:1")
+    assert json.loads(entry["detail"][0])["records"][0]["reply_code"] == "K7"
+
+
+def test_append_outside_allowlist_is_refused(wh):
+    with pytest.raises(WarehouseError, match=r"table='audit_log': not appendable"):
+        wh.append("audit_log", pl.DataFrame({"seq": [1]}), actor="mallory", action="rewrite")
+
+
+def test_append_bad_override_names_column_and_value(wh):
+    # Arrange
+    override = pl.DataFrame(
+        {"override_id": ["o1"], "account_id": ["A1"], "rule": ["drawdown"], "action": ["RESUME"], "new_value": [None],
+         "justification": ["hedge in place"], "risk_assessment": ["low"], "duration_s": [1800.0],
+         "recovery_plan": ["re-arm at expiry"], "operator": ["cro"], "authority_level": [7],
+         "created_at": [T0], "expires_at": [T0 + timedelta(minutes=30)]},
+        schema_overrides={"new_value": pl.String},
+    )
+    # Act / Assert
+    with pytest.raises(WarehouseError, match=r"overrides.authority_level=7 \(row 0\): must be in \[1, 5\]"):
+        wh.append("overrides", override, actor="cro", action="override.create")
+    assert wh.query("SELECT count(*) AS n FROM overrides")["n"][0] == 0
+
+
+def test_query_with_parameters_returns_utc_polars(wh):
+    # Arrange
+    wh.write_cycle(_full_cycle("c1"))
+    # Act
+    out = wh.query("SELECT account_id, ts FROM alerts WHERE level >= ?", [2])
+    # Assert
+    assert out.rows() == [("A1", T0)]
+    assert out.schema["ts"] == pl.Datetime("us", "UTC")
+
+
+def test_query_error_is_a_warehouse_error(wh):
+    with pytest.raises(WarehouseError, match=r"query failed: .*no_such_table"):
+        wh.query("SELECT * FROM no_such_table")

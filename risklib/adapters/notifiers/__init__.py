@@ -15,6 +15,7 @@ from risklib.adapters.notifiers._outbox import DrainReport, OutboxSender
 from risklib.adapters.notifiers._render import email_parts, voice_twiml
 from risklib.adapters.notifiers._state import (
     append_many,
+    incident_view,
     incidents_for_code,
     known_incidents,
     load_escalation_state,
@@ -78,6 +79,7 @@ __all__ = [
     "append_many",
     "build_notifiers",
     "email_parts",
+    "incident_view",
     "incidents_for_code",
     "known_incidents",
     "load_credentials",

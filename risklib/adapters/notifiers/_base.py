@@ -110,7 +110,12 @@ class Credentials:
 
 
 def _prefect_secret(name: str) -> str | None:
+    """The value of Prefect Secret block ``name``; None without a configured Prefect API or block."""
     try:
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():  # no server configured: do not start an ephemeral one
+            return None
         from prefect.blocks.system import Secret as PrefectSecret
 
         return str(PrefectSecret.load(name, _sync=True).get())

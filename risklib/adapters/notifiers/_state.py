@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import polars as pl
@@ -177,3 +177,36 @@ def record_events(warehouse: Any, rows: Sequence[dict]) -> None:
 
 def empty_notifications() -> pl.DataFrame:
     return frames.empty(NOTIFICATIONS)
+
+
+_INCIDENT_VIEW_SQL = """
+WITH cur AS (
+    SELECT incident_key, arg_max(account_id, updated_at) AS account_id, arg_max(rule, updated_at) AS rule,
+           arg_max(level, updated_at) AS level, max(level) AS max_level, min(opened_at) AS first_opened_at,
+           arg_max(opened_at, updated_at) AS opened_at, max(updated_at) AS updated_at,
+           arg_max(status, updated_at) AS status, max(resolved_at) AS resolved_at
+    FROM incidents GROUP BY incident_key
+), k AS (
+    SELECT a.incident_key, min(a."at") AS acknowledged_at, arg_min(a.operator, a."at") AS acknowledged_by,
+           arg_min(a.channel, a."at") AS ack_channel
+    FROM acknowledgements a JOIN cur ON cur.incident_key = a.incident_key AND a."at" >= cur.opened_at
+    GROUP BY a.incident_key
+)
+SELECT cur.incident_key, cur.account_id, cur.rule, cur.level, cur.max_level, cur.status, cur.opened_at,
+       cur.updated_at, cur.resolved_at, k.acknowledged_at, k.acknowledged_by, k.ack_channel,
+       epoch(k.acknowledged_at) - epoch(cur.opened_at) AS time_to_ack_s
+FROM cur LEFT JOIN k ON k.incident_key = cur.incident_key
+"""
+
+
+def incident_view(warehouse: Any, *, active: bool, limit: int = 100, since: datetime | None = None) -> pl.DataFrame:
+    """Incidents with who acknowledged, when, through which channel, and time-to-acknowledge (seconds).
+
+    ``active=True``: unresolved only, highest level first. Otherwise the history,
+    newest first, optionally only those opened at or after ``since``.
+    """
+    if active:
+        sql = _INCIDENT_VIEW_SQL + " WHERE cur.status <> 'resolved' ORDER BY cur.level DESC, cur.opened_at LIMIT ?"
+        return warehouse.query(sql, [int(limit)])
+    sql = _INCIDENT_VIEW_SQL + " WHERE cur.opened_at >= ? ORDER BY cur.updated_at DESC LIMIT ?"
+    return warehouse.query(sql, [since or datetime(1970, 1, 1, tzinfo=timezone.utc), int(limit)])

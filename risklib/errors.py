@@ -87,3 +87,11 @@ class FeedError(RiskError):
 
 class BrokerError(RiskError):
     """The broker rejected or could not execute an order."""
+
+
+class ReplayFileError(FeedError, DataError):
+    """A replay file is unreadable or malformed; the message names file, row, column and value."""
+
+
+class ValidationMismatchWarning(RiskWarning):
+    """Great Expectations and the vectorized screen disagree on a rule; both verdicts are quarantined."""

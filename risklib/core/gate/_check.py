@@ -203,6 +203,7 @@ def record(order: Order, decision: Decision, state: GateState, *, now: datetime 
         return
     now_s = (now or order.ts).timestamp()
     g = state.config
+    state.version += 1
     if now_s - state.rate_start[a] >= g.rate_window_s:
         state.rate_start[a] = now_s
         state.rate_count[a] = 0
@@ -292,6 +293,16 @@ class OrderBatch:
 
 
 _BITS = np.array(list(REASON_BITS.values()), np.int64)
+
+
+@numba.njit(cache=True, inline="always")
+def _fit(room_usd, u, unit, allowed):
+    room = room_usd / unit
+    if room >= u - 1e-9:
+        return allowed
+    if room != room:
+        room = 0.0
+    return min(allowed, max(room, 0.0))
 
 
 @numba.njit(cache=True)
@@ -386,23 +397,33 @@ def _batch_kernel(
                 eq = equity[a]
                 g = gross[a]
                 allowed = u
-                rooms = np.empty(8)
-                rooms[0] = max_notional
-                rooms[1] = max_pos_usd[a] - max(0.0, (position[a, i] + pending[a, i]) * sg) * unit
-                rooms[2] = max_lev[a] * eq - g
-                rooms[3] = max_gross_exp * eq - g
-                rooms[4] = max_net_exp * eq - sg * net[a] - reduce_part * unit
-                rooms[5] = inst_limit[i] - inst_gross[a, i]
-                rooms[6] = (strat_limit[stg[k]] - strat_gross[a, stg[k]]) if stg[k] >= 0 else np.inf
-                rooms[7] = firm_max - firm_gross[0]
-                cap_bits = (B_NOTIONAL, B_POS, B_LEV, B_GROSS, B_NET, B_INST, B_STRAT, B_FIRM)
-                for c in range(8):
-                    room = rooms[c] / unit
-                    if not (room >= u - 1e-9):
-                        b |= cap_bits[c]
-                        if room != room:
-                            room = 0.0
-                        allowed = min(allowed, max(room, 0.0))
+                need = u * unit - 1e-9
+                r0 = max_notional
+                r1 = max_pos_usd[a] - max(0.0, (position[a, i] + pending[a, i]) * sg) * unit
+                r2 = max_lev[a] * eq - g
+                r3 = max_gross_exp * eq - g
+                r4 = max_net_exp * eq - sg * net[a] - reduce_part * unit
+                r5 = inst_limit[i] - inst_gross[a, i]
+                r6 = (strat_limit[stg[k]] - strat_gross[a, stg[k]]) if stg[k] >= 0 else np.inf
+                r7 = firm_max - firm_gross[0]
+                if not (r0 >= need and r1 >= need and r2 >= need and r3 >= need and r4 >= need
+                        and r5 >= need and r6 >= need and r7 >= need):
+                    allowed = _fit(r0, u, unit, allowed)
+                    b |= B_NOTIONAL if not r0 >= need else 0
+                    allowed = _fit(r1, u, unit, allowed)
+                    b |= B_POS if not r1 >= need else 0
+                    allowed = _fit(r2, u, unit, allowed)
+                    b |= B_LEV if not r2 >= need else 0
+                    allowed = _fit(r3, u, unit, allowed)
+                    b |= B_GROSS if not r3 >= need else 0
+                    allowed = _fit(r4, u, unit, allowed)
+                    b |= B_NET if not r4 >= need else 0
+                    allowed = _fit(r5, u, unit, allowed)
+                    b |= B_INST if not r5 >= need else 0
+                    allowed = _fit(r6, u, unit, allowed)
+                    b |= B_STRAT if not r6 >= need else 0
+                    allowed = _fit(r7, u, unit, allowed)
+                    b |= B_FIRM if not r7 >= need else 0
                 if b == 0:
                     take = q
                 elif resize:

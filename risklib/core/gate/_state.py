@@ -140,9 +140,19 @@ class GateState:
     accounts: tuple[str, ...] = ()
     instruments: tuple[str, ...] = ()
     strategies: tuple[str, ...] = ()
+    version: int = 0  # bumped by every mutation; the batch form caches arrays per version
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Numpy views of the state for the batch kernel (copies)."""
+        """Numpy copies of the state for the batch kernel (cached until the next mutation)."""
+        hit = self._cache.get("arrays")
+        if hit is not None and hit[0] == self.version:
+            return {k: v.copy() for k, v in hit[1].items()}
+        out = self._build_arrays()
+        self._cache["arrays"] = (self.version, out)
+        return {k: v.copy() for k, v in out.items()}
+
+    def _build_arrays(self) -> dict[str, np.ndarray]:
         na, ni = len(self.accounts), len(self.instruments)
         st = np.array(self.account_static, dtype=float).reshape(na, 9) if na else np.zeros((0, 9))
         it = np.array(self.instrument_static, dtype=float).reshape(ni, 4) if ni else np.zeros((0, 4))
@@ -165,6 +175,7 @@ class GateState:
         """Write the batch kernel's mutated arrays back."""
         for k in (*_MUTABLE_1D, *_MUTABLE_2D):
             setattr(self, k, arrays[k].tolist())
+        self.version += 1
 
     @classmethod
     def from_frames(

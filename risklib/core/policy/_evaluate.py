@@ -52,7 +52,20 @@ from risklib.errors import AuthorityError, DataError
 
 _EPS = 1e-9
 _MODE_NAMES = np.array([m.value for m in MODES_BY_RANK], dtype=object)
-_RISK_NAMES = np.array([r.value for r in RISK_LEVELS_BY_RANK], dtype=object)
+_MODE_SERIES = pl.Series([m.value for m in MODES_BY_RANK], dtype=pl.String)
+_BLOCKS_SERIES = pl.Series([m.blocks for m in MODES_BY_RANK], dtype=pl.String)
+_RISK_SERIES = pl.Series([r.value for r in RISK_LEVELS_BY_RANK], dtype=pl.String)
+_BREAKER_SERIES = pl.Series(list(brk.NAMES), dtype=pl.String)
+
+
+_RULE_SERIES = pl.Series(list(RULES), dtype=pl.String)
+_ACTION_SERIES = pl.Series([a.value for a in ActionKind], dtype=pl.String)
+_ACTION_CODES = {a.value: i for i, a in enumerate(ActionKind)}
+
+
+def _take(values: pl.Series, idx: np.ndarray) -> pl.Series:
+    """Strings by integer index, staying in Polars (no numpy object arrays on the hot path)."""
+    return values.gather(pl.Series(np.asarray(idx, np.int64)))
 
 
 # --- precomputed ladder arrays -------------------------------------------------------------------
@@ -80,6 +93,8 @@ class _LadderArrays:
     confirm_s: np.ndarray
     names: np.ndarray  # step names (object), "" at 0
     effects: np.ndarray  # human description (object)
+    names_s: pl.Series
+    effects_s: pl.Series
     halt_action: np.ndarray  # HALT_* action of step k ("" if none)
 
 
@@ -139,7 +154,9 @@ def _arrays(rule: str, ladder: Ladder, cfg: PolicyConfig) -> _LadderArrays:
             parts.append(f"risk budget {s.risk_budget:.0%}")
         effects[i] = ", ".join(parts)
     return _LadderArrays(rule, ladder, k, alert, sizing, mode, flatten, cadence, signal, budget, trip, warning,
-                         cumcut, cut_kind, confirm_n, confirm_s, names, effects, halt_action)
+                         cumcut, cut_kind, confirm_n, confirm_s, names, effects,
+                         pl.Series(names.tolist(), dtype=pl.String), pl.Series(effects.tolist(), dtype=pl.String),
+                         halt_action)
 
 
 _CACHE: dict[int, tuple[PolicyConfig, dict[str, _LadderArrays]]] = {}
@@ -265,7 +282,7 @@ def check_override(override: dict, config: PolicyConfig) -> None:
         raise DataError(f"action={action!r}: must be 'suspend', 'adjust' or 'reset'")
 
 
-def _apply_overrides(now, overrides, acct, cfg, n):
+def _apply_overrides(now, overrides, acct: pl.Series, cfg, n):
     """Masks of suspended rules, threshold scales, manual resets, and audit rows of rejected overrides."""
     suspended = {r: np.zeros(n, bool) for r in RULES}
     scale = {r: np.ones(n) for r in RULES}
@@ -280,7 +297,7 @@ def _apply_overrides(now, overrides, acct, cfg, n):
         if row["expires_at"] is not None and now >= row["expires_at"]:
             continue  # expired: no effect
         who = row["account_id"]
-        mask = np.ones(n, bool) if who == "*" else (acct == who)
+        mask = np.ones(n, bool) if who == "*" else (acct == who).to_numpy()
         try:
             check_override(row, cfg)
         except (AuthorityError, DataError) as exc:
@@ -298,6 +315,25 @@ def _apply_overrides(now, overrides, acct, cfg, n):
 # --- helpers ---------------------------------------------------------------------------------------
 
 
+class _Reader:
+    """Numeric columns of a frame read into numpy in one Polars call; nulls become NaN, then ``default``."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        num = [c for c, t in frame.schema.items() if t.is_numeric() or t == pl.Boolean]
+        self.n = frame.height
+        arr = frame.select([pl.col(c).cast(pl.Float64) for c in num]).to_numpy() if num and self.n \
+            else np.empty((self.n, len(num)))
+        self.cols = {c: arr[:, j] for j, c in enumerate(num)}
+
+    def __call__(self, name: str, default: float, dtype=float) -> np.ndarray:
+        a = self.cols.get(name)
+        if a is None:
+            return np.full(self.n, default, dtype=dtype)
+        if default == default:  # not NaN: nulls take the default
+            a = np.where(np.isnan(a), default, a)
+        return a.astype(dtype, copy=True)
+
+
 def _col(frame: pl.DataFrame, name: str, default: float, dtype=float) -> np.ndarray:
     if name not in frame.columns:
         return np.full(frame.height, default, dtype=dtype)
@@ -312,12 +348,12 @@ def _ts_strings(epoch_s: np.ndarray) -> pl.Series:
     return pl.from_epoch(us, time_unit="us").dt.strftime("%Y%m%dT%H%M%S%.6fZ")
 
 
-def _thresholds(rule: str, cfg: PolicyConfig, groups: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def _thresholds(rule: str, cfg: PolicyConfig, groups: pl.Series, scale: np.ndarray) -> np.ndarray:
     base = np.asarray(cfg.ladder(rule).thresholds, float)
-    th = np.broadcast_to(base, (groups.shape[0], base.shape[0])).copy()
+    th = np.broadcast_to(base, (groups.len(), base.shape[0])).copy()
     for g, rules in cfg.groups.items():  # loop over configured groups, not accounts
         if rule in rules:
-            th[groups == g] = np.asarray(rules[rule], float)
+            th[(groups == g).to_numpy()] = np.asarray(rules[rule], float)
     return th * scale[:, None]
 
 
@@ -390,36 +426,40 @@ def evaluate(
         p = m.select("account_id")
 
     n = m.height
-    acct = m["account_id"].to_numpy().astype(object)
-    groups = m["account_group"].fill_null("").to_numpy().astype(object)
+    mcol = _Reader(m)
+    pcol = _Reader(p)
+    acct = m["account_id"]
+    groups = m["account_group"].fill_null("")
     stress = detect_market_stress(now, market, config.stress_detection)
 
     # data validity: fail closed
-    valid = m["valid"].fill_null(False).to_numpy().astype(bool)
+    valid = mcol("valid", 0.0) > 0.5
     for c in config.data.required_metrics:
-        valid &= np.isfinite(_col(m, c, np.nan))
-    valid &= _col(m, "equity_usd", np.nan) > 0
-    reason = m["invalid_reason"].fill_null("").to_numpy().astype(object)
-    reason = np.where(valid, "", np.where(reason == "", "missing or non-finite required metric", reason))
+        valid &= np.isfinite(mcol(c, np.nan))
+    valid &= mcol("equity_usd", np.nan) > 0
+    reason = pl.Series(
+        pl.select(pl.when(pl.lit(pl.Series(valid))).then(pl.lit(""))
+                  .otherwise(pl.lit(m["invalid_reason"]).fill_null("missing or non-finite required metric"))).to_series()
+    ) if n else pl.Series([], dtype=pl.String)
 
     suspended, scale, reset, rejected = _apply_overrides(now, overrides, acct, config, n)
 
     # metric values per rule
-    var = np.fmax(_col(m, "var_99", np.nan), _col(m, "var_99_parametric", np.nan))
-    vol_ratio = _col(m, "vol_ratio", np.nan)
+    var = np.fmax(mcol("var_99", np.nan), mcol("var_99_parametric", np.nan))
+    vol_ratio = mcol("vol_ratio", np.nan)
     acct_stress = classify_vol_ratio(vol_ratio, config.stress_detection.vol_levels).astype(float)
     stress_v = np.maximum(acct_stress, float(stress.stress_level))
     feed_known = market is not None and market.feed_silent_s is not None
     feed_v = np.full(n, float(market.feed_silent_s) if feed_known else np.nan)
     values = {
-        "drawdown": _col(m, "drawdown", np.nan),
+        "drawdown": mcol("drawdown", np.nan),
         "volatility": vol_ratio,
         "stress": stress_v,
         "var": var,
-        "daily_loss": _col(m, "daily_loss", np.nan),
-        "exposure": _col(m, "exposure_pct", np.nan),
-        "risk_score": _col(m, "risk_score", np.nan),
-        "correlation": _col(m, "correlation_index", np.nan),
+        "daily_loss": mcol("daily_loss", np.nan),
+        "exposure": mcol("exposure_pct", np.nan),
+        "risk_score": mcol("risk_score", np.nan),
+        "correlation": mcol("correlation_index", np.nan),
         "feed": feed_v,
     }
 
@@ -432,9 +472,13 @@ def evaluate(
     trip = np.zeros(n, bool)
     warn = np.zeros(n, bool)
     pending = np.zeros(n, bool)
-    prev_cut = np.clip(_col(p, "cut_total", 0.0), 0.0, 1.0)
+    prev_cut = np.clip(pcol("cut_total", 0.0), 0.0, 1.0)
     target = prev_cut.copy()
-    target_rule = np.full(n, "", dtype=object)
+    target_rule = np.zeros(n, np.int64)
+    since_all = np.full((len(RULES), n), np.nan)
+    step_offset = np.cumsum([0] + [lad[r].k + 1 for r in RULES])[:-1]
+    step_names = pl.Series([x for r in RULES for x in lad[r].names.tolist()], dtype=pl.String)
+    cut_code_table = np.array([_ACTION_CODES.get(x, 0) for r in RULES for x in lad[r].cut_kind.tolist()], np.int64)
     target_level = np.zeros(n, np.int64)
     out: dict[str, np.ndarray] = {}
     per_rule: dict[str, tuple] = {}
@@ -446,8 +490,8 @@ def evaluate(
         th = _thresholds(rule, config, groups, scale[rule])
         raw = _count(v, th, L.inclusive)
         clear_lvl = _count(v, th * (1.0 - L.clear_margin), L.inclusive)
-        P = np.clip(_col(p, f"lvl_{rule}", 0, np.int64), 0, a.k)
-        below_prev = _col(p, f"below_{rule}", np.nan)
+        P = np.clip(pcol(f"lvl_{rule}", 0, np.int64), 0, a.k)
+        below_prev = pcol(f"below_{rule}", np.nan)
         known = np.isfinite(v) & (valid | (rule == "stress") | (rule == "feed"))
         held = np.where(raw >= P, raw, P)
         dropping = (raw < P) & known & (clear_lvl < P)
@@ -459,8 +503,8 @@ def evaluate(
         # confirmation streaks per step
         confirmed = np.zeros(n, np.int64)
         for k in range(1, a.k + 1):
-            s_prev = _col(p, f"n_{rule}_{k}", 0, np.int64)
-            f_prev = _col(p, f"t_{rule}_{k}", np.nan)
+            s_prev = pcol(f"n_{rule}_{k}", 0, np.int64)
+            f_prev = pcol(f"t_{rule}_{k}", np.nan)
             at = raw >= k
             s_k = np.where(at, s_prev + 1, 0)
             f_k = np.where(at, np.where((s_prev > 0) & np.isfinite(f_prev), f_prev, now_s), np.nan)
@@ -469,9 +513,9 @@ def evaluate(
             out[f"n_{rule}_{k}"] = s_k
             out[f"t_{rule}_{k}"] = f_k
 
-        since_prev = _col(p, f"since_{rule}", np.nan)
+        since_prev = pcol(f"since_{rule}", np.nan)
         since = np.where(held > 0, np.where((P > 0) & np.isfinite(since_prev), since_prev, now_s), np.nan)
-        conf_prev = _col(p, f"conf_{rule}", 0, np.int64)
+        conf_prev = pcol(f"conf_{rule}", 0, np.int64)
         conf = np.where(held > 0, np.minimum(np.maximum(conf_prev, confirmed), held), 0)
 
         active = ~suspended[rule]
@@ -490,7 +534,7 @@ def evaluate(
         t_r = np.where(active, a.cumcut[conf], 0.0)
         better = t_r > target + _EPS
         target = np.where(better, t_r, target)
-        target_rule = np.where(better, rule, target_rule)
+        target_rule = np.where(better, RULES.index(rule), target_rule)
         target_level = np.where(better, conf, target_level)
 
         out[f"lvl_{rule}"] = held
@@ -498,6 +542,7 @@ def evaluate(
         out[f"since_{rule}"] = since
         out[f"conf_{rule}"] = conf
         per_rule[rule] = (held, v, th, since, raw)
+        since_all[RULES.index(rule)] = since
 
     # fail closed: data and unknown feed
     invalid = ~valid
@@ -509,11 +554,11 @@ def evaluate(
         mode = np.where(fu, np.maximum(mode, config.feed_unknown.trading_mode.rank), mode)
 
     # breaker
-    prev_brk = np.array([brk.CODES.get(x, brk.OPEN) for x in _col(p, "breaker_state", "CLOSED", object)]) \
-        if n else np.zeros(0, np.int64)
+    prev_brk = (p["breaker_state"].fill_null("CLOSED").replace_strict(brk.CODES, default=brk.OPEN, return_dtype=pl.Int64)
+                .to_numpy() if "breaker_state" in p.columns else np.zeros(n, np.int64))
     new_brk, opened, clear, half = brk.step_breakers(
         now_s, prev_brk.astype(np.int64), trip, valid,
-        _col(p, "brk_opened_s", np.nan), _col(p, "brk_clear_s", np.nan), _col(p, "brk_half_s", np.nan),
+        pcol("brk_opened_s", np.nan), pcol("brk_clear_s", np.nan), pcol("brk_half_s", np.nan),
         reset, config.breaker,
     )
     is_open = new_brk == brk.OPEN
@@ -523,8 +568,9 @@ def evaluate(
     alert = np.where(is_half, np.maximum(alert, config.breaker.alert_level_half_open), alert)
     sizing = np.where(is_half, np.minimum(sizing, config.breaker.half_open_sizing), sizing)
     # a restart without bookkeeping never clears a halt: keep the previous mode while the breaker is not CLOSED
-    prev_mode_rank = np.array([TradingMode(x).rank if x in TradingMode._value2member_map_ else 2
-                               for x in _col(p, "trading_mode", "ACTIVE", object)], np.int64) if n else np.zeros(0, np.int64)
+    prev_mode_rank = (p["trading_mode"].fill_null("ACTIVE").replace_strict(
+        {m.value: m.rank for m in MODES_BY_RANK}, default=TradingMode.HALTED.rank, return_dtype=pl.Int64).to_numpy()
+        if "trading_mode" in p.columns else np.zeros(n, np.int64))
     mode = np.where(is_open, np.maximum(mode, prev_mode_rank), mode)
     sizing = np.where(mode > 0, 0.0, sizing)
 
@@ -534,14 +580,14 @@ def evaluate(
 
     # risk level and caps
     rl = config.risk_levels
-    score = _col(m, "risk_score", np.nan)
+    score = mcol("risk_score", np.nan)
     with np.errstate(invalid="ignore"):
         score_rank = np.where(np.isfinite(score), (score[:, None] >= np.asarray(rl.score_thresholds)).sum(1), 4)
     floor = np.asarray(rl.alert_floor)[np.clip(alert, 0, 5)]
     rank = np.maximum(score_rank, floor)
     emergency = (new_brk != brk.CLOSED) | (alert >= 4) | (mode >= TradingMode.HALTED.rank)
     rank = np.where(emergency, 5, rank)
-    risk_level = _RISK_NAMES[rank]
+    risk_level = _take(_RISK_SERIES, rank)
     lev_table = np.array([rl.max_leverage[r.value] for r in RISK_LEVELS_BY_RANK[:5]] + [rl.emergency_leverage])
     pos_table = np.array([rl.base_position[r.value] for r in RISK_LEVELS_BY_RANK[:5]]
                          + [min(rl.emergency_position, rl.base_position["CRITICAL"])])
@@ -553,9 +599,13 @@ def evaluate(
 
     # episode
     in_episode = (alert > 0) | (new_brk != brk.CLOSED) | (mode > 0) | (target > _EPS)
-    prev_ep = _col(p, "episode_id", "", object)
-    ep_new = pl.Series(acct.astype(str) if n else [], dtype=pl.String) + ":" + _ts_strings(np.full(n, now_s))
-    episode = np.where(in_episode, np.where(prev_ep != "", prev_ep, ep_new.to_numpy().astype(object)), None)
+    prev_ep = p["episode_id"] if "episode_id" in p.columns else pl.Series("episode_id", [None] * n, dtype=pl.String)
+    now_str = _ts_strings(np.array([now_s]))[0]
+    episode = pl.select(
+        pl.when(pl.lit(pl.Series(in_episode)))
+        .then(pl.coalesce(pl.lit(prev_ep), pl.lit(acct) + ":" + now_str))
+        .otherwise(pl.lit(None, pl.String))
+    ).to_series() if n else pl.Series([], dtype=pl.String)
     cut_total = np.where(in_episode, target, 0.0)
 
     # actions: cuts
@@ -564,17 +614,17 @@ def evaluate(
     act_rows = []
     if order_cut.any():
         idx = np.flatnonzero(order_cut)
-        rule_i = target_rule[idx]
-        since_i = np.array([per_rule[r][3][j] for r, j in zip(rule_i, idx)])
+        rule_i = target_rule[idx]  # rule ids
         lvl_i = target_level[idx]
-        kind = np.array([lad[r].cut_kind[k] for r, k in zip(rule_i, lvl_i)], dtype=object)
-        kind = np.where(target[idx] >= 1.0 - _EPS, ActionKind.CLOSE_ALL.value, kind)
+        since_i = since_all[rule_i, idx]
+        gid = step_offset[rule_i] + lvl_i  # global step id
+        kind_code = cut_code_table[gid]
+        kind_code = np.where(target[idx] >= 1.0 - _EPS, _ACTION_CODES[ActionKind.CLOSE_ALL.value], kind_code)
         frac = np.clip(1.0 - (1.0 - target[idx]) / np.maximum(1.0 - prev_cut[idx], _EPS), 0.0, 1.0)
-        steps = np.array([lad[r].names[k] for r, k in zip(rule_i, lvl_i)], dtype=object)
         f = pl.DataFrame({
-            "account_id": acct[idx].astype(str), "rule": rule_i.astype(str), "since": _ts_strings(since_i),
-            "lvl": lvl_i, "action": kind.astype(str), "fraction": frac, "target": target[idx],
-            "step": steps.astype(str),
+            "account_id": _take(acct, idx), "rule": _take(_RULE_SERIES, rule_i), "since": _ts_strings(since_i),
+            "lvl": lvl_i, "action": _take(_ACTION_SERIES, kind_code), "fraction": frac, "target": target[idx],
+            "step": _take(step_names, gid),
         })
         act_rows.append(f.select(
             pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":").alias("incident_key"),
@@ -598,9 +648,10 @@ def evaluate(
         keep = ~((new_m == TradingMode.FLATTEN.rank) & (old_m >= TradingMode.HALTED.rank)) & ~((new_m > 0) & (new_m < old_m))
         idx, kind, new_m, old_m = idx[keep], kind[keep], new_m[keep], old_m[keep]
         if idx.size:
-            ep = np.where(episode[idx] == None, prev_ep[idx], episode[idx])  # noqa: E711
-            f = pl.DataFrame({"account_id": acct[idx].astype(str), "ep": ep.astype(str), "action": kind.astype(str),
-                              "new": _MODE_NAMES[new_m].astype(str), "old": _MODE_NAMES[old_m].astype(str)})
+            ep = pl.coalesce(pl.lit(_take(episode, idx)), pl.lit(_take(prev_ep, idx)), pl.lit(""))
+            f = pl.DataFrame({"account_id": _take(acct, idx), "action": kind.astype(str),
+                              "new": _take(_MODE_SERIES, new_m), "old": _take(_MODE_SERIES, old_m)}).with_columns(
+                pl.select(ep).to_series().alias("ep"))
             act_rows.append(f.select(
                 pl.concat_str([pl.col("account_id"), pl.lit("mode"), pl.col("ep"), pl.col("action"),
                                pl.lit(_ts_strings(np.array([now_s]))[0])], separator=":").alias("idempotency_key"),
@@ -613,8 +664,7 @@ def evaluate(
     actions = frames.conform(actions, frames.ACTIONS, "actions")
 
     # alerts and the audit of fired rules
-    mode_names = _MODE_NAMES[mode]
-    blocks = np.array([TradingMode(x).blocks for x in _MODE_NAMES], dtype=object)[mode]
+    mode_names = _take(_MODE_SERIES, mode)
     fired = []
     for rule in RULES:
         held, v, th, since, raw = per_rule[rule]
@@ -625,27 +675,30 @@ def evaluate(
         idx = np.flatnonzero(hit)
         k = held[idx]
         fired.append(pl.DataFrame({
-            "account_id": acct[idx].astype(str), "rule": [rule] * idx.size, "step": a.names[k].astype(str),
+            "account_id": _take(acct, idx), "step": _take(a.names_s, k),
             "level": k, "alert_level": a.alert[k], "metric_value": v[idx], "threshold": th[idx, k - 1],
-            "basis": [a.ladder.basis] * idx.size,
-            "effect": (a.effects[k] + np.where(raw[idx] < k, " (held: clearing needs margin and dwell)", "")).astype(str),
+            "effect": _take(a.effects_s, k), "held": raw[idx] < k,
             "suspended": suspended[rule][idx], "since": _ts_strings(since[idx]),
-            "op": [">=" if a.ladder.inclusive else ">"] * idx.size,
-        }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64}))
+        }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64}).with_columns(
+            pl.lit(rule).alias("rule"), pl.lit(a.ladder.basis).alias("basis"),
+            pl.lit(">=" if a.ladder.inclusive else ">").alias("op"),
+            pl.when(pl.col("held")).then(pl.col("effect") + " (held: clearing needs margin and dwell)")
+            .otherwise(pl.col("effect")).alias("effect"),
+        ).drop("held"))
     special = []
     if invalid.any():
         idx = np.flatnonzero(invalid)
         special.append(("data", idx, config.data.alert_level, f"fail closed: mode {config.data.trading_mode.value}",
-                        reason[idx], np.nan))
+                        _take(reason, idx), np.nan))
     if not feed_known:
         idx = np.flatnonzero(~suspended["feed"])
         special.append(("feed", idx, config.feed_unknown.alert_level,
                         f"feed silence unknown: fail closed, mode {config.feed_unknown.trading_mode.value}",
-                        np.full(idx.size, "feed_unknown", dtype=object), np.nan))
+                        pl.Series(["feed_unknown"]).gather(pl.Series(np.zeros(idx.size, np.int64))), np.nan))
     brk_idx = np.flatnonzero(new_brk != brk.CLOSED)
     if brk_idx.size:
         lvl = np.where(is_open[brk_idx], config.breaker.alert_level_open, config.breaker.alert_level_half_open)
-        special.append(("breaker", brk_idx, lvl, "breaker state", brk.NAMES[new_brk[brk_idx]], np.nan))
+        special.append(("breaker", brk_idx, lvl, "breaker state", _take(_BREAKER_SERIES, new_brk[brk_idx]), np.nan))
     for rule, idx, lvl, eff, step, _ in special:
         if idx.size == 0:
             continue
@@ -653,17 +706,19 @@ def evaluate(
             key_since = _ts_strings(np.where(np.isnan(opened[idx]), now_s, opened[idx]))
             mv = np.where(is_open[idx], 1.0, 0.5)
         else:
-            key_since = pl.Series(np.where(episode[idx] == None, "", episode[idx]).astype(str))  # noqa: E711
+            key_since = _take(episode, idx).fill_null("")
             mv = np.full(idx.size, np.nan)
         fired.append(pl.DataFrame({
-            "account_id": acct[idx].astype(str), "rule": [rule] * idx.size, "step": np.asarray(step).astype(str),
+            "account_id": _take(acct, idx), "step": step,
             "level": np.zeros(idx.size, np.int64), "alert_level": np.broadcast_to(lvl, idx.shape).astype(np.int64),
             "metric_value": mv, "threshold": np.full(idx.size, np.nan),
-            "basis": ["account metrics validity" if rule == "data" else "market inputs" if rule == "feed"
-                      else "breaker episode"] * idx.size,
-            "effect": [eff] * idx.size, "suspended": np.zeros(idx.size, bool), "since": key_since,
-            "op": [""] * idx.size,
-        }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64}))
+            "effect": pl.Series([eff]).gather(pl.Series(np.zeros(idx.size, np.int64))),
+            "suspended": np.zeros(idx.size, bool), "since": key_since,
+        }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64}).with_columns(
+            pl.lit(rule).alias("rule"), pl.lit("").alias("op"),
+            pl.lit("account metrics validity" if rule == "data" else "market inputs" if rule == "feed"
+                   else "breaker episode").alias("basis"),
+        ))
     for r in rejected:
         fired.append(pl.DataFrame({
             "account_id": [r["account_id"]], "rule": ["override"], "step": ["rejected"], "level": [0],
@@ -672,12 +727,12 @@ def evaluate(
             "since": [r["id"] or ""], "op": [""],
         }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64, "level": pl.Int64, "alert_level": pl.Int64}))
     if fired:
-        rf = pl.concat(fired, how="vertical_relaxed").with_columns(
+        rf = pl.concat(fired, how="diagonal_relaxed").with_columns(
             pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":").alias("incident_key"),
             ts_col.alias("ts"),
         )
-        mode_map = pl.DataFrame({"account_id": acct.astype(str), "mode_in_force": mode_names.astype(str),
-                                 "blocks": blocks.astype(str)})
+        mode_map = pl.DataFrame({"account_id": acct, "mode_in_force": mode_names,
+                                 "blocks": _take(_BLOCKS_SERIES, mode)})
         rfm = rf.join(mode_map, on="account_id", how="left")
         alerts = rfm.filter((pl.col("alert_level") > 0) & (pl.col("rule") != "override")).select(
             "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
@@ -698,20 +753,19 @@ def evaluate(
     # state
     market_cadence = lad["stress"].cadence[min(stress.stress_level, lad["stress"].k)]
     cols: dict[str, object] = {
-        "account_id": acct.astype(str),
-        "ts": pl.Series([now] * n, dtype=frames.UTC_TS) if n else pl.Series([], dtype=frames.UTC_TS),
-        "episode_id": pl.Series(episode.tolist(), dtype=pl.String),
+        "account_id": acct,
+        "episode_id": episode,
         "alert_level": alert.astype(np.int64),
-        "breaker_state": brk.NAMES[new_brk].astype(str),
-        "trading_mode": mode_names.astype(str),
-        "risk_level": risk_level.astype(str),
+        "breaker_state": _take(_BREAKER_SERIES, new_brk),
+        "trading_mode": mode_names,
+        "risk_level": risk_level,
         "sizing_multiplier": np.clip(sizing, 0.0, 1.0),
         "max_leverage": max_leverage,
         "next_cadence_s": cadence,
-        "peak_equity_usd": _col(m, "peak_equity_usd", np.nan),
-        "account_group": pl.Series(groups.astype(str), dtype=pl.String),
+        "peak_equity_usd": mcol("peak_equity_usd", np.nan),
+        "account_group": groups,
         "valid": valid,
-        "invalid_reason": reason.astype(str),
+        "invalid_reason": reason,
         "signal_filter": signal,
         "risk_budget": budget,
         "max_position_frac": max_position,
@@ -724,7 +778,11 @@ def evaluate(
     }
     for key, arr in out.items():
         cols[key] = arr
-    state = pl.DataFrame(cols).with_columns(pl.col(pl.Float64).fill_nan(None))
+    state = pl.DataFrame({
+        k: pl.Series(k, v, nan_to_null=True) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+        for k, v in cols.items()
+    })
+    state.insert_column(1, pl.repeat(now, n, eager=True, dtype=frames.UTC_TS).alias("ts"))
     next_interval = float(min(cadence.min() if n else np.inf, market_cadence,
                               config.normal_cadence_s))
     return Evaluation(state, alerts, actions, rules_fired, stress, next_interval)

@@ -68,10 +68,11 @@ class AuditChainError(WarehouseError):
 class DeliveryError(RiskError):
     """A provider refused or failed a message."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None):
+    def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None, in_doubt: bool = False):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.in_doubt = in_doubt  # the provider may have accepted it (read timeout): reconcile before resending
 
 
 class WebhookAuthError(RiskError, PermissionError):

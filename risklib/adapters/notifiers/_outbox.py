@@ -41,13 +41,14 @@ WITH ev AS (
            count(*) FILTER (WHERE event = 'retry_scheduled') AS retries,
            max(retry_at) FILTER (WHERE event = 'retry_scheduled') AS retry_at,
            max("at") FILTER (WHERE event = 'attempt') AS last_attempt_at,
-           bool_or(event = 'fallback') AS fell_back
+           bool_or(event = 'fallback') AS fell_back,
+           coalesce(arg_max(error, "at") FILTER (WHERE event = 'retry_scheduled'), '') LIKE 'in doubt:%' AS in_doubt
     FROM notification_events GROUP BY notification_id
 )
 SELECT n.notification_id, n.incident_key, n.group_key, n.level, n.channel, n.recipient, n.team, n.tier,
        n.subject, n.body, n.reply_code, n.dedup_key, n.created_at,
        coalesce(ev.attempts, 0) AS attempts, coalesce(ev.retries, 0) AS retries, ev.retry_at, ev.last_attempt_at,
-       coalesce(ev.fell_back, false) AS fell_back
+       coalesce(ev.fell_back, false) AS fell_back, coalesce(ev.in_doubt, false) AS in_doubt
 FROM notifications n LEFT JOIN ev ON ev.notification_id = n.notification_id
 WHERE n.recipient <> 'dashboard' AND NOT coalesce(ev.done, false)
   AND (n.not_before IS NULL OR n.not_before <= ?)
@@ -166,13 +167,16 @@ class OutboxSender:
         policy = self.config.retry
         while batch:
             batch = self._round(batch, clock, sent_keys, report)
-            if not batch:
-                break
-            wait = max(r["_delay"] for r, _, _ in batch)
-            if self.monotonic() - start + wait > policy.drain_budget_s:
-                report.retry_scheduled.extend(m.notification_id for _, m, _ in batch)
-                break
-            self.sleep(wait)
+            now_ = [b for b in batch if b[0]["_delay"] <= 0.0]  # fallbacks go out at once
+            later = [b for b in batch if b[0]["_delay"] > 0.0]
+            if later:
+                wait = max(r["_delay"] for r, _, _ in later)
+                if self.monotonic() - start + wait > policy.drain_budget_s:
+                    report.retry_scheduled.extend(m.notification_id for _, m, _ in later)
+                    later = []
+                elif not now_:
+                    self.sleep(wait)
+            batch = now_ + later
         return report
 
     def _message(self, row: dict) -> OutboundMessage:
@@ -201,9 +205,10 @@ class OutboxSender:
                            "attempt": row["attempts"], "at": clock()})
             report.failed.append(nid)
             return None
-        if int(row["attempts"]) > int(row["retries"]):  # an attempt without outcome: the sender died mid-call
+        crashed = int(row["attempts"]) > int(row["retries"])  # an attempt without outcome: the sender died mid-call
+        if crashed or row["in_doubt"]:
             last = row["last_attempt_at"]
-            if last is not None and (now - last).total_seconds() < self.config.retry.in_doubt_after_s:
+            if crashed and last is not None and (now - last).total_seconds() < self.config.retry.in_doubt_after_s:
                 report.in_flight.append(nid)
                 return None
             lookup = getattr(notifier, "lookup", None)
@@ -225,6 +230,26 @@ class OutboxSender:
     def _round(self, batch, clock, sent_keys, report) -> list[tuple]:
         """One round: attempts written, providers called concurrently, outcomes written. Returns rows to retry inline."""
         policy = self.config.retry
+        checked, reconciled = [], []
+        for row, msg, notifier in batch:
+            lookup = getattr(notifier, "lookup", None)
+            sid = None
+            if row.get("_in_doubt") and lookup is not None:
+                try:
+                    sid = lookup(msg, (row["created_at"] or clock()) - timedelta(minutes=1))
+                except DeliveryError:
+                    sid = None
+            if sid:
+                reconciled.append({"notification_id": msg.notification_id, "event": "sent", "provider": notifier.provider,
+                                   "provider_message_id": sid, "attempt": row["attempts"], "at": clock(),
+                                   "error": "reconciled: the provider had it after a timeout"})
+                report.sent.append(msg.notification_id)
+            else:
+                checked.append((row, msg, notifier))
+        record_events(self.warehouse, reconciled)
+        batch = checked
+        if not batch:
+            return []
         attempt_events = []
         for row, msg, notifier in batch:
             row["attempts"] = int(row["attempts"]) + 1
@@ -267,8 +292,10 @@ class OutboxSender:
                     fallback_rows += self._fallback(row, msg, err, at, outcome, report)
                 continue
             delay = backoff_s(row["attempts"], policy, key=nid, retry_after_s=exc.retry_after_s)
+            row["_in_doubt"] = exc.in_doubt
             outcome.append({"notification_id": nid, "event": "retry_scheduled", "provider": notifier.provider,
-                            "attempt": row["attempts"], "error": err, "at": at, "retry_at": at + timedelta(seconds=delay)})
+                            "attempt": row["attempts"], "error": ("in doubt: " if exc.in_doubt else "") + err, "at": at,
+                            "retry_at": at + timedelta(seconds=delay)})
             row["retries"] = int(row["retries"]) + 1
             if row["attempts"] >= policy.fallback_after_attempts and not row["fell_back"]:
                 fallback_rows += self._fallback(row, msg, err, at, outcome, report)
@@ -336,6 +363,7 @@ class OutboxSender:
                 "dedup_key": f"{kind}:{short_hash(row['dedup_key'], 'fallback', ch, addr, n=24)}",
                 "created_at": at, "not_before": at,
                 "attempts": 0, "retries": 0, "retry_at": None, "last_attempt_at": None, "fell_back": True,
+                "in_doubt": False,
             }]
         return []
 

@@ -62,7 +62,11 @@ class SendGridNotifier:
             raise DeliveryError(redact(f"sendgrid: HTTP {status}: {body[:300]}", self._secrets), retryable=retryable,
                                 retry_after_s=retry_after) from None
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-            raise DeliveryError(redact(f"sendgrid: {type(exc).__name__}: {exc}", self._secrets), retryable=True) from None
+            # SendGrid has no idempotency key and no lookup: a timed-out request is resent (a duplicate
+            # email is possible in that case only).
+            doubt = isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in str(exc)
+            raise DeliveryError(redact(f"sendgrid: {type(exc).__name__}: {exc}", self._secrets), retryable=True,
+                                in_doubt=doubt) from None
         headers = resp.headers
         mid = headers.get("X-Message-Id") if headers else None
         return str(mid or f"sendgrid-{message.notification_id}")

@@ -121,7 +121,10 @@ class TwilioNotifier:
         except TwilioRestException as exc:
             raise self._classify(exc) from None
         except (requests.Timeout, requests.ConnectionError) as exc:
-            raise DeliveryError(redact(f"twilio: {type(exc).__name__}: {exc}", self._secrets), retryable=True) from None
+            # A read timeout or a connection dropped mid-request may have been accepted.
+            doubt = isinstance(exc, requests.ReadTimeout) or "aborted" in str(exc) or "RemoteDisconnected" in str(exc)
+            raise DeliveryError(redact(f"twilio: {type(exc).__name__}: {exc}", self._secrets), retryable=True,
+                                in_doubt=doubt) from None
         except TwilioException as exc:
             raise DeliveryError(redact(f"twilio: {exc}", self._secrets), retryable=True) from None
         return str(res.sid)

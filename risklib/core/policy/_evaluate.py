@@ -502,6 +502,7 @@ def evaluate(
 
         # confirmation streaks per step
         confirmed = np.zeros(n, np.int64)
+        chain = np.ones(n, bool)  # every cut step up to k confirmed (a step's cut never skips a lower one)
         for k in range(1, a.k + 1):
             s_prev = pcol(f"n_{rule}_{k}", 0, np.int64)
             f_prev = pcol(f"t_{rule}_{k}", np.nan)
@@ -509,7 +510,8 @@ def evaluate(
             s_k = np.where(at, s_prev + 1, 0)
             f_k = np.where(at, np.where((s_prev > 0) & np.isfinite(f_prev), f_prev, now_s), np.nan)
             ok = at & (s_k >= a.confirm_n[k]) & (now_s - f_k >= a.confirm_s[k] - _EPS)
-            confirmed = np.where(ok & (held >= k), k, confirmed)
+            chain &= ok | (a.cumcut[k] <= a.cumcut[k - 1] + _EPS)
+            confirmed = np.where(chain & (held >= k), k, confirmed)
             out[f"n_{rule}_{k}"] = s_k
             out[f"t_{rule}_{k}"] = f_k
 

@@ -166,3 +166,35 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if s and len(s) >= 4:
             text = text.replace(s, "***")
     return text
+
+
+class _RedactingFilter:
+    """Logging filter that replaces known secret values in a record's rendered message."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+
+    def filter(self, record) -> bool:  # noqa: A003 - logging API
+        if self.secrets:
+            text = record.getMessage()
+            clean = redact(text, self.secrets)
+            if clean != text:
+                record.msg, record.args = clean, None
+        return True
+
+
+_FILTER = _RedactingFilter()
+#: Loggers of the HTTP stacks the provider clients use: they log URLs (Twilio's hold the
+#: account SID) and, at DEBUG, request headers (SendGrid's hold the API key).
+_HTTP_LOGGERS = ("urllib3.connectionpool", "python_http_client.client", "twilio.http_client", "risklib")
+
+
+def protect_logs(secrets: Iterable[str]) -> None:
+    """Redact ``secrets`` from every record of the provider clients' loggers, at any level."""
+    import logging
+
+    _FILTER.secrets.update(s for s in secrets if s and len(s) >= 4)
+    for name in _HTTP_LOGGERS:
+        lg = logging.getLogger(name)
+        if _FILTER not in lg.filters:
+            lg.addFilter(_FILTER)

@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from risklib.adapters.notifiers._base import Notifier, OutboundMessage, redact
+from risklib.adapters.notifiers._base import Notifier, OutboundMessage, protect_logs, redact
 from risklib.adapters.notifiers._state import append_many, record_events
 from risklib.core.escalation import KINDS_NEEDING_ACK, NOTIFICATION_EVENTS, NOTIFICATIONS, EscalationConfig, backoff_s, to_gsm7
 from risklib.core.escalation._format import short_hash
@@ -122,6 +122,7 @@ class OutboxSender:
         self.sleep = sleep
         self.monotonic = monotonic
         self.secrets = list(secrets)
+        protect_logs(self.secrets)
         self.max_workers = max_workers
 
     # --- selection ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Content, CustomArg, Mail
 
-from risklib.adapters.notifiers._base import Credentials, OutboundMessage, redact
+from risklib.adapters.notifiers._base import Credentials, OutboundMessage, protect_logs, redact
 from risklib.adapters.notifiers._render import email_parts
 from risklib.adapters.notifiers._twilio import _parse_retry_after
 from risklib.errors import DeliveryError
@@ -36,6 +36,7 @@ class SendGridNotifier:
         if not credentials.has_sendgrid:
             raise DeliveryError("sendgrid: API key and from address are required", retryable=False)
         self._secrets = credentials.secrets()
+        protect_logs(self._secrets)
         self._sg = SendGridAPIClient(credentials.sendgrid_api_key.get(), host=api_base or SENDGRID_API)
         self._sg.client.timeout = timeout_s
         self.from_email = credentials.sendgrid_from_email

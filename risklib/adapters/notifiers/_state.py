@@ -99,12 +99,12 @@ def incidents_for_code(warehouse: Any, code: str) -> list[str]:
     """Unresolved incidents a reply code speaks for (newest conversation first)."""
     df = warehouse.query(
         """
-        SELECT n.incident_key, max(n.created_at) AS at
+        SELECT n.incident_key, max(n.created_at) AS last_at
         FROM notifications n
         JOIN (SELECT incident_key, arg_max(status, updated_at) AS status FROM incidents GROUP BY incident_key) s
           ON s.incident_key = n.incident_key
         WHERE n.recipient = 'dashboard' AND n.reply_code = ? AND s.status <> 'resolved'
-        GROUP BY n.incident_key ORDER BY at DESC, n.incident_key
+        GROUP BY n.incident_key ORDER BY last_at DESC, n.incident_key
         """,
         [code.upper()],
     )

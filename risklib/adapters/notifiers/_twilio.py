@@ -10,7 +10,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from risklib.adapters.notifiers._base import Credentials, OutboundMessage, redact
+from risklib.adapters.notifiers._base import Credentials, OutboundMessage, protect_logs, redact
 from risklib.adapters.notifiers._render import voice_twiml
 from risklib.errors import DeliveryError
 
@@ -84,6 +84,7 @@ class TwilioNotifier:
         if not credentials.has_twilio:
             raise DeliveryError("twilio: account SID, auth token and from number are required", retryable=False)
         self._secrets = credentials.secrets()
+        protect_logs(self._secrets)
         self._http = _HttpClient(api_base, timeout_s)
         self._client = Client(
             credentials.twilio_account_sid.get(), credentials.twilio_auth_token.get(), http_client=self._http

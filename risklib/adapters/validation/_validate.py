@@ -1,0 +1,471 @@
+"""Validate a snapshot: quarantine failing rows, fail their accounts closed, keep the rest."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from risklib.core import frames
+from risklib.core.instruments import FX_MAJORS
+from risklib.errors import DataError, ValidationMismatchWarning
+
+from ._rules import BALANCE_ACCOUNT, EQUITY, KEYS, RULES, SCHEMAS, Rule
+
+#: Quarantined input rows: one row per (input row, failed rule).
+QUARANTINE = {
+    "source": pl.String,  # ticks | positions | balances
+    "row_key": pl.String,  # the row's key, "|"-joined (instrument; account|strategy|instrument; account)
+    "raw_row": pl.String,  # the row as JSON (NaN/inf as strings)
+    "rule": pl.String,  # GX expectation type and columns, e.g. expect_column_values_to_be_between(mid)
+    "detail": pl.String,  # names the field and the value
+}
+
+#: Accounts that must fail closed this cycle (no new entries, a "data" alert). One row per account.
+FAILED_ACCOUNTS = {"account_id": pl.String, "reason": pl.String}
+
+GX_MODES = ("on_suspect", "always")
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Clean frames, quarantined rows and the accounts that fail closed.
+
+    Attributes
+    ----------
+    ticks, positions, balances : pl.DataFrame
+        The rows that passed (:data:`frames.TICKS`, :data:`frames.POSITIONS`,
+        :data:`frames.BALANCES`). Positions in an instrument without a clean
+        quote are removed too (their accounts are in ``failed_accounts``).
+    quarantine : pl.DataFrame
+        :data:`QUARANTINE`.
+    failed_accounts : pl.DataFrame
+        :data:`FAILED_ACCOUNTS`.
+    summary : dict
+        Per suite: ``rows``, ``passed``, ``failed`` (rows failing any rule),
+        ``by_rule`` (count per rule name), ``engine`` (``great_expectations``
+        or ``screen``); plus ``failed_accounts``.
+    """
+
+    ticks: pl.DataFrame
+    positions: pl.DataFrame
+    balances: pl.DataFrame
+    quarantine: pl.DataFrame
+    failed_accounts: pl.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.quarantine.height == 0 and self.failed_accounts.height == 0
+
+    def summary_markdown(self) -> str:
+        """The summary as a markdown table for the operator's artifact."""
+        lines = ["| suite | rows | passed | failed | engine | failing rules |", "|---|---:|---:|---:|---|---|"]
+        for name in ("ticks", "positions", "balances"):
+            s = self.summary.get(name)
+            if not s:
+                continue
+            rules = ", ".join(f"{k}: {v}" for k, v in s["by_rule"].items() if v) or "-"
+            lines.append(f"| {name} | {s['rows']} | {s['passed']} | {s['failed']} | {s['engine']} | {rules} |")
+        lines.append(f"\nAccounts failing closed: {self.summary.get('failed_accounts', 0)}")
+        return "\n".join(lines)
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return v
+
+
+def _raw_json(rows: list[dict[str, Any]]) -> list[str]:
+    return [json.dumps({k: _json_value(v) for k, v in r.items()}, default=str) for r in rows]
+
+
+class SnapshotValidator:
+    """Validation suites for ticks, positions and balances, built once and reused every cycle.
+
+    Every cycle a vectorized screen evaluates each rule over all rows (the
+    same predicates as the GX expectations, from :data:`RULES`). In
+    ``gx_mode="on_suspect"`` (default) the Great Expectations suite of a frame
+    runs when the screen flags any of its rows, and its row-level results
+    (``unexpected_index_list``) decide what is quarantined; a clean frame
+    costs only the screen. ``gx_mode="always"`` runs the GX suites every
+    cycle. If GX and the screen disagree, the union is quarantined (fail
+    closed) and a :class:`ValidationMismatchWarning` is emitted.
+
+    Parameters
+    ----------
+    known_instruments : iterable of str
+        Instruments the pipeline prices (default: all of ``FX_MAJORS``).
+    staleness_s : float
+        A tick older than this many seconds at ``now`` is stale, > 0.
+    future_tolerance_s : float
+        A tick up to this many seconds after ``now`` is accepted (clock skew), >= 0.
+    gx_mode : str
+        ``on_suspect`` or ``always``.
+    eager : bool
+        Build the GX context now (imports GX, a few seconds) rather than on first use.
+    """
+
+    def __init__(
+        self,
+        known_instruments: Iterable[str] | None = None,
+        staleness_s: float = 10.0,
+        *,
+        future_tolerance_s: float = 1.0,
+        gx_mode: str = "on_suspect",
+        eager: bool = True,
+    ) -> None:
+        if not staleness_s > 0:
+            raise DataError(f"staleness_s={staleness_s}: must be > 0")
+        if not future_tolerance_s >= 0:
+            raise DataError(f"future_tolerance_s={future_tolerance_s}: must be >= 0")
+        if gx_mode not in GX_MODES:
+            raise DataError(f"gx_mode={gx_mode!r}: must be one of {GX_MODES}")
+        self.known_instruments = tuple(known_instruments) if known_instruments is not None else tuple(FX_MAJORS)
+        self.staleness_s = float(staleness_s)
+        self.future_tolerance_s = float(future_tolerance_s)
+        self.gx_mode = gx_mode
+        self._gx = None
+        self._lock = threading.Lock()
+        if eager:
+            self.suites  # noqa: B018 - build now
+
+    @property
+    def suites(self):
+        """The GX suites (built on first use)."""
+        with self._lock:
+            if self._gx is None:
+                from ._gx import GxSuites
+
+                self._gx = GxSuites()
+            return self._gx
+
+    # -- one cycle --------------------------------------------------------------
+
+    def validate(
+        self,
+        snapshot: Any,
+        now: datetime,
+        *,
+        known_instruments: Iterable[str] | None = None,
+        staleness_s: float | None = None,
+    ) -> ValidationResult:
+        """Validate ``snapshot`` at ``now``. Never raises on bad data: bad rows go to the quarantine."""
+        known = tuple(known_instruments) if known_instruments is not None else self.known_instruments
+        stale = float(staleness_s) if staleness_s is not None else self.staleness_s
+        values: dict[str, Any] = {
+            "known_instruments": known,
+            "oldest_ts": now - timedelta(seconds=stale),
+            "newest_ts": now + timedelta(seconds=self.future_tolerance_s),
+        }
+        quarantine: list[pl.DataFrame] = []
+        summary: dict[str, Any] = {}
+
+        ticks, tick_bad = self._suite("ticks", snapshot.ticks, values, quarantine, summary)
+        clean_ticks = frames.conform(ticks.filter(~pl.Series(tick_bad)), frames.TICKS, "ticks") if ticks.height else frames.empty(frames.TICKS)
+
+        raw_bal = snapshot.balances
+        raw_pos = snapshot.positions
+        balances_in = self._with_equity(raw_bal, raw_pos, clean_ticks)
+        balances, bal_bad = self._suite("balances", balances_in, values, quarantine, summary)
+        positions, pos_bad = self._suite("positions", self._with_balance_account(raw_pos, raw_bal), values, quarantine, summary)
+
+        clean_bal = balances.filter(~pl.Series(bal_bad)) if balances.height else balances
+        clean_bal = frames.conform(clean_bal, frames.BALANCES, "balances") if EQUITY in clean_bal.columns or clean_bal.height else frames.empty(frames.BALANCES)
+        pos_ok = positions.filter(~pl.Series(pos_bad)) if positions.height else positions
+        priced = set(clean_ticks["instrument"].to_list())
+        unpriced = pos_ok.filter(~pl.col("instrument").is_in(list(priced))) if pos_ok.height else pos_ok
+        clean_pos = pos_ok.filter(pl.col("instrument").is_in(list(priced))) if pos_ok.height else pos_ok
+        clean_pos = frames.conform(clean_pos, frames.POSITIONS, "positions") if clean_pos.height else frames.empty(frames.POSITIONS)
+
+        q = pl.concat(quarantine) if quarantine else frames.empty(QUARANTINE)
+        failed = self._failed_accounts(q, positions, pos_bad, balances, bal_bad, unpriced, snapshot)
+        summary["failed_accounts"] = failed.height
+        return ValidationResult(clean_ticks, clean_pos, clean_bal, q, failed, summary)
+
+    # -- parts ------------------------------------------------------------------
+
+    @staticmethod
+    def _with_balance_account(positions: pl.DataFrame, balances: pl.DataFrame) -> pl.DataFrame:
+        """Add ``balance_account_id``: the account's id as found among the balance rows, null if absent."""
+        if "account_id" not in positions.columns:
+            return positions
+        if "account_id" not in balances.columns:
+            return positions.with_columns(pl.lit(None, pl.String).alias(BALANCE_ACCOUNT))
+        ids = balances.select(pl.col("account_id").cast(pl.String, strict=False)).drop_nulls().unique()
+        return positions.join(
+            ids.with_columns(pl.col("account_id").alias(BALANCE_ACCOUNT)),
+            left_on=pl.col("account_id").cast(pl.String, strict=False),
+            right_on="account_id",
+            how="left",
+            maintain_order="left",
+        )
+
+    @staticmethod
+    def _with_equity(balances: pl.DataFrame, positions: pl.DataFrame, ticks: pl.DataFrame) -> pl.DataFrame:
+        """Add ``equity_usd`` = cash + unrealized P&L of the account's positions at the clean mids.
+
+        Positions without a clean quote or with non-finite numbers add nothing
+        (their accounts fail closed anyway).
+        """
+        if not {"account_id", "cash_usd"} <= set(balances.columns):
+            return balances
+        need = {"account_id", "instrument", "quantity", "entry_price"}
+        if positions.height == 0 or not need <= set(positions.columns) or ticks.height == 0:
+            return balances.with_columns(pl.col("cash_usd").cast(pl.Float64, strict=False).alias(EQUITY))
+        usd_quote = {i: FX_MAJORS[i].usd_is_quote for i in FX_MAJORS}
+        p = positions.select(
+            pl.col("account_id").cast(pl.String, strict=False),
+            pl.col("instrument").cast(pl.String, strict=False),
+            pl.col("quantity").cast(pl.Float64, strict=False),
+            pl.col("entry_price").cast(pl.Float64, strict=False),
+        ).join(ticks.select("instrument", "mid"), on="instrument", how="inner")
+        p = p.with_columns(
+            pl.col("instrument").replace_strict(usd_quote, default=True, return_dtype=pl.Boolean).alias("_usdq")
+        ).with_columns(
+            pl.when(pl.col("_usdq"))
+            .then(pl.col("quantity") * (pl.col("mid") - pl.col("entry_price")))
+            .otherwise(pl.col("quantity") * (pl.col("mid") - pl.col("entry_price")) / pl.col("mid"))
+            .alias("_pnl")
+        ).filter(pl.col("_pnl").is_finite())
+        pnl = p.group_by("account_id").agg(pl.col("_pnl").sum())
+        return (
+            balances.join(pnl, on="account_id", how="left", maintain_order="left")
+            .with_columns((pl.col("cash_usd").cast(pl.Float64, strict=False) + pl.col("_pnl").fill_null(0.0)).alias(EQUITY))
+            .drop("_pnl")
+        )
+
+    def _suite(
+        self,
+        name: str,
+        frame: pl.DataFrame,
+        values: dict[str, Any],
+        quarantine: list[pl.DataFrame],
+        summary: dict[str, Any],
+    ) -> tuple[pl.DataFrame, np.ndarray]:
+        """Run one suite; append quarantine rows; return (the cast frame, failing-row mask)."""
+        schema = SCHEMAS[name]
+        rules = RULES[name]
+        cast, schema_problem = _cast(frame, schema)
+        if schema_problem is not None:
+            rule, detail = schema_problem
+            n = frame.height
+            raw = _raw_json(frame.to_dicts()) if n else []
+            keys = _row_keys(frame, KEYS[name])
+            quarantine.append(
+                pl.DataFrame(
+                    {"source": [name] * n, "row_key": keys, "raw_row": raw, "rule": [rule] * n, "detail": [detail] * n},
+                    schema=QUARANTINE,
+                )
+            )
+            summary[name] = {"rows": n, "passed": 0, "failed": n, "by_rule": {rule: n}, "engine": "schema"}
+            return frame, np.ones(n, dtype=bool)
+        if cast.height == 0:
+            summary[name] = {"rows": 0, "passed": 0, "failed": 0, "by_rule": {r.name: 0 for r in rules}, "engine": "screen"}
+            return cast, np.zeros(0, dtype=bool)
+        masks = _screen(cast, rules, values)
+        engine = "screen"
+        if self.gx_mode == "always" or any(m.any() for m in masks.values()):
+            engine = "great_expectations"
+            gx_masks = self.suites.run(name, cast, values)
+            for rule in rules:
+                g = gx_masks.get(rule)
+                s = masks[rule]
+                if g is None:  # the expectation raised: keep the screen's verdict
+                    continue
+                if not np.array_equal(g, s):
+                    warnings.warn(
+                        f"{name}: {rule.name}: Great Expectations flags {int(g.sum())} rows, the screen {int(s.sum())};"
+                        " quarantining both",
+                        ValidationMismatchWarning,
+                        stacklevel=3,
+                    )
+                masks[rule] = g | s
+        bad = np.zeros(cast.height, dtype=bool)
+        for m in masks.values():
+            bad |= m
+        if bad.any():
+            quarantine.append(_quarantine_rows(name, cast, masks, values))
+        summary[name] = {
+            "rows": cast.height,
+            "passed": int((~bad).sum()),
+            "failed": int(bad.sum()),
+            "by_rule": {r.name: int(m.sum()) for r, m in masks.items()},
+            "engine": engine,
+        }
+        return cast, bad
+
+    @staticmethod
+    def _failed_accounts(
+        q: pl.DataFrame,
+        positions: pl.DataFrame,
+        pos_bad: np.ndarray,
+        balances: pl.DataFrame,
+        bal_bad: np.ndarray,
+        unpriced: pl.DataFrame,
+        snapshot: Any,
+    ) -> pl.DataFrame:
+        parts: list[pl.DataFrame] = []
+        for frame, bad, source in ((positions, pos_bad, "positions"), (balances, bal_bad, "balances")):
+            if frame.height and bad.any() and "account_id" in frame.columns:
+                ids = frame.filter(pl.Series(bad)).select(pl.col("account_id").cast(pl.String, strict=False)).drop_nulls()
+                parts.append(ids.with_columns(pl.lit(f"{source}: row quarantined").alias("reason")))
+        if unpriced.height:
+            why = "feed disconnected" if not getattr(snapshot, "connected", True) else "no valid quote"
+            parts.append(
+                unpriced.select(
+                    "account_id", pl.format("{}: instrument={}", pl.lit(why), pl.col("instrument")).alias("reason")
+                )
+            )
+        if not parts:
+            return frames.empty(FAILED_ACCOUNTS)
+        detail = q.filter(pl.col("source") != "ticks")
+        out = pl.concat(parts).unique(maintain_order=True).group_by("account_id", maintain_order=True).agg(
+            pl.col("reason").unique(maintain_order=True).str.join("; ")
+        )
+        if detail.height:  # name the first failed rule per account
+            first = detail.with_columns(pl.col("row_key").str.split("|").list.first().alias("account_id")).group_by(
+                "account_id", maintain_order=True
+            ).agg(pl.format("{} {}", pl.col("rule"), pl.col("detail")).first().alias("_rule"))
+            out = out.join(first, on="account_id", how="left", maintain_order="left").with_columns(
+                pl.when(pl.col("_rule").is_not_null())
+                .then(pl.format("{} ({})", pl.col("reason"), pl.col("_rule")))
+                .otherwise(pl.col("reason"))
+                .alias("reason")
+            ).drop("_rule")
+        return frames.conform(out, FAILED_ACCOUNTS, "failed accounts")
+
+
+def _screen(frame: pl.DataFrame, rules: tuple[Rule, ...], values: dict[str, Any]) -> dict[Rule, np.ndarray]:
+    """Every rule's failing-row mask in one vectorized pass.
+
+    Uniqueness first compares the count of distinct key hashes with the row
+    count (cheap); only if they differ (a duplicate, or a hash collision) is
+    the exact duplicate mask computed.
+    """
+    row_rules = [r for r in rules if r.kind != "unique"]
+    out: dict[Rule, np.ndarray] = {}
+    if row_rules:
+        m = frame.select([r.failing(values).alias(str(i)) for i, r in enumerate(row_rules)]).to_numpy()
+        out.update({r: m[:, i].astype(bool) for i, r in enumerate(row_rules)})
+    for r in (r for r in rules if r.kind == "unique"):
+        h = pl.lit(0, pl.UInt64)
+        for i, c in enumerate(r.columns):
+            h = h + pl.col(c).hash(i + 1) * (2 * i + 1)
+        distinct = frame.select(h.n_unique()).item()
+        if distinct == frame.height:
+            out[r] = np.zeros(frame.height, dtype=bool)
+        else:
+            out[r] = frame.select(r.failing(values)).to_series().to_numpy().astype(bool)
+    return {r: out[r] for r in rules}
+
+
+def _cast(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> tuple[pl.DataFrame, tuple[str, str] | None]:
+    """Cast to ``schema``; on a missing column or a type that does not cast, name the problem."""
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        return frame, ("expect_table_columns_to_match_set", f"missing column(s) {missing}; have {frame.columns}")
+    cols = []
+    for c, t in schema.items():
+        src = frame.schema[c]
+        if src == t:
+            cols.append(pl.col(c))
+            continue
+        if isinstance(t, pl.Datetime) and isinstance(src, pl.Datetime):
+            e = pl.col(c)
+            if src.time_zone is None:
+                e = e.dt.replace_time_zone("UTC")
+            cols.append(e.dt.convert_time_zone("UTC").cast(t))
+            continue
+        cols.append(pl.col(c).cast(t, strict=True))
+    try:
+        return frame.select(cols), None
+    except pl.exceptions.PolarsError as exc:
+        bad = next(
+            (c for c, t in schema.items() if frame.schema[c] != t and _fails_cast(frame[c], t)),
+            "?",
+        )
+        return frame, (
+            "expect_column_values_to_be_of_type",
+            f"column {bad}={frame.schema.get(bad)}: cannot be read as {schema.get(bad)} ({type(exc).__name__})",
+        )
+
+
+def _fails_cast(s: pl.Series, t: pl.DataType) -> bool:
+    try:
+        s.cast(t, strict=True)
+        return False
+    except pl.exceptions.PolarsError:
+        return True
+
+
+def _row_keys(frame: pl.DataFrame, key: tuple[str, ...]) -> list[str]:
+    if not frame.height:
+        return []
+    present = [k for k in key if k in frame.columns]
+    if not present:
+        return [f"row {i}" for i in range(frame.height)]
+    return frame.select(
+        pl.concat_str([pl.col(k).cast(pl.String, strict=False).fill_null("<null>") for k in present], separator="|")
+    ).to_series().to_list()
+
+
+def _quarantine_rows(name: str, frame: pl.DataFrame, masks: dict[Rule, np.ndarray], values: dict[str, Any]) -> pl.DataFrame:
+    out: list[tuple[str, str, str, str, str]] = []
+    keys = KEYS[name]
+    for rule, mask in masks.items():
+        if not mask.any():
+            continue
+        rows = frame.filter(pl.Series(mask))
+        dicts = rows.to_dicts()  # failing rows only: few
+        row_keys = _row_keys(rows, keys)
+        for d, k, raw in zip(dicts, row_keys, _raw_json(dicts)):
+            out.append((name, k, raw, rule.name, rule.detail(d, values)))
+    return pl.DataFrame(out, schema=QUARANTINE, orient="row")
+
+
+_DEFAULT: dict[tuple, SnapshotValidator] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def validate_snapshot(
+    snapshot: Any,
+    now: datetime,
+    *,
+    known_instruments: Iterable[str],
+    staleness_s: float,
+    validator: SnapshotValidator | None = None,
+) -> ValidationResult:
+    """Validate a feed snapshot at ``now`` (see :class:`SnapshotValidator`).
+
+    Parameters
+    ----------
+    snapshot : Snapshot
+        Anything with ``ticks``, ``positions``, ``balances`` frames (and ``connected``).
+    now : datetime
+        Evaluation time (UTC); ticks after ``now`` (+ tolerance) or older than
+        ``staleness_s`` seconds fail.
+    known_instruments : iterable of str
+    staleness_s : float
+        Seconds.
+    validator : SnapshotValidator, optional
+        Reuse a built validator (its GX context); a shared one is built on first use otherwise.
+    """
+    known = tuple(known_instruments)
+    if validator is None:
+        with _DEFAULT_LOCK:
+            validator = _DEFAULT.get(known)
+            if validator is None:
+                validator = _DEFAULT[known] = SnapshotValidator(known, staleness_s, eager=False)
+    return validator.validate(snapshot, now, known_instruments=known, staleness_s=staleness_s)

@@ -10,12 +10,14 @@ from ._config import (
     load_pipeline_config,
 )
 from ._market import MarketSimulator, breakdown_correlation, calm_correlation, stress_correlation
+from ._replay import FileReplayFeed
 from ._simulated import DENIALS, Gate, SimulatedFeed, StrategyActivity, generate_book, var99_quantile
 
 __all__ = [
     "DENIALS",
     "BrokerConfig",
     "Feed",
+    "FileReplayFeed",
     "Gate",
     "GroupConfig",
     "MarketSimulator",

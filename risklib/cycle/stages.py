@@ -106,7 +106,10 @@ def size_positions(session: Session, book: Any) -> pl.DataFrame:
     """Position limits for the next orders from the risk of the moment."""
     from risklib.core.policy import size_positions as size
 
-    return size(session.state, book.accounts, book.positions, session.config.policy)
+    # Sizing reads the risk state in force (the previous evaluation's); before
+    # the first evaluation there is none, and an account without state sizes to 0.
+    state = session.state if session.state is not None else frames.empty(frames.RISK_STATE_CORE)
+    return size(state, book.accounts, book.positions, session.config.policy)
 
 
 def evaluate_triggers(session: Session, now: datetime, book: Any, snapshot: Any) -> Any:

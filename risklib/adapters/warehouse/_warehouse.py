@@ -29,7 +29,7 @@ APPEND_TABLES = frozenset(
     }
 )
 #: Tables a cycle may carry in :attr:`CycleRecords.tables`.
-CYCLE_TABLES = APPEND_TABLES | {"realtime_risk_metrics", "position_risk_metrics"}
+CYCLE_TABLES = APPEND_TABLES | {"realtime_risk_metrics", "position_risk_metrics", "rules_fired", "gate_denials"}
 #: Bookkeeping table of applied migrations (created before any migration runs).
 MIGRATIONS_TABLE = "schema_migrations"
 _AUDIT_INLINE_ROWS = 50  # appends up to this many rows are copied into their audit entry
@@ -130,6 +130,7 @@ class Warehouse:
         self.read_only = read_only
         self.clock = clock
         self._columns: dict[str, list[_validate.Column]] = {}
+        self._new_head: tuple[int, str] | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -232,9 +233,9 @@ class Warehouse:
                     if "audit_log" in self.tables():  # from 0002 on, schema changes are audited too
                         self._append_audit([{"actor": "warehouse", "action": f"schema.{kind}", "subject": name,
                                              "detail": {"checksum": checksum}}])
-                    self.con.execute("COMMIT")
+                    self._commit()
                 except duckdb.Error as exc:
-                    self.con.execute("ROLLBACK")
+                    self._rollback()
                     raise WarehouseError(f"{kind}={path.name!r}: {exc}") from exc
                 applied.append(name)
         self._columns.clear()
@@ -342,9 +343,9 @@ class Warehouse:
             self.con.execute("BEGIN")
             try:
                 rows = self._append_audit([entry])
-                self.con.execute("COMMIT")
+                self._commit()
             except BaseException:
-                self.con.execute("ROLLBACK")
+                self._rollback()
                 raise
         return int(rows["seq"][-1])
 
@@ -393,9 +394,9 @@ class Warehouse:
                     if frame.height:
                         self._insert(table, frame)
                 self._append_audit(entries)
-                self.con.execute("COMMIT")
+                self._commit()
             except BaseException:
-                self.con.execute("ROLLBACK")
+                self._rollback()
                 raise
 
     def _insert(self, table: str, frame: pl.DataFrame) -> None:
@@ -409,18 +410,51 @@ class Warehouse:
         finally:
             self.con.unregister(view)
 
+    # The audit head (last seq and hash) is kept in a small file beside the writer lock,
+    # read and written only under that lock, so a cycle need not scan audit_log for it.
+    # The file says "pending" between writing entries and COMMIT; a writer that finds it
+    # pending (a crash in between) or missing falls back to reading the table.
+
+    @property
+    def _head_file(self) -> Path:
+        return self.layout.lock_file.with_name(self.layout.lock_file.stem + ".audit_head")
+
     def _audit_head(self) -> tuple[int, str]:
+        try:
+            state, seq, head = self._head_file.read_text().split()
+            if state == "ok":
+                return int(seq), head
+        except (OSError, ValueError):
+            pass
         row = self.con.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, _audit.GENESIS) if row is None else (int(row[0]), str(row[1]))
 
     def _append_audit(self, entries: list[dict]) -> pl.DataFrame:
-        """Chain ``entries`` after the current head and insert them (inside the caller's transaction and lock)."""
+        """Chain ``entries`` after the current head and insert them (inside the caller's transaction and lock).
+
+        The caller finishes with :meth:`_commit` (or ROLLBACK), which records the new head.
+        """
         if not entries:
             return _audit.chain([], head_seq=0, head_hash=_audit.GENESIS, default_at=self.clock.now())
         seq, head = self._audit_head()
         rows = _audit.chain(entries, head_seq=seq, head_hash=head, default_at=self.clock.now())
         self._insert("audit_log", rows)
+        self._new_head = (int(rows["seq"][-1]), str(rows["hash"][-1]))
+        self._head_file.write_text(f"pending {self._new_head[0]} {self._new_head[1]}\n")
         return rows
+
+    def _rollback(self) -> None:
+        """ROLLBACK the open transaction; the head file stays "pending", so the next writer reads the table."""
+        self._new_head = None
+        self.con.execute("ROLLBACK")
+
+    def _commit(self) -> None:
+        """COMMIT the open transaction and record the audit head it produced (caller holds the writer lock)."""
+        self.con.execute("COMMIT")
+        new = self._new_head
+        if new is not None:
+            self._head_file.write_text(f"ok {new[0]} {new[1]}\n")
+            self._new_head = None
 
     # --- reads -----------------------------------------------------------------------
 

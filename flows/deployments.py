@@ -1,0 +1,39 @@
+"""Scheduled deployments, served from one process: `riskctl serve`.
+
+- ``risk-monitor/continuous``: the monitor, started every hour; each run rolls
+  over after an hour and the next resumes from the warehouse's risk state.
+- ``warehouse-retention/daily``: retention tiers, rollups and compaction at 02:15 UTC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, serve
+
+from flows.monitor import risk_monitor
+from flows.retention import retention_flow
+
+
+@flow(name="risk-monitor-service", log_prints=False)
+def monitor_service(
+    scenario: str = "calm", accounts: int = 200, seed: int = 7, speed: float = 1.0, config: str | None = None
+) -> dict:
+    """The served monitor: builds a session that resumes from the warehouse and runs for one rollover period."""
+    from risklib.cycle.session import Session
+
+    session = Session.build(config=config, scenario=scenario, accounts=accounts, seed=seed, speed=speed, resume=True)
+    try:
+        report = risk_monitor(session, rollover_minutes=session.config.monitor.rollover_minutes)
+    finally:
+        session.close()
+    return {"cycles": report.cycles, "failed": report.failed_cycles, "overruns": report.overruns}
+
+
+def serve_all(config: Path | None = None) -> None:
+    """Register and run the product's deployments until interrupted."""
+    params = {"config": str(config)} if config else {}
+    serve(
+        monitor_service.to_deployment(name="continuous", interval=3600, parameters=params, tags=["risk"]),
+        retention_flow.to_deployment(name="daily", cron="15 2 * * *", tags=["risk", "warehouse"]),
+    )

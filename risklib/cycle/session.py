@@ -1,0 +1,496 @@
+"""A monitoring session: the feed, broker, warehouse and notifiers, chosen in one place.
+
+The stage functions (:mod:`risklib.cycle.stages`) only see a :class:`Session`.
+:meth:`Session.build` picks the embedded defaults (the simulated market and its
+paper broker, the DuckLake warehouse, the console notifier unless Twilio and
+SendGrid credentials are configured); tests and the file-replay command pass
+their own parts to the constructor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from risklib.config import RiskConfig, load_config
+from risklib.core import frames
+from risklib.cycle.stages import CycleResult, to_json_rows
+from risklib.cycle.window import ReturnsWindow
+
+#: Simulated sessions start here unless told otherwise, so the same seed gives the same session.
+SIM_START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+_SPECIAL_STATE = set(frames.RISK_STATE_CORE)
+
+
+class SimClock:
+    """Simulated market time that moves ``speed`` times faster than the wall clock.
+
+    ``sleep_until_next`` advances simulated time by the cycle interval and sleeps
+    the wall-clock share of it that the cycle itself did not use.
+    """
+
+    def __init__(self, start: datetime, speed: float, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._now = start
+        self.speed = speed
+        self._sleep = sleep
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self._now += timedelta(seconds=seconds)
+
+
+class Session:
+    """Everything a cycle needs, and the state carried from one cycle to the next."""
+
+    def __init__(
+        self,
+        *,
+        config: RiskConfig,
+        feed: Any,
+        broker: Any,
+        warehouse: Any,
+        sender: Any,
+        clock: SimClock,
+        session_id: str | None = None,
+        notifiers: dict | None = None,
+        state: pl.DataFrame | None = None,
+    ) -> None:
+        from risklib.adapters.validation import SnapshotValidator
+
+        self.config = config
+        self.feed = feed
+        self.broker = broker
+        self.warehouse = warehouse
+        self.sender = sender
+        self.clock = clock
+        self.speed = clock.speed
+        self.notifiers = notifiers or {}
+        self.session_id = session_id or uuid.uuid4().hex[:8]
+        self.instruments: tuple[str, ...] = tuple(feed.instruments)
+        mon = config.monitor
+        self.window = ReturnsWindow(self.instruments, capacity=mon.window_bars + 1)
+        self.window.extend(feed.warmup(mon.warmup_bars))
+        base = self.window.returns()
+        # Baselines for the stress detectors: the warm-up history is "normal".
+        self._return_sigma = base.std(axis=0, ddof=1) if base.shape[0] > 2 else None
+        self._normal_corr = np.corrcoef(base, rowvar=False) if base.shape[0] > 2 else None
+        self._normal_spread: np.ndarray | None = None
+        self._previous_regime: tuple[str, ...] | None = None
+        self.validator = SnapshotValidator(
+            self.instruments,
+            config.pipeline.staleness_s,
+            future_tolerance_s=config.pipeline.validation.future_tolerance_s,
+            gx_mode="always",  # every cycle through the GX suites, not only when the screen suspects a row
+        )
+        self.state: pl.DataFrame | None = state
+        self.gate_state = None
+        self._cycle_no = 0
+        self._known_incidents: set[str] = set()
+        self.new_incident_count = 0
+        self.var_halt = _var_halt(config)
+        # "continuous" cadence is bounded by the machinery (see MonitorConfig.min_cycle_gap_s)
+        self.min_interval_s = mon.min_cycle_gap_s * self.speed
+        self.failure_interval_s = mon.failure_interval_s
+        bar_s = getattr(getattr(feed, "config", None), "bar_s", 60.0)
+        # Metrics annualise per bar: one year of this feed's bars.
+        self.metrics_config = config.metrics.model_copy(
+            update={"periods_per_year": int(round(config.pipeline.simulator.trading_minutes_per_year * 60 / bar_s))}
+        )
+
+    # --- construction -----------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        config: RiskConfig | str | Path | None = None,
+        scenario: str = "calm",
+        accounts: int | None = None,
+        seed: int = 7,
+        speed: float = 1.0,
+        warehouse: str | Path | None = None,
+        start: datetime | None = None,
+        resume: bool = False,
+        console_path: str | Path | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> Session:
+        """The embedded defaults: simulated market + paper broker, DuckLake warehouse, console notifier.
+
+        ``resume`` reloads the newest risk state per account from the warehouse
+        (a restart never clears a halt); a fresh simulated session starts from a
+        new book and so from no state.
+        """
+        from risklib.adapters.feeds import SimulatedFeed
+        from risklib.adapters.notifiers import build_notifiers, load_credentials
+        from risklib.adapters.notifiers import make_sender
+        from risklib.adapters.warehouse import Warehouse
+
+        cfg = config if isinstance(config, RiskConfig) else load_config(config)
+        start = start or SIM_START
+        clock = SimClock(start, speed)
+        holder: dict[str, Session] = {}
+
+        def gate(order: Any) -> Any:
+            return holder["session"].gate_check(order)
+
+        feed = SimulatedFeed(
+            cfg.pipeline.simulator,
+            scenario=scenario,
+            seed=seed,
+            start=start,
+            accounts=accounts,
+            gate=gate,
+            broker_config=cfg.pipeline.broker,
+        )
+        wh = Warehouse.open(warehouse, config=cfg.warehouse, clock=clock)
+        creds = load_credentials(cfg.escalation)
+        notifiers = build_notifiers(cfg.escalation, creds, console_path=console_path)
+        if echo is not None and "console" in notifiers and hasattr(notifiers["console"], "echo"):
+            notifiers["console"].echo = echo
+        sender = make_sender(wh, cfg.escalation, notifiers)
+        state = restore_state(wh) if resume else None
+        session = cls(
+            config=cfg,
+            feed=feed,
+            broker=feed.broker,
+            warehouse=wh,
+            sender=sender,
+            clock=clock,
+            session_id=f"s{seed}-{uuid.uuid4().hex[:6]}",
+            notifiers=notifiers,
+            state=state,
+        )
+        if resume:
+            keys = wh.query("SELECT DISTINCT idempotency_key FROM emergency_actions")["idempotency_key"].to_list()
+            session.broker.seen_keys(keys)
+        holder["session"] = session
+        return session
+
+    def close(self) -> None:
+        self.warehouse.close()
+
+    # --- carried state ------------------------------------------------------------
+
+    def next_cycle_id(self) -> str:
+        self._cycle_no += 1
+        return f"{self.session_id}-{self._cycle_no:06d}"
+
+    def peaks(self) -> pl.DataFrame | None:
+        """High-water marks carried from the previous evaluation."""
+        if self.state is None or self.state.height == 0:
+            return None
+        return self.state.select("account_id", "peak_equity_usd").drop_nulls()
+
+    def market_inputs(self, now: datetime, book: Any, snapshot: Any) -> Any:
+        """Market-wide inputs of the stress detectors and the feed rule."""
+        from risklib.core.policy import MarketInputs
+
+        ticks = snapshot.ticks
+        mids = dict(zip(ticks["instrument"].to_list(), ticks["mid"].to_list())) if ticks.height else {}
+        spreads = (
+            dict(zip(ticks["instrument"].to_list(), (ticks["ask"] - ticks["bid"]).to_list())) if ticks.height else {}
+        )
+        mid_arr = np.array([mids.get(i) if mids.get(i) is not None else np.nan for i in self.instruments], dtype=float)
+        spread = np.array([spreads.get(i) if spreads.get(i) is not None else np.nan for i in self.instruments], dtype=float)
+        quote_missing = ~np.isfinite(mid_arr) | ~np.isfinite(spread)
+        rel_spread = spread / mid_arr
+        if self._normal_spread is None and np.isfinite(rel_spread).all():
+            self._normal_spread = rel_spread  # the first full set of quotes is the baseline
+        spread_ratio = rel_spread / self._normal_spread if self._normal_spread is not None else None
+        regime = None
+        returns = self.window.returns()
+        recent = returns[-30:] if returns.shape[0] else None
+        if returns.shape[0] >= 2:
+            from risklib.core.metrics import classify_regime
+
+            try:
+                labels = classify_regime(returns.T, config=self.metrics_config)
+                regime = tuple(str(x) for x in labels)
+            except Exception:  # a regime label is advisory; the detector stays silent without it
+                regime = None
+        inputs = MarketInputs(
+            instruments=self.instruments,
+            vol_ratio=np.asarray(book.instrument_vol_ratio, dtype=float),
+            spread_ratio=spread_ratio,
+            quote_missing=quote_missing,
+            correlation=np.asarray(book.correlation, dtype=float),
+            normal_correlation=self._normal_corr,
+            returns=recent,
+            return_sigma=self._return_sigma,
+            regime=regime,
+            previous_regime=self._previous_regime,
+            events=None,
+            feed_silent_s=snapshot.silence_s,
+        )
+        self._previous_regime = regime
+        return inputs
+
+    def active_overrides(self, now: datetime) -> pl.DataFrame | None:
+        """Manual overrides in force at ``now`` (they always expire)."""
+        rows = self.warehouse.query(
+            "SELECT override_id, account_id, rule, action, new_value, authority_level, created_at, expires_at, operator "
+            "FROM overrides WHERE expires_at > ? AND created_at <= ?",
+            [now, now],
+        )
+        if rows.height == 0:
+            return None
+        rows = rows.with_columns(
+            pl.col("account_id").fill_null("*"),
+            pl.col("new_value").cast(pl.Float64, strict=False),
+        )
+        return frames.conform(rows, frames.OVERRIDES, "overrides")
+
+    # --- the pre-trade gate used by the simulated strategies ------------------------
+
+    def gate_check(self, order: Any) -> Any:
+        """Check a strategy order against the newest risk state; no state yet means no new risk."""
+        from risklib.core.gate import Decision, Order, Reason, check_and_record
+
+        now = self.clock.now()
+        gate_order = Order(
+            account_id=order.account_id,
+            strategy=order.strategy,
+            instrument=order.instrument,
+            side=order.side,
+            quantity=float(order.quantity),
+            price=order.price,
+            ts=now,
+        )
+        if self.gate_state is None:
+            return Decision(False, 0.0, (Reason("NO_RISK_STATE", "no risk evaluation has run yet"),))
+        return check_and_record(gate_order, self.gate_state, now=now)
+
+    def refresh_gate(self, now: datetime, result: CycleResult) -> None:
+        from risklib.core.gate import GateState
+
+        prices = result.snapshot.ticks.select("instrument", "mid").drop_nulls()
+        self.gate_state = GateState.from_frames(
+            now, result.evaluation.state, result.book.accounts, self.broker.positions(), prices, self.config.policy
+        )
+
+    # --- escalation -------------------------------------------------------------------
+
+    def escalate(self, now: datetime, alerts: pl.DataFrame) -> Any:
+        """Plan per incident, write the plan to the outbox, then send what is due."""
+        from risklib.adapters.notifiers import load_escalation_state, record_plan
+        from risklib.core.escalation import plan_escalation
+
+        open_incidents, acks = load_escalation_state(self.warehouse)
+        plan = plan_escalation(now, alerts, open_incidents, acks, self.config.escalation)
+        record_plan(self.warehouse, plan)  # the outbox is durable before any provider is called
+        opened = plan.incident_events.filter(pl.col("status") == "open")["incident_key"].unique().to_list()
+        self.new_incident_count = len(set(opened) - self._known_incidents)
+        self._known_incidents |= set(opened)
+        self._new_incident_keys = set(opened)
+        drained = self.sender.drain(now)
+        return {"plan": plan.summary(), "drain": drained.summary()}
+
+    def new_incidents(self, alerts: pl.DataFrame) -> pl.DataFrame:
+        """Alerts whose incident opened this cycle (one Prefect event each)."""
+        keys = getattr(self, "_new_incident_keys", set())
+        return alerts.filter(pl.col("incident_key").is_in(list(keys))).unique("incident_key", keep="first")
+
+    # --- recording ----------------------------------------------------------------------
+
+    def record(self, result: CycleResult, finished_at: datetime, flow_run_id: str | None) -> None:
+        """One cycle's records in one warehouse transaction; its cycle_runs row is the heartbeat."""
+        from risklib.adapters.warehouse import CycleRecords
+
+        ev = result.evaluation
+        book = result.book
+        now = result.now
+        state = ev.state
+        extra = [c for c in state.columns if c not in _SPECIAL_STATE]
+        state_rows = state.select(list(frames.RISK_STATE_CORE)).with_columns(
+            to_json_rows(state.select(extra)).alias("state_json") if extra else pl.lit(None, pl.String).alias("state_json")
+        )
+        actions_by_account = ev.actions.group_by("account_id").agg(
+            pl.concat_str([pl.col("action"), pl.lit(" "), (pl.col("fraction") * 100).round(0).cast(pl.Int64).cast(pl.String), pl.lit("%")])
+            .str.join(", ")
+            .alias("actions_taken")
+        )
+        metrics_rows = (
+            book.accounts.join(state.select("account_id", "alert_level", "trading_mode"), on="account_id", how="left")
+            .join(actions_by_account, on="account_id", how="left")
+            .with_columns(
+                pl.lit(now).alias("ts"),
+                pl.col("risk_score").round(0).cast(pl.Int32, strict=False),
+            )
+            .drop("account_group", strict=False)
+            .with_columns(book.accounts["account_group"])
+        )
+        positions_rows = book.positions.with_columns(pl.lit(now).alias("ts"))
+        execution = result.execution
+        emergency = _emergency_rows(ev.actions, ev.rules_fired, execution, now)
+        validation = result.validation
+        quarantine = validation.quarantine.with_columns(pl.lit(now).alias("at")) if validation.quarantine.height else None
+        activity = self.feed.take_activity() if hasattr(self.feed, "take_activity") else None
+        orders = [f for f in (execution.orders, activity.orders if activity else None) if f is not None and f.height]
+        fills = [f for f in (execution.fills, activity.fills if activity else None) if f is not None and f.height]
+        tables: dict[str, pl.DataFrame] = {
+            "realtime_risk_metrics": metrics_rows,
+            "position_risk_metrics": positions_rows,
+            "risk_state": state_rows,
+            "alerts": ev.alerts,
+        }
+        if emergency is not None:
+            tables["emergency_actions"] = emergency
+        if quarantine is not None:
+            tables["quarantine"] = quarantine
+        if orders:
+            tables["broker_orders"] = pl.concat(orders, how="diagonal_relaxed")
+        if fills:
+            tables["broker_fills"] = pl.concat(fills, how="diagonal_relaxed")
+        if ev.rules_fired.height:
+            tables["rules_fired"] = ev.rules_fired
+        if activity is not None and activity.denials.height:
+            tables["gate_denials"] = activity.denials
+        self.warehouse.write_cycle(
+            CycleRecords(
+                cycle_id=result.cycle_id,
+                flow_run_id=flow_run_id,
+                started_at=now,
+                finished_at=finished_at,
+                status="completed",
+                stage_ms=dict(result.stage_ms),
+                tables=tables,
+                audit=[
+                    {
+                        "actor": "policy",
+                        "action": "cycle.decisions",
+                        "subject": result.cycle_id,
+                        "at": now,
+                        "detail": {
+                            "alerts": ev.alerts.height,
+                            "actions": ev.actions["idempotency_key"].to_list(),
+                            "quarantined": validation.quarantine.height,
+                            "stress": ev.stress.primary_stress,
+                            "next_interval_s": ev.next_interval_s,
+                        },
+                    }
+                ],
+                n_accounts=book.accounts.height,
+                next_interval_s=float(ev.next_interval_s),
+            )
+        )
+        # Carried to the next cycle only once the cycle is durable.
+        self.state = state
+        self.refresh_gate(now, result)
+
+    def record_failure(self, result: CycleResult, finished_at: datetime, flow_run_id: str | None, exc: BaseException) -> None:
+        """A failed cycle is recorded (no heartbeat): the gate's dead man's switch starts counting."""
+        from risklib.adapters.warehouse import CycleRecords
+        from risklib.errors import WarehouseError
+
+        try:
+            self.warehouse.write_cycle(
+                CycleRecords(
+                    cycle_id=result.cycle_id,
+                    flow_run_id=flow_run_id,
+                    started_at=result.now,
+                    finished_at=finished_at,
+                    status="failed",
+                    stage_ms=dict(result.stage_ms),
+                    error=f"{type(exc).__name__}: {exc}"[:2000],
+                )
+            )
+        except WarehouseError:
+            pass  # write_cycle already recorded the failure itself
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def describe_stress(self, evaluation: Any) -> str:
+        s = evaluation.stress
+        if s.stress_level == 0:
+            return "none"
+        return f"level {s.stress_level}: {s.primary_stress} → {s.recommended_action} (confidence {s.confidence:.0%})"
+
+    def validation_markdown(self, validation: Any) -> str:
+        """The validation summary artifact: rows, passes and failures per suite and expectation."""
+        lines = ["# Validation summary", "", validation.summary_markdown()]
+        q = validation.quarantine
+        lines += ["", f"Quarantined rows: **{q.height}**; accounts failing closed: **{validation.failed_accounts.height}**"]
+        if q.height:
+            lines += ["", "| Source | Row | Rule | Detail |", "|---|---|---|---|"]
+            for r in q.head(20).iter_rows(named=True):
+                lines.append(f"| {r['source']} | {r['row_key']} | {r['rule']} | {r['detail']} |")
+        return "\n".join(lines) + "\n"
+
+    def clock_sleep(self, interval_s: float, elapsed_wall_s: float) -> bool:
+        """Advance simulated time by ``interval_s`` and sleep its unused wall-clock share.
+
+        Returns True when the cycle overran the interval (took longer in wall
+        time than the interval allows at this speed).
+        """
+        budget = interval_s / self.speed
+        gap = self.config.monitor.min_cycle_gap_s
+        overran = elapsed_wall_s > budget and budget > gap
+        self.clock.advance(interval_s)
+        time.sleep(max(gap, budget - elapsed_wall_s))
+        return overran
+
+
+def _var_halt(config: RiskConfig) -> float:
+    """The VaR level that halts new trading (spec: 0.5%), read from the policy's VaR ladder."""
+    ladder = getattr(config.policy, "var", None)
+    levels = getattr(ladder, "levels", ()) if ladder is not None else ()
+    thresholds = [getattr(s, "threshold", None) for s in levels]
+    thresholds = [t for t in thresholds if t is not None]
+    return max(thresholds) if thresholds else 0.005
+
+
+def _emergency_rows(actions: pl.DataFrame, rules: pl.DataFrame, execution: Any, now: datetime) -> pl.DataFrame | None:
+    """The spec's emergency_actions rows: one per action ordered this cycle, with what the broker did."""
+    if actions.height == 0:
+        return None
+    trig = (
+        rules.filter(pl.col("incident_key").is_not_null())
+        .group_by("incident_key")
+        .agg(pl.col("rule").first().alias("trigger_type"), pl.col("metric_value").first().alias("trigger_value"))
+        if rules.height
+        else pl.DataFrame(schema={"incident_key": pl.String, "trigger_type": pl.String, "trigger_value": pl.Float64})
+    )
+    affected = (
+        execution.orders.group_by("idempotency_key").agg(
+            pl.concat_str([pl.col("instrument"), pl.lit(":"), pl.col("side"), pl.lit(":"), pl.col("filled_quantity").cast(pl.String)])
+            .str.join(",")
+            .alias("positions_affected"),
+            pl.col("status").first().alias("status"),
+        )
+        if execution is not None and execution.orders.height
+        else pl.DataFrame(schema={"idempotency_key": pl.String, "positions_affected": pl.String, "status": pl.String})
+    )
+    return (
+        actions.join(trig, on="incident_key", how="left")
+        .join(affected, on="idempotency_key", how="left")
+        .with_columns(
+            pl.col("status").fill_null("executed"),
+            pl.lit(False).alias("manual_override"),
+            pl.col("reason"),
+        )
+    )
+
+
+def restore_state(warehouse: Any) -> pl.DataFrame | None:
+    """The newest risk state per account, bookkeeping columns unpacked from ``state_json``."""
+    latest = warehouse.latest_risk_state()
+    if latest.height == 0:
+        return None
+    core = latest.select(list(frames.RISK_STATE_CORE)).with_columns(pl.col("peak_equity_usd").cast(pl.Float64))
+    if "state_json" in latest.columns and latest["state_json"].null_count() < latest.height:
+        extra = pl.DataFrame([json.loads(s) if s else {} for s in latest["state_json"].to_list()])
+        if extra.width:
+            core = pl.concat([core, extra], how="horizontal")
+    return core

@@ -230,9 +230,9 @@ def _in_transaction(wh, statements: list[tuple[str, list]], entry: dict) -> None
             for sql, params in statements:
                 wh.con.execute(sql, params)
             wh._append_audit([entry])
-            wh.con.execute("COMMIT")
+            wh._commit()
         except BaseException:
-            wh.con.execute("ROLLBACK")
+            wh._rollback()
             raise
 
 
@@ -259,9 +259,9 @@ def _audit_checkpoint(wh, now: datetime, cutoff: datetime, *, dry_run: bool) -> 
                             "rows": int(n), "cutoff": cutoff.isoformat()}}
             ])
             wh.con.execute("DELETE FROM audit_log WHERE seq <= ?", [through])
-            wh.con.execute("COMMIT")
+            wh._commit()
         except BaseException:
-            wh.con.execute("ROLLBACK")
+            wh._rollback()
             raise
     return step
 

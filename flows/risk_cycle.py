@@ -13,7 +13,7 @@ retry could only add a second copy of what already happened.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -58,8 +58,8 @@ def act(session, now: datetime, evaluation, snapshot):
 
 
 @task(name="record", cache_policy=NONE)
-def record(session, result: CycleResult, flow_run_id: str | None):
-    stages.record(session, result, session.clock.now(), flow_run_id)
+def record(session, result: CycleResult, finished_at: datetime, flow_run_id: str | None):
+    stages.record(session, result, finished_at, flow_run_id)
 
 
 def risk_cycle(session, now: datetime, *, cycle_id: str, flow_run_id: str | None = None) -> CycleResult:
@@ -71,7 +71,11 @@ def risk_cycle(session, now: datetime, *, cycle_id: str, flow_run_id: str | None
     goes on with the next cycle.
     """
     result = CycleResult(cycle_id=cycle_id, now=now)
-    t = time.perf_counter()
+    t = t_start = time.perf_counter()
+
+    def finished() -> datetime:
+        # The cycle's own processing time, added to its (possibly simulated) start.
+        return now + timedelta(seconds=time.perf_counter() - t_start)
 
     def lap(stage: str) -> None:
         nonlocal t
@@ -94,10 +98,10 @@ def risk_cycle(session, now: datetime, *, cycle_id: str, flow_run_id: str | None
         lap("escalate")
         result.execution = act(session, now, result.evaluation, result.snapshot)
         lap("act")
-        record(session, result, flow_run_id)
+        record(session, result, finished(), flow_run_id)
         lap("record")
     except Exception as exc:
         get_run_logger().error("cycle %s failed: %s: %s", cycle_id, type(exc).__name__, exc)
-        session.record_failure(result, session.clock.now(), flow_run_id, exc)
+        session.record_failure(result, finished(), flow_run_id, exc)
         raise
     return result

@@ -206,7 +206,9 @@ class PaperBroker:
         fills: list[pl.DataFrame] = []
         # remainders from earlier calls go first, at today's prices
         if self._pending.height:
-            work, self._pending = self._pending, frames.empty(_WORK)
+            # the reason they waited is history now; a block reason would reject them again
+            work = self._pending.with_columns(pl.lit(None, pl.String).alias("reason"))
+            self._pending = frames.empty(_WORK)
             o, f = self._work(work, now)
             orders.append(o)
             fills.append(f)

@@ -40,7 +40,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
-from scipy.special import ndtri
 
 from risklib.core import frames
 from risklib.core.instruments import FX_MAJORS, Instrument
@@ -323,34 +322,21 @@ def compute_book_metrics(
     upnl_acc = np.bincount(a_idx, weights=upnl_v, minlength=n_acc)
     n_pos = np.bincount(a_idx, weights=~(q == 0), minlength=n_acc).astype(np.int64)  # NaN quantity counts
     equity = cash + upnl_acc
-    reason = np.full(n_acc, None, dtype=object)
-    bal_reason = np.where(
-        ~has_bal,
-        "balance: no balance row for this account",
-        np.where(
-            dup,
-            "balance: duplicate balance rows for this account",
-            np.where(
-                ~np.isfinite(cash),
-                np.char.add("cash_usd=", np.char.add(cash.astype(str), ": must be finite")),
-                np.where(
-                    ~(np.isfinite(sod) & (sod > 0)),
-                    np.char.add("start_of_day_equity_usd=", np.char.add(sod.astype(str), ": must be > 0")),
-                    "",
-                ),
-            ),
-        ),
-    ).astype(object)
-    bal_reason[bal_reason == ""] = None
+    bal_reason = np.full(n_acc, None, dtype=object)
+    for cond, make in (  # four vectorised checks; messages are built for the offending accounts only
+        (~(np.isfinite(sod) & (sod > 0)), lambda i: f"start_of_day_equity_usd={sod[i]!r}: must be > 0"),
+        (~np.isfinite(cash), lambda i: f"cash_usd={cash[i]!r}: must be finite"),
+        (dup, lambda i: "balance: duplicate balance rows for this account"),
+        (~has_bal, lambda i: "balance: no balance row for this account"),
+    ):
+        for i in np.flatnonzero(cond):
+            bal_reason[i] = make(i)
     val_bad = (bal_reason != None) | (acc_val_reason != None)  # noqa: E711
     reason = np.where(bal_reason != None, bal_reason, acc_val_reason)  # noqa: E711
     eq_known = ~val_bad
     eq_nonpos = eq_known & ~(equity > 0)
-    reason = np.where(
-        eq_nonpos & (reason == None),  # noqa: E711
-        np.char.add("equity_usd=", np.char.add(equity.astype(str), ": must be > 0")).astype(object),
-        reason,
-    )
+    for i in np.flatnonzero(eq_nonpos & (reason == None)):  # noqa: E711
+        reason[i] = f"equity_usd={equity[i]!r}: must be > 0"
     good = eq_known & ~eq_nonpos  # equity usable as a denominator
     equity_out = np.where(eq_known, equity, np.nan)
     upnl_out = np.where(eq_known, upnl_acc, np.nan)
@@ -429,15 +415,8 @@ def compute_book_metrics(
         var95[flat] = var99[flat] = es99[flat] = 0.0
         # parametric VaR 99 and its Euler components
         mean = u.mean(axis=0) if cfg.include_mean else None
-        v99p, _ = component_var(x, cov_all, 0.99, mean=mean)
-        sig = np.sqrt(np.maximum(np.einsum("an,nm,am->a", x, cov_all, x), 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z99 = float(ndtri(0.99))
-            marginal = np.where(sig[:, None] > 0, z99 * (x @ cov_all) / sig[:, None], 0.0)
-            if mean is not None:
-                marginal = marginal - mean[None, :]
-        var99p = v99p
-        quad = lambda c: np.maximum(np.einsum("an,nm,am->a", x, c, x), 0.0)  # noqa: E731
+        var99p, marginal = component_var(x, cov_all, 0.99, mean=mean, marginal=True)
+        quad = lambda c: np.maximum(((x @ c) * x).sum(axis=1), 0.0)  # noqa: E731
         ewma_vol = np.sqrt(quad(cov_ewma) * ppy)
         vol_ratio = np.where(holds, ratio(np.sqrt(quad(cov_cur)), np.sqrt(quad(cov_base))), 1.0)
         regime = regime_from_moments(

@@ -36,12 +36,11 @@ def regime_from_moments(
     mean, std, vr = (np.asarray(a, dtype=np.float64) for a in (mean, std, vol_ratio))
     with np.errstate(divide="ignore", invalid="ignore"):
         sharpe = np.where(std > 0, mean / std * np.sqrt(periods_per_year), 0.0)
-    trend = np.where(sharpe > 0, "bull", "bear")
-    vol = np.where(vr >= high_vol_ratio, "_high_vol", "_low_vol")
-    out = np.char.add(trend, vol).astype(object)
-    out[np.abs(sharpe) < sideways_sharpe] = "sideways"
-    out[~(np.isfinite(mean) & np.isfinite(std) & ~np.isnan(vr))] = None
-    return out
+    # code: 0 bull_low_vol, 1 bull_high_vol, 2 bear_low_vol, 3 bear_high_vol, 4 sideways, 5 unknown
+    code = np.where(sharpe > 0, 0, 2) + (vr >= high_vol_ratio)
+    code = np.where(np.abs(sharpe) < sideways_sharpe, 4, code)
+    code = np.where(np.isfinite(mean) & np.isfinite(std) & ~np.isnan(vr), code, 5)
+    return np.array([*REGIMES, None], dtype=object)[code]
 
 
 def classify_regime(

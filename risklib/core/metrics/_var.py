@@ -136,7 +136,11 @@ def cornish_fisher_var_es(
     tail quantile ``z = Phi^-1(1 - level)``; ``VaR = -(mu + sigma z_cf)``.
     ES is ``-(mu + sigma E[cf(Z) | Z < z])`` with ``Z`` standard normal, in
     closed form from the truncated-normal moments (exact for the expansion,
-    which is monotone for moderate ``S`` and ``K``). ``S`` and ``K`` are
+    which is monotone for moderate ``S`` and ``K``). Where extreme ``S``, ``K``
+    make the expansion bend back (no longer a quantile function), VaR is the
+    largest expanded loss at any level between the median and ``level`` and
+    ES is at least VaR: a protective envelope, so VaR never falls as the
+    level rises. ``S`` and ``K`` are
     population skew and excess kurtosis; ``sigma`` is the sample std (ddof=1).
     A series of constant returns has S = K = 0.
     """
@@ -148,21 +152,39 @@ def cornish_fisher_var_es(
     with np.errstate(divide="ignore", invalid="ignore"):
         s = np.where(m2 > 0, (d**3).mean(axis=1) / m2**1.5, 0.0)
         k = np.where(m2 > 0, (d**4).mean(axis=1) / m2**2 - 3.0, 0.0)
+    degenerate = ~(np.isfinite(s) & np.isfinite(k))  # variance so small its powers underflow: no shape to correct
+    s, k = np.where(degenerate, 0.0, s), np.where(degenerate, 0.0, k)
     c = float(ndtri(1.0 - level))
-    z_cf = c + (c * c - 1) * s / 6 + (c**3 - 3 * c) * k / 24 - (2 * c**3 - 5 * c) * s * s / 36
-    var = -(mu + sigma * z_cf)
-    # E[cf(Z); Z < c] with cf(z) = a0 + a1 z + a2 z^2 + a3 z^3 and truncated-normal moments I0..I3
+    # cf(z) = a0 + a1 z + a2 z^2 + a3 z^3
     a0 = -s / 6
     a1 = 1 - 3 * k / 24 + 5 * s * s / 36
     a2 = s / 6
     a3 = k / 24 - 2 * s * s / 36
+    z_cf = a0 + a1 * c + a2 * c * c + a3 * c**3
+    # Protective envelope: for extreme S, K the expansion bends back and is no quantile function.
+    # The loss at this level is then the largest expanded loss at any level between the median and
+    # this one (endpoints or a turning point of cf inside [c, 0]), so VaR never falls as the level rises.
+    lowest = np.minimum(z_cf, a0)
+    disc = 4 * a2 * a2 - 12 * a1 * a3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for sgn in (-1.0, 1.0):
+            zc = np.where(
+                np.abs(a3) > 1e-12,
+                (-2 * a2 + sgn * np.sqrt(np.maximum(disc, 0.0))) / (6 * a3),
+                np.where(np.abs(a2) > 1e-12, -a1 / (2 * a2), np.nan),
+            )
+            inside = (disc >= 0) & np.isfinite(zc) & (zc >= c) & (zc <= 0)
+            lowest = np.where(inside, np.minimum(lowest, a0 + a1 * zc + a2 * zc * zc + a3 * zc**3), lowest)
+    z_cf = lowest
+    var = -(mu + sigma * z_cf)
+    # E[cf(Z) | Z < c] from the truncated-normal moments I0..I3
     phi = np.exp(-0.5 * c * c) / np.sqrt(2.0 * np.pi)
     i0 = float(ndtr(c))
     i1 = -phi
     i2 = i0 - c * phi
     i3 = -(c * c + 2) * phi
     tail_mean = (a0 * i0 + a1 * i1 + a2 * i2 + a3 * i3) / i0
-    es = -(mu + sigma * tail_mean)
+    es = np.maximum(-(mu + sigma * tail_mean), var)  # where the expansion bends back, ES is at least VaR
     return var, es
 
 
@@ -232,7 +254,7 @@ def portfolio_var_es(
         return tail_losses(x @ r.T, levels)
     if method == "parametric":
         cov = np.cov(r, rowvar=False, ddof=1).reshape(r.shape[1], r.shape[1])
-        sigma = np.sqrt(np.maximum(np.einsum("an,nm,am->a", x, cov, x), 0.0))
+        sigma = np.sqrt(np.maximum(((x @ cov) * x).sum(axis=1), 0.0))
         mu = x @ r.mean(axis=0) if include_mean else np.zeros(x.shape[0])
         out: dict[str, np.ndarray] = {}
         for lv in levels:
@@ -261,6 +283,7 @@ def component_var(
     level: float = 0.99,
     *,
     mean: np.ndarray | None = None,
+    marginal: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Parametric portfolio VaR and its Euler decomposition (component VaR) per position.
 
@@ -278,6 +301,10 @@ def component_var(
     mean : np.ndarray (N,), optional
         Per-bar mean returns (None: zero).
 
+    marginal : bool
+        Return the marginal VaR per unit of exposure ``dVaR/dx`` instead of
+        the components (components are ``x * marginal``).
+
     Returns
     -------
     (var, components) : np.ndarray (A,), np.ndarray (A, N)
@@ -290,12 +317,12 @@ def component_var(
         raise MetricsError(f"cov shape {c.shape}: need ({x.shape[1]}, {x.shape[1]}) to match exposure_usd {x.shape}")
     z = float(ndtri(level))
     cx = x @ c
-    sigma = np.sqrt(np.maximum(np.einsum("an,an->a", cx, x), 0.0))
+    sigma = np.sqrt(np.maximum((cx * x).sum(axis=1), 0.0))
     mu = np.zeros(x.shape[1]) if mean is None else np.asarray(mean, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        marginal = np.where(sigma[:, None] > 0, z * cx / sigma[:, None], 0.0) - mu[None, :]
-    comp = x * marginal
-    return z * sigma - x @ mu, comp
+        marg = np.where(sigma[:, None] > 0, cx * (z / sigma)[:, None], 0.0) - mu[None, :]
+    var = z * sigma - x @ mu
+    return (var, marg) if marginal else (var, x * marg)
 
 
 def _sqrt_factor(cov: np.ndarray) -> np.ndarray:

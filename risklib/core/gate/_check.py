@@ -259,7 +259,7 @@ class OrderBatch:
     strategy: np.ndarray  # int64
     side: np.ndarray  # float64, +1 buy / -1 sell (0 = invalid)
     quantity: np.ndarray  # float64
-    price: np.ndarray  # float64, NaN = market
+    price: np.ndarray  # float64, NaN = market order (an explicit NaN price is encoded as -1: invalid)
     ts_s: np.ndarray  # float64 epoch seconds
     reduce_only: np.ndarray  # bool
 
@@ -274,7 +274,7 @@ class OrderBatch:
         return cls(
             idx("account_id", state.account_index), idx("instrument", state.instrument_index),
             idx("strategy", state.strategy_index), side, orders["quantity"].cast(pl.Float64).to_numpy(),
-            orders["price"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+            orders["price"].cast(pl.Float64).fill_nan(-1.0).fill_null(np.nan).to_numpy(),  # NaN given = invalid
             orders["ts"].dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6, ro.astype(bool),
         )
 
@@ -286,7 +286,7 @@ class OrderBatch:
             np.array([state.strategy_index.get(o.strategy, -1) for o in orders], np.int64),
             np.array([1.0 if o.side == _BUY else -1.0 if o.side == _SELL else 0.0 for o in orders]),
             np.array([o.quantity for o in orders], float),
-            np.array([np.nan if o.price is None else o.price for o in orders], float),
+            np.array([np.nan if o.price is None else -1.0 if o.price != o.price else o.price for o in orders], float),
             np.array([o.ts.timestamp() for o in orders], float),
             np.array([o.reduce_only for o in orders], bool),
         )

@@ -42,32 +42,36 @@ WITH ev AS (
            max(retry_at) FILTER (WHERE event = 'retry_scheduled') AS retry_at,
            max("at") FILTER (WHERE event = 'attempt') AS last_attempt_at,
            bool_or(event = 'fallback') AS fell_back,
-           coalesce(arg_max(error, "at") FILTER (WHERE event = 'retry_scheduled'), '') LIKE 'in doubt:%' AS in_doubt
+           coalesce(arg_max(error, "at") FILTER (WHERE event = 'retry_scheduled'), '') LIKE 'in doubt:%' AS in_doubt,
+           bool_or(event IN ('sent', 'delivered')) AS delivered
     FROM notification_events GROUP BY notification_id
+), pend AS (
+    SELECT n.notification_id, n.incident_key, n.group_key, n.level, n.channel, n.recipient, n.team, n.tier,
+           n.subject, n.body, n.reply_code, n.dedup_key, n.created_at,
+           coalesce(ev.attempts, 0) AS attempts, coalesce(ev.retries, 0) AS retries, ev.retry_at, ev.last_attempt_at,
+           coalesce(ev.fell_back, false) AS fell_back, coalesce(ev.in_doubt, false) AS in_doubt
+    FROM notifications n LEFT JOIN ev ON ev.notification_id = n.notification_id
+    WHERE n.recipient <> 'dashboard' AND NOT coalesce(ev.done, false)
+      AND (n.not_before IS NULL OR n.not_before <= ?)
+), sent AS (
+    SELECT DISTINCT n.dedup_key FROM notifications n JOIN ev ON ev.notification_id = n.notification_id
+    WHERE ev.delivered AND n.dedup_key IN (SELECT dedup_key FROM pend)
+), mem AS (
+    SELECT p.notification_id,
+           bool_and(coalesce(s.status IN ('acknowledged', 'resolved'), false)
+                    OR coalesce(k.ack_at >= p.created_at, false)) AS members_done
+    FROM pend p
+    JOIN notifications d ON d.group_key = p.group_key AND d.recipient = 'dashboard'
+    LEFT JOIN (SELECT incident_key, arg_max(status, updated_at) AS status FROM incidents GROUP BY incident_key) s
+           ON s.incident_key = d.incident_key
+    LEFT JOIN (SELECT incident_key, max("at") AS ack_at FROM acknowledgements GROUP BY incident_key) k
+           ON k.incident_key = d.incident_key
+    GROUP BY p.notification_id
 )
-SELECT n.notification_id, n.incident_key, n.group_key, n.level, n.channel, n.recipient, n.team, n.tier,
-       n.subject, n.body, n.reply_code, n.dedup_key, n.created_at,
-       coalesce(ev.attempts, 0) AS attempts, coalesce(ev.retries, 0) AS retries, ev.retry_at, ev.last_attempt_at,
-       coalesce(ev.fell_back, false) AS fell_back, coalesce(ev.in_doubt, false) AS in_doubt
-FROM notifications n LEFT JOIN ev ON ev.notification_id = n.notification_id
-WHERE n.recipient <> 'dashboard' AND NOT coalesce(ev.done, false)
-  AND (n.not_before IS NULL OR n.not_before <= ?)
-ORDER BY n.level DESC, n.created_at, n.notification_id
-"""
-
-_SENT_KEYS_SQL = """
-SELECT DISTINCT n.dedup_key FROM notifications n JOIN notification_events e ON e.notification_id = n.notification_id
-WHERE e.event IN ('sent', 'delivered') AND list_contains(?, n.dedup_key)
-"""
-
-_MEMBERS_SQL = """
-SELECT d.group_key, d.incident_key, s.status, k.ack_at
-FROM notifications d
-LEFT JOIN (SELECT incident_key, arg_max(status, updated_at) AS status FROM incidents GROUP BY incident_key) s
-       ON s.incident_key = d.incident_key
-LEFT JOIN (SELECT incident_key, max("at") AS ack_at FROM acknowledgements GROUP BY incident_key) k
-       ON k.incident_key = d.incident_key
-WHERE d.recipient = 'dashboard' AND list_contains(?, d.group_key)
+SELECT pend.*, pend.dedup_key IN (SELECT dedup_key FROM sent) AS already_sent,
+       coalesce(mem.members_done, false) AS members_done
+FROM pend LEFT JOIN mem ON mem.notification_id = pend.notification_id
+ORDER BY pend.level DESC, pend.created_at, pend.notification_id
 """
 
 
@@ -156,8 +160,8 @@ class OutboxSender:
             return report
         if limit is not None:
             rows = rows.head(limit)
-        sent_keys = set(self.warehouse.query(_SENT_KEYS_SQL, [rows["dedup_key"].unique().to_list()])["dedup_key"].to_list())
-        members = self.warehouse.query(_MEMBERS_SQL, [rows["group_key"].unique().to_list()])
+        sent_keys = set(rows.filter(pl.col("already_sent"))["dedup_key"].to_list())
+        members = None
         events: list[dict] = []
         batch: list[tuple[dict, OutboundMessage, Notifier]] = []
         for row in rows.iter_rows(named=True):
@@ -317,23 +321,13 @@ class OutboxSender:
                 retry.append((r, self._message(r), fb_notifier))
         return retry
 
-    def _suppress_reason(self, row: dict, sent_keys: set[str], members: pl.DataFrame) -> str | None:
+    def _suppress_reason(self, row: dict, sent_keys: set[str], members: object = None) -> str | None:
         if row["dedup_key"] in sent_keys:
             return "duplicate: a message with this dedup key was already sent"
         kind = row["dedup_key"].split(":", 1)[0]
-        if kind not in KINDS_NEEDING_ACK:
-            return None
-        mine = members.filter(pl.col("group_key") == row["group_key"])
-        if mine.height == 0:
-            return None
-        created = row["created_at"]
-        done = mine.select(
-            (
-                pl.col("status").is_in(["acknowledged", "resolved"]).fill_null(False)
-                | (pl.col("ack_at").is_not_null() & (pl.col("ack_at") >= created)).fill_null(False)
-            ).all()
-        ).item()
-        return "acknowledged or resolved before delivery" if done else None
+        if kind in KINDS_NEEDING_ACK and row["members_done"]:
+            return "acknowledged or resolved before delivery"
+        return None
 
     def _fallback(self, row: dict, msg: OutboundMessage, err: str, at: datetime, outcome: list[dict], report) -> list[dict]:
         """The same message on the recipient's next channel (a new outbox row), plus a ``fallback`` event."""

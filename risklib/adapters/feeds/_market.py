@@ -20,10 +20,10 @@ from ._config import SimulatorConfig
 # Currency strength against USD loads on a common dollar factor and a regional
 # factor (Europe, commodity/antipodean). Loadings give realistic calm
 # correlations of the majors: EUR/USD~GBP/USD 0.65, EUR/USD~USD/CHF -0.74,
-# EUR/USD~AUD/USD 0.48, EUR/USD~USD/JPY -0.44, AUD/USD~NZD/USD 0.86.
+# EUR/USD~AUD/USD 0.48, EUR/USD~USD/JPY -0.44, AUD/USD~NZD/USD 0.79.
 _DOLLAR = {"EUR": 0.80, "GBP": 0.70, "CHF": 0.70, "JPY": 0.55, "AUD": 0.60, "NZD": 0.55, "CAD": 0.50}
 _REGION = {"EUR": (0.35, 0.0), "GBP": (0.25, 0.0), "CHF": (0.50, 0.0), "JPY": (0.0, 0.0),
-           "AUD": (0.0, 0.55), "NZD": (0.0, 0.60), "CAD": (0.0, 0.25)}  # (europe, antipodean)
+           "AUD": (0.0, 0.65), "NZD": (0.0, 0.70), "CAD": (0.0, 0.25)}  # (europe, antipodean)
 
 
 def _currency(instrument: str) -> tuple[str, float]:

@@ -59,6 +59,8 @@ def what_if(
     correlation: float = typer.Option(0.0, help="Average pairwise correlation of held instruments."),
     feed_silent_s: float = typer.Option(0.0, "--feed-silent-s", help="Seconds since the feed's last price."),
     group: Optional[str] = typer.Option(None, help="Account group (for group threshold overrides)."),
+    events: Optional[Path] = typer.Option(None, "--events", help="CSV of scheduled events: ts,impact,name."),
+    at: Optional[str] = typer.Option(None, "--at", help="Evaluation time, ISO-8601 with offset (for --events)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Policy TOML file (default: shipped policy)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -75,17 +77,46 @@ def what_if(
     if not math.isfinite(feed_silent_s) or feed_silent_s < 0:
         _fail(f"--feed-silent-s={feed_silent_s:g}: must be >= 0")
     cfg = _load(config)
+    ev_frame, when = _events(events, at)
     result = run_what_if(cfg, drawdown=drawdown, vol_ratio=vol_ratio, var99=var99, daily_loss=daily_loss,
                          exposure=exposure, risk_score=risk_score, correlation=correlation,
-                         feed_silent_s=feed_silent_s, group=group)
+                         feed_silent_s=feed_silent_s, group=group, events=ev_frame, at=when)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
         return
     typer.echo(format_what_if(result))
 
 
+def _events(path: Path | None, at: str | None):
+    from datetime import datetime
+
+    import polars as pl
+
+    from risklib.core.policy import parse_events
+    from risklib.errors import DataError
+
+    when = None
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            _fail(f"--at={at!r}: not an ISO-8601 time")
+        if when.tzinfo is None:
+            _fail(f"--at={at!r}: needs a UTC offset, e.g. 2026-01-05T12:00:00+00:00")
+    if path is None:
+        return None, when
+    try:
+        raw = pl.read_csv(path, infer_schema=False)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        _fail(f"--events {path}: cannot read CSV: {exc}")
+    try:
+        return parse_events(raw), when
+    except DataError as exc:
+        _fail(f"--events {path}: {exc}")
+
+
 def run_what_if(cfg, *, drawdown, vol_ratio, var99, daily_loss=0.0, exposure=0.0, risk_score=0.0, correlation=0.0,
-                feed_silent_s=0.0, group=None) -> dict:
+                feed_silent_s=0.0, group=None, events=None, at=None) -> dict:
     """Evaluate one synthetic account; return the first evaluation and the sustained outcome as a dict."""
     from datetime import datetime, timedelta, timezone
 
@@ -106,8 +137,8 @@ def run_what_if(cfg, *, drawdown, vol_ratio, var99, daily_loss=0.0, exposure=0.0
         "regime": "unknown", "risk_score": risk_score, "n_positions": 1, "valid": True, "invalid_reason": None,
     }
     metrics = pl.DataFrame([row], schema=frames.ACCOUNT_METRICS)
-    market = MarketInputs(feed_silent_s=feed_silent_s)
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    market = MarketInputs(feed_silent_s=feed_silent_s, events=events)
+    t0 = at or datetime(2026, 1, 1, tzinfo=timezone.utc)
     first = evaluate(t0, metrics, None, cfg, market=market)
     prev, now, sustained, ev = first.state, t0, [], first
     for n in range(2, 12):  # the same metrics held: until every confirmation has passed
@@ -119,6 +150,8 @@ def run_what_if(cfg, *, drawdown, vol_ratio, var99, daily_loss=0.0, exposure=0.0
     from risklib.core.policy import TradingMode
 
     return {
+        "stress": {"level": first.stress.stress_level, "primary": first.stress.primary_stress,
+                   "action": first.stress.recommended_action, "confidence": first.stress.confidence},
         "inputs": {"drawdown": drawdown, "vol_ratio": vol_ratio, "var99": var99, "daily_loss": daily_loss,
                    "exposure": exposure, "risk_score": risk_score, "correlation": correlation,
                    "feed_silent_s": feed_silent_s, "group": group},
@@ -149,6 +182,8 @@ def format_what_if(r: dict) -> str:
         lines.append(f"      effect: {f['effect']}")
         lines.append(f"      basis:  {f['basis']}")
     d = r["decision"]
+    st = r["stress"]
+    lines.append(f"Market stress: level {st['level']} ({st['primary']}), {st['action']}, confidence {st['confidence']:.2f}")
     lines += [
         "Decision (most protective rule wins):",
         f"  alert level       {d['alert_level']}",

@@ -87,3 +87,19 @@ def test_check_config(tmp_path):
     assert ok.exit_code == 0 and "ok" in ok.output
     assert ko.exit_code == 2
     assert "policy.drawdown.levels[4].threshold=15: must be a fraction in (0, 1); did you mean 0.15?" in ko.output
+
+
+def test_what_if_with_events_file(tmp_path):
+    # Arrange
+    ev = tmp_path / "events.csv"
+    ev.write_text("ts,impact,name\n2026-01-05T12:10:00+00:00,High,NFP\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ts,impact,name\nyesterday,High,NFP\n")
+    base = ["policy", "what-if", "--drawdown", "0.01", "--vol-ratio", "1", "--var99", "0.0005",
+            "--at", "2026-01-05T12:00:00+00:00"]
+    # Act
+    ok = runner.invoke(app, [*base, "--events", str(ev), "--json"])
+    ko = runner.invoke(app, [*base, "--events", str(bad)])
+    # Assert
+    assert ok.exit_code == 0 and json.loads(ok.output)["stress"]["primary"] == "economic_shock"
+    assert ko.exit_code == 2 and "events row 0: ts='yesterday'" in ko.output

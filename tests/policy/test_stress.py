@@ -131,3 +131,21 @@ def test_market_stress_applies_to_every_account(cfg):
     assert ev.stress.stress_level == 4
     assert ev.state["trading_mode"].to_list() == ["HALTED", "HALTED"]  # FLATTEN once the close is confirmed
     assert ev.next_interval_s <= cfg.confirm_recheck_s
+
+
+def test_parse_events_validates_the_users_file():
+    # Arrange
+    from risklib.core.policy import parse_events
+    from risklib.errors import DataError
+
+    good = pl.DataFrame({"ts": ["2026-01-05T12:10:00+01:00"], "impact": ["HIGH"], "name": ["ECB"], "extra": [1]})
+    bad = pl.DataFrame({"ts": ["2026-01-05T12:10:00+00:00", "soon"], "impact": ["high", "low"], "name": ["a", "b"]})
+    # Act
+    out = parse_events(good)
+    # Assert
+    assert out.columns == ["ts", "impact", "name"]
+    assert out["ts"].dt.hour().item() == 11 and out["impact"].item() == "high"
+    with pytest.raises(DataError, match=r"^events row 1: ts='soon': not an ISO-8601 time with offset$"):
+        parse_events(bad)
+    with pytest.raises(DataError, match=r"^events: missing column\(s\) \['impact'\]"):
+        parse_events(good.drop("impact"))

@@ -35,6 +35,7 @@ from risklib.core.policy._sizing import (
 )
 from risklib.core.policy._stress import (
     DETECTORS,
+    EVENTS,
     DetectorResult,
     MarketInputs,
     StressAssessment,
@@ -46,13 +47,14 @@ from risklib.core.policy._stress import (
     detect_market_stress,
     detect_regime_shift,
     detect_volatility_spike,
+    parse_events,
 )
 
 __all__ = [
     "RULES", "AuthorityLevel", "BreakerConfig", "GateConfig", "Ladder", "PolicyConfig", "RiskBudgetConfig",
     "RiskLevelsConfig", "SizingConfig", "Step", "StrategyConfig", "StressDetectionConfig", "default_policy_dict",
     "load_policy_config", "ActionKind", "BreakerEffect", "BreakerState", "Channel", "RiskLevel", "TradingMode",
-    "Evaluation", "check_override", "evaluate", "step_breakers", "transition_breaker", "DETECTORS",
+    "Evaluation", "check_override", "evaluate", "step_breakers", "transition_breaker", "DETECTORS", "EVENTS", "parse_events",
     "DetectorResult", "MarketInputs", "StressAssessment", "classify_vol_ratio", "detect_correlation_breakdown",
     "detect_economic_shock", "detect_flash_crash", "detect_liquidity_crisis", "detect_market_stress",
     "detect_regime_shift", "detect_volatility_spike", "SIZING", "account_position_size", "allocate_risk_budget",

@@ -331,7 +331,7 @@ class _Reader:
             return np.full(self.n, default, dtype=dtype)
         if default == default:  # not NaN: nulls take the default
             a = np.where(np.isnan(a), default, a)
-        return a.astype(dtype, copy=True)
+        return a.astype(dtype, copy=False)
 
 
 def _col(frame: pl.DataFrame, name: str, default: float, dtype=float) -> np.ndarray:
@@ -421,7 +421,10 @@ def evaluate(
             )
             m = pl.concat([m, filler], how="diagonal_relaxed")
             m = frames.conform(m, frames.ACCOUNT_METRICS, "metrics")
-        p = m.select("account_id").join(prev, on="account_id", how="left")
+        if prev.height == m.height and prev["account_id"].equals(m["account_id"]):
+            p = prev  # steady state: same accounts in the same order, no join needed
+        else:
+            p = m.select("account_id").join(prev, on="account_id", how="left")
     else:
         p = m.select("account_id")
 
@@ -478,6 +481,9 @@ def evaluate(
     since_all = np.full((len(RULES), n), np.nan)
     step_offset = np.cumsum([0] + [lad[r].k + 1 for r in RULES])[:-1]
     step_names = pl.Series([x for r in RULES for x in lad[r].names.tolist()], dtype=pl.String)
+    step_effects = pl.Series([x for r in RULES for x in lad[r].effects.tolist()], dtype=pl.String)
+    basis_s = pl.Series([lad[r].ladder.basis for r in RULES], dtype=pl.String)
+    op_s = pl.Series([">=" if lad[r].ladder.inclusive else ">" for r in RULES], dtype=pl.String)
     cut_code_table = np.array([_ACTION_CODES.get(x, 0) for r in RULES for x in lad[r].cut_kind.tolist()], np.int64)
     target_level = np.zeros(n, np.int64)
     out: dict[str, np.ndarray] = {}
@@ -668,25 +674,24 @@ def evaluate(
     # alerts and the audit of fired rules
     mode_names = _take(_MODE_SERIES, mode)
     fired = []
-    for rule in RULES:
+    parts = []
+    for r_id, rule in enumerate(RULES):
         held, v, th, since, raw = per_rule[rule]
-        hit = held > 0
-        if not hit.any():
-            continue
-        a = lad[rule]
-        idx = np.flatnonzero(hit)
-        k = held[idx]
+        idx = np.flatnonzero(held > 0)
+        if idx.size:
+            k = held[idx]
+            parts.append((idx, np.full(idx.size, r_id), k, step_offset[r_id] + k, lad[rule].alert[k], v[idx],
+                          th[idx, k - 1], since[idx], suspended[rule][idx], raw[idx] < k))
+    if parts:
+        idx, r_ids, k, gid, alert_k, mv, thv, since_v, susp, held_flag = (np.concatenate(x) for x in zip(*parts))
         fired.append(pl.DataFrame({
-            "account_id": _take(acct, idx), "step": _take(a.names_s, k),
-            "level": k, "alert_level": a.alert[k], "metric_value": v[idx], "threshold": th[idx, k - 1],
-            "effect": _take(a.effects_s, k), "held": raw[idx] < k,
-            "suspended": suspended[rule][idx], "since": _ts_strings(since[idx]),
-        }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64}).with_columns(
-            pl.lit(rule).alias("rule"), pl.lit(a.ladder.basis).alias("basis"),
-            pl.lit(">=" if a.ladder.inclusive else ">").alias("op"),
-            pl.when(pl.col("held")).then(pl.col("effect") + " (held: clearing needs margin and dwell)")
-            .otherwise(pl.col("effect")).alias("effect"),
-        ).drop("held"))
+            "account_id": _take(acct, idx), "rule": _take(_RULE_SERIES, r_ids), "step": _take(step_names, gid),
+            "level": k, "alert_level": alert_k, "metric_value": mv, "threshold": thv,
+            "basis": _take(basis_s, r_ids), "op": _take(op_s, r_ids),
+            "effect": _take(step_effects, gid) + pl.Series(held_flag).replace_strict(
+                {True: " (held: clearing needs margin and dwell)", False: ""}, return_dtype=pl.String),
+            "suspended": susp, "since": _ts_strings(since_v),
+        }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64}))
     special = []
     if invalid.any():
         idx = np.flatnonzero(invalid)

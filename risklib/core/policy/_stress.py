@@ -113,6 +113,53 @@ class StressAssessment:
         )
 
 
+EVENTS = {"ts": pl.Datetime("us", "UTC"), "impact": pl.String, "name": pl.String}
+
+
+def parse_events(frame: pl.DataFrame) -> pl.DataFrame:
+    """Validate a user's scheduled-events table (read from their file by the caller) for the detector.
+
+    Parameters
+    ----------
+    frame
+        Columns ``ts`` (ISO-8601 string with offset, or a timezone-aware datetime), ``impact``
+        (``high``/``medium``/``low``, any case) and ``name``. Extra columns are dropped.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``ts`` as UTC datetime, ``impact`` lower-case, ``name``.
+
+    Raises
+    ------
+    DataError
+        Naming the row and column of the first bad value.
+    """
+    missing = [c for c in EVENTS if c not in frame.columns]
+    if missing:
+        raise DataError(f"events: missing column(s) {missing}; have {frame.columns}")
+    ts = frame["ts"]
+    if ts.dtype == pl.String:
+        parsed = ts.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
+        bad = parsed.is_null() & ts.is_not_null()
+        if bad.any():
+            row = int(bad.arg_max())
+            raise DataError(f"events row {row}: ts={ts[row]!r}: not an ISO-8601 time with offset")
+        ts = parsed
+    elif isinstance(ts.dtype, pl.Datetime):
+        if ts.dtype.time_zone is None:
+            raise DataError("events: ts has no time zone; give times with an offset")
+        ts = ts.dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
+    else:
+        raise DataError(f"events: ts has type {ts.dtype}; expected ISO-8601 strings or datetimes")
+    nulls = ts.is_null() | frame["impact"].is_null()
+    if nulls.any():
+        row = int(nulls.arg_max())
+        raise DataError(f"events row {row}: ts and impact are required")
+    return pl.DataFrame({"ts": ts, "impact": frame["impact"].cast(pl.String).str.to_lowercase(),
+                         "name": frame["name"].cast(pl.String)})
+
+
 def classify_vol_ratio(vol_ratio: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
     """Stress level 0-4 of volatility ratios: count of ``levels`` (1.5, 2, 3, 5x) reached (``>=``).
 

@@ -324,8 +324,8 @@ def compute_book_metrics(
     equity = cash + upnl_acc
     bal_reason = np.full(n_acc, None, dtype=object)
     for cond, make in (  # four vectorised checks; messages are built for the offending accounts only
-        (~(np.isfinite(sod) & (sod > 0)), lambda i: f"start_of_day_equity_usd={sod[i]!r}: must be > 0"),
-        (~np.isfinite(cash), lambda i: f"cash_usd={cash[i]!r}: must be finite"),
+        (~(np.isfinite(sod) & (sod > 0)), lambda i: f"start_of_day_equity_usd={float(sod[i])!r}: must be > 0"),
+        (~np.isfinite(cash), lambda i: f"cash_usd={float(cash[i])!r}: must be finite"),
         (dup, lambda i: "balance: duplicate balance rows for this account"),
         (~has_bal, lambda i: "balance: no balance row for this account"),
     ):
@@ -336,7 +336,7 @@ def compute_book_metrics(
     eq_known = ~val_bad
     eq_nonpos = eq_known & ~(equity > 0)
     for i in np.flatnonzero(eq_nonpos & (reason == None)):  # noqa: E711
-        reason[i] = f"equity_usd={equity[i]!r}: must be > 0"
+        reason[i] = f"equity_usd={float(equity[i])!r}: must be > 0"
     good = eq_known & ~eq_nonpos  # equity usable as a denominator
     equity_out = np.where(eq_known, equity, np.nan)
     upnl_out = np.where(eq_known, upnl_acc, np.nan)

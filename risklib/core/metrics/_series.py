@@ -73,7 +73,7 @@ def series_risk(
     if on_invalid == "raise" and (bad >= 0).any():
         i = int(np.argmax(bad >= 0))
         key = f" ({labels[i]!r})" if labels is not None and i < len(labels) else ""
-        raise MetricsError(f"returns_2d[row={i}{key}, bar={bad[i]}]={r[i, bad[i]]!r}: must be finite")
+        raise MetricsError(f"returns_2d[row={i}{key}, bar={bad[i]}]={float(r[i, bad[i]])!r}: must be finite")
     if on_invalid not in ("raise", "mark"):
         raise MetricsError(f"on_invalid={on_invalid!r}: must be 'raise' or 'mark'")
     ka, kb = (f"{x * 100:g}".replace(".", "_") for x in (a, b))

@@ -40,7 +40,7 @@ def check_finite(
     bad = np.argwhere(~ok)[0]
     r, c = int(bad[0]), int(bad[1]) if a.ndim > 1 else 0
     raise MetricsError(
-        f"{name}[{axis_names[0]}={r}{_label(rows, r)}, {axis_names[1]}={c}{_label(cols, c)}]={a[tuple(bad)]!r}: must be finite"
+        f"{name}[{axis_names[0]}={r}{_label(rows, r)}, {axis_names[1]}={c}{_label(cols, c)}]={float(a[tuple(bad)])!r}: must be finite"
     )
 
 
@@ -60,7 +60,7 @@ def check_positive(
     bad = np.argwhere(~ok)[0]
     r, c = int(bad[0]), int(bad[1])
     raise MetricsError(
-        f"{name}[{axis_names[0]}={r}{_label(rows, r)}, {axis_names[1]}={c}{_label(cols, c)}]={a[r, c]!r}: must be > 0"
+        f"{name}[{axis_names[0]}={r}{_label(rows, r)}, {axis_names[1]}={c}{_label(cols, c)}]={float(a[r, c])!r}: must be > 0"
     )
 
 

@@ -29,7 +29,7 @@ def run_session(
     from risklib.cycle.session import Session
 
     session = Session.build(
-        config=config, scenario=scenario, accounts=accounts, seed=seed, speed=speed, warehouse=warehouse, echo=echo
+        config=config, scenario=scenario, accounts=accounts, seed=seed, speed=speed, warehouse=warehouse
     )
     where = session.warehouse.layout.local_root or session.warehouse.layout.catalog_uri
     echo(

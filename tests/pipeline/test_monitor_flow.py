@@ -1,0 +1,119 @@
+"""The monitor flow against a real Prefect API and a real DuckLake warehouse."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+import polars as pl
+import pytest
+
+from flows.monitor import DASHBOARD_KEY, POSITIONS_KEY, VALIDATION_KEY, risk_monitor
+from risklib.cycle.dashboard import _usd
+from risklib.cycle.session import SIM_START
+
+pytestmark = pytest.mark.integration
+
+STAGES = {"ingest", "validate", "compute-metrics", "size-positions", "evaluate-triggers", "escalate", "act", "record"}
+
+
+def _task_runs(flow_run_id: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,
+        )
+
+
+def _collect(results):
+    def progress(result, summary, interval, overran):
+        results.append((result, summary, interval))
+
+    return progress
+
+
+def test_cycle_task_runs_complete_with_stage_names(prefect_api, make_session):
+    # Arrange
+    session = make_session("calm")
+    # Act
+    report = risk_monitor(session, max_cycles=2)
+    # Assert
+    runs = _task_runs(report.flow_run_id)
+    names = [r.name.rsplit("-", 1)[0] for r in runs]
+    assert report.cycles == 2 and report.failed_cycles == 0
+    assert set(names) == STAGES
+    assert len(runs) == 2 * len(STAGES)
+    assert {r.state_type.value for r in runs} == {"COMPLETED"}
+
+
+def test_dashboard_artifact_holds_the_warehouse_numbers(prefect_api, make_session):
+    # Arrange
+    from prefect.artifacts import Artifact
+
+    session = make_session("calm", seed=11)
+    # Act
+    risk_monitor(session, max_cycles=2)
+    # Assert
+    last = session.warehouse.query("SELECT cycle_id FROM cycle_runs ORDER BY finished_at DESC LIMIT 1")["cycle_id"][0]
+    row = session.warehouse.query(
+        "SELECT sum(equity_usd) FILTER (WHERE valid) AS equity, count(*) AS accounts, "
+        "sum(n_positions) FILTER (WHERE valid) AS positions FROM realtime_risk_metrics WHERE cycle_id = ?",
+        [last],
+    ).row(0, named=True)
+    dashboard = Artifact.get(DASHBOARD_KEY)
+    assert dashboard is not None
+    md = dashboard.data
+    assert f"cycle `{last}`" in md
+    assert f"| Equity | {_usd(float(row['equity']))} |" in md
+    assert f"| Current positions | {int(row['positions'])} |" in md
+    assert f"| Accounts (invalid: fail closed) | {row['accounts']} (" in md
+    assert Artifact.get(POSITIONS_KEY) is not None
+    assert "Validation summary" in Artifact.get(VALIDATION_KEY).data
+
+
+def test_flash_crash_fires_alerts_actions_and_faster_cadence(prefect_api, make_session):
+    # Arrange
+    session = make_session("flash-crash", accounts=30, seed=5)
+    results: list = []
+    crash_at = SIM_START + timedelta(seconds=600)
+    # Act
+    risk_monitor(session, max_sim_seconds=1500, progress=_collect(results))
+    # Assert
+    before = [r for r in results if r[0].now < crash_at]
+    after = [r for r in results if r[0].now >= crash_at]
+    assert before and after
+    assert all(r[0].evaluation.actions.height == 0 for r in before)
+    assert all(r[2] == 300 for r in before[1:])  # normal 5-minute cadence once warmed up
+    fired = pl.concat([r[0].evaluation.alerts for r in after])
+    assert fired.height > 0 and fired["level"].max() >= 3
+    actions = pl.concat([r[0].evaluation.actions for r in after])
+    assert actions.height > 0
+    assert min(r[2] for r in after) <= 30  # cadence tightens under stress
+    recorded = session.warehouse.query("SELECT count(*) AS n FROM emergency_actions")["n"][0]
+    assert recorded == actions.height
+
+
+def test_bad_batch_is_quarantined_and_the_rest_get_metrics(prefect_api, make_session):
+    # Arrange
+    session = make_session("bad-data", accounts=12, seed=9)
+    # Act
+    report = risk_monitor(session, max_cycles=1)
+    # Assert
+    assert report.failed_cycles == 0
+    q = session.warehouse.query("SELECT source, rule, detail FROM quarantine")
+    assert q.height > 0
+    assert {"ticks", "positions"} <= set(q["source"].to_list())
+    m = session.warehouse.query("SELECT account_id, valid, invalid_reason, portfolio_var_99 FROM realtime_risk_metrics")
+    good = m.filter(pl.col("valid"))
+    bad = m.filter(~pl.col("valid"))
+    assert bad.height >= 1 and good.height >= 1
+    assert good["portfolio_var_99"].null_count() == 0
+    assert bad["invalid_reason"].null_count() == 0 and all(bad["invalid_reason"].str.len_chars() > 0)
+    modes = session.warehouse.query("SELECT account_id, trading_mode FROM risk_state")
+    blocked = modes.filter(pl.col("account_id").is_in(bad["account_id"].to_list()))
+    assert set(blocked["trading_mode"].to_list()) <= {"REDUCE_ONLY", "HALTED", "FLATTEN"}

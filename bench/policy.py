@@ -166,7 +166,7 @@ def run() -> dict[str, float]:
     batch_df = pl.DataFrame({
         "account_id": [f"ACC{int(i):05d}" for i in rng.integers(0, n, m)],
         "strategy": rng.choice(["swing_ma", "breakout"], m), "instrument": rng.choice(inst_names, m), "side": side,
-        "quantity": rng.uniform(1, 50, m).round(), "price": np.full(m, np.nan),
+        "quantity": rng.uniform(1, 50, m).round(), "price": pl.Series([None] * m, dtype=pl.Float64),
         "ts": [t1 + timedelta(seconds=1)] * m, "reduce_only": np.zeros(m, bool),
     }).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
     t_enc0 = time.perf_counter()

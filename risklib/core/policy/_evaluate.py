@@ -58,6 +58,7 @@ _RISK_SERIES = pl.Series([r.value for r in RISK_LEVELS_BY_RANK], dtype=pl.String
 _BREAKER_SERIES = pl.Series(list(brk.NAMES), dtype=pl.String)
 
 
+_METRICS_SCHEMA = pl.Schema(frames.ACCOUNT_METRICS)
 _RULE_SERIES = pl.Series(list(RULES), dtype=pl.String)
 _ACTION_SERIES = pl.Series([a.value for a in ActionKind], dtype=pl.String)
 _ACTION_CODES = {a.value: i for i, a in enumerate(ActionKind)}
@@ -319,11 +320,15 @@ class _Reader:
     """Numeric columns of a frame read into numpy in one Polars call; nulls become NaN, then ``default``."""
 
     def __init__(self, frame: pl.DataFrame) -> None:
-        num = [c for c, t in frame.schema.items() if t.is_numeric() or t == pl.Boolean]
         self.n = frame.height
-        arr = frame.select([pl.col(c).cast(pl.Float64) for c in num]).to_numpy() if num and self.n \
-            else np.empty((self.n, len(num)))
-        self.cols = {c: arr[:, j] for j, c in enumerate(num)}
+        self.cols = {}
+        for c, t in frame.schema.items():  # Series.to_numpy is zero-copy or a cheap conversion, no query
+            if t.is_numeric():
+                self.cols[c] = np.asarray(frame[c].to_numpy(), dtype=float)
+            elif t == pl.Boolean:
+                v = frame[c].to_numpy()
+                self.cols[c] = np.array([np.nan if x is None else float(x) for x in v]) if v.dtype == object \
+                    else v.astype(float)
 
     def __call__(self, name: str, default: float, dtype=float) -> np.ndarray:
         a = self.cols.get(name)
@@ -407,7 +412,10 @@ def evaluate(
     now_s = now.timestamp()
     lad = _ladders(config)
 
-    m = frames.conform(metrics, frames.ACCOUNT_METRICS, "metrics")
+    if metrics.schema == _METRICS_SCHEMA:
+        m = metrics  # already the contract's columns, types and order
+    else:
+        m = frames.conform(metrics, frames.ACCOUNT_METRICS, "metrics")
     prev = previous if previous is not None and previous.height else None
     if prev is not None:
         gone = prev.filter(~pl.col("account_id").is_in(m["account_id"].implode()))
@@ -510,13 +518,16 @@ def evaluate(
         confirmed = np.zeros(n, np.int64)
         chain = np.ones(n, bool)  # every cut step up to k confirmed (a step's cut never skips a lower one)
         for k in range(1, a.k + 1):
+            if a.cumcut[k] <= a.cumcut[k - 1] + _EPS:  # no cut at this step: nothing to confirm
+                confirmed = np.where(chain & (held >= k), k, confirmed)
+                continue
             s_prev = pcol(f"n_{rule}_{k}", 0, np.int64)
             f_prev = pcol(f"t_{rule}_{k}", np.nan)
             at = raw >= k
             s_k = np.where(at, s_prev + 1, 0)
             f_k = np.where(at, np.where((s_prev > 0) & np.isfinite(f_prev), f_prev, now_s), np.nan)
             ok = at & (s_k >= a.confirm_n[k]) & (now_s - f_k >= a.confirm_s[k] - _EPS)
-            chain &= ok | (a.cumcut[k] <= a.cumcut[k - 1] + _EPS)
+            chain &= ok
             confirmed = np.where(chain & (held >= k), k, confirmed)
             out[f"n_{rule}_{k}"] = s_k
             out[f"t_{rule}_{k}"] = f_k
@@ -682,16 +693,30 @@ def evaluate(
             k = held[idx]
             parts.append((idx, np.full(idx.size, r_id), k, step_offset[r_id] + k, lad[rule].alert[k], v[idx],
                           th[idx, k - 1], since[idx], suspended[rule][idx], raw[idx] < k))
+    mode_names_lit = pl.lit(mode_names)
+    blocks_lit = pl.lit(_take(_BLOCKS_SERIES, mode))
     if parts:
         idx, r_ids, k, gid, alert_k, mv, thv, since_v, susp, held_flag = (np.concatenate(x) for x in zip(*parts))
-        fired.append(pl.DataFrame({
-            "account_id": _take(acct, idx), "rule": _take(_RULE_SERIES, r_ids), "step": _take(step_names, gid),
-            "level": k, "alert_level": alert_k, "metric_value": mv, "threshold": thv,
-            "basis": _take(basis_s, r_ids), "op": _take(op_s, r_ids),
-            "effect": _take(step_effects, gid) + pl.Series(held_flag).replace_strict(
-                {True: " (held: clearing needs margin and dwell)", False: ""}, return_dtype=pl.String),
-            "suspended": susp, "since": _ts_strings(since_v),
-        }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64}))
+        num = pl.DataFrame({
+            "idx": idx, "r_id": r_ids, "gid": gid, "level": k, "alert_level": alert_k, "metric_value": mv,
+            "threshold": thv, "since_us": np.round(since_v * 1e6).astype(np.int64), "suspended": susp,
+            "held": held_flag,
+        }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64})
+        fired.append(num.select(  # every string column in one pass
+            pl.lit(acct).gather(pl.col("idx")).alias("account_id"),
+            pl.lit(_RULE_SERIES).gather(pl.col("r_id")).alias("rule"),
+            pl.lit(step_names).gather(pl.col("gid")).alias("step"),
+            "level", "alert_level", "metric_value", "threshold",
+            pl.lit(basis_s).gather(pl.col("r_id")).alias("basis"),
+            pl.lit(op_s).gather(pl.col("r_id")).alias("op"),
+            (pl.lit(step_effects).gather(pl.col("gid"))
+             + pl.when(pl.col("held")).then(pl.lit(" (held: clearing needs margin and dwell)")).otherwise(pl.lit("")))
+            .alias("effect"),
+            "suspended",
+            pl.from_epoch(pl.col("since_us"), time_unit="us").dt.strftime("%Y%m%dT%H%M%S%.6fZ").alias("since"),
+            mode_names_lit.gather(pl.col("idx")).alias("mode_in_force"),
+            blocks_lit.gather(pl.col("idx")).alias("blocks"),
+        ))
     special = []
     if invalid.any():
         idx = np.flatnonzero(invalid)
@@ -721,6 +746,7 @@ def evaluate(
             "metric_value": mv, "threshold": np.full(idx.size, np.nan),
             "effect": pl.Series([eff]).gather(pl.Series(np.zeros(idx.size, np.int64))),
             "suspended": np.zeros(idx.size, bool), "since": key_since,
+            "mode_in_force": _take(mode_names, idx), "blocks": _take(_BLOCKS_SERIES, mode[idx]),
         }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64}).with_columns(
             pl.lit(rule).alias("rule"), pl.lit("").alias("op"),
             pl.lit("account metrics validity" if rule == "data" else "market inputs" if rule == "feed"
@@ -731,17 +757,14 @@ def evaluate(
             "account_id": [r["account_id"]], "rule": ["override"], "step": ["rejected"], "level": [0],
             "alert_level": [1], "metric_value": [None], "threshold": [None], "basis": ["override authority"],
             "effect": [f"override {r['id']} on {r['rule']} rejected: {r['why']}"], "suspended": [False],
-            "since": [r["id"] or ""], "op": [""],
+            "since": [r["id"] or ""], "op": [""], "mode_in_force": [""], "blocks": [""],
         }, schema_overrides={"metric_value": pl.Float64, "threshold": pl.Float64, "level": pl.Int64, "alert_level": pl.Int64}))
     if fired:
         rf = pl.concat(fired, how="diagonal_relaxed").with_columns(
             pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":").alias("incident_key"),
             ts_col.alias("ts"),
         )
-        mode_map = pl.DataFrame({"account_id": acct, "mode_in_force": mode_names,
-                                 "blocks": _take(_BLOCKS_SERIES, mode)})
-        rfm = rf.join(mode_map, on="account_id", how="left")
-        alerts = rfm.filter((pl.col("alert_level") > 0) & (pl.col("rule") != "override")).select(
+        alerts = rf.filter((pl.col("alert_level") > 0) & (pl.col("rule") != "override")).select(
             "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
             pl.col("mode_in_force").alias("trading_mode"),
             pl.format("{} {}: {} {} {} (basis: {}); {}{}; mode {} in force: {}",

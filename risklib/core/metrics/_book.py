@@ -51,7 +51,7 @@ from risklib.core.metrics._exposure import account_exposure, concentration
 from risklib.core.metrics._regime import regime_from_moments
 from risklib.core.metrics._risk_score import risk_score
 from risklib.core.metrics._var import component_var, tail_losses
-from risklib.core.metrics._volatility import ewma_covariance, ratio
+from risklib.core.metrics._volatility import ewma_covariance, ewma_variance, ratio
 from risklib.errors import MetricsError, SchemaError
 
 
@@ -397,10 +397,12 @@ def compute_book_metrics(
         cov_reg = np.cov(reg, rowvar=False, ddof=1).reshape(n_ins, n_ins)
         mean_reg = reg.mean(axis=0)
 
+        # instrument-level figures on the instruments' own (price) returns
+        raw = rr[:, ok_idx]
         ins_vol_ratio[ok_idx] = ratio(
-            np.sqrt(np.diag(cov_cur))[ok_idx], np.sqrt(np.diag(cov_base))[ok_idx]
+            raw[n_bars - w_cur :].std(axis=0, ddof=1), raw[max(0, n_bars - w_cur - w_norm) : n_bars - w_cur].std(axis=0, ddof=1)
         )
-        ins_ewma_vol[ok_idx] = np.sqrt(np.diag(cov_ewma)[ok_idx] * ppy)
+        ins_ewma_vol[ok_idx] = np.sqrt(ewma_variance(raw.T, lam=cfg.ewma_lambda)[:, -1] * ppy)
         c_ok = cov_to_corr(cov_ewma[np.ix_(ok_idx, ok_idx)])
         corr[np.ix_(ok_idx, ok_idx)] = c_ok
         book_corr_index = float(_corr_index(c_ok)) if ok_idx.size >= 2 else 0.0

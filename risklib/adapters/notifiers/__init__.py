@@ -22,6 +22,7 @@ from risklib.adapters.notifiers._state import (
     record_ack,
     record_plan,
     record_rejection,
+    run_escalation,
 )
 from risklib.core.escalation import EscalationConfig
 
@@ -89,5 +90,6 @@ __all__ = [
     "record_plan",
     "record_rejection",
     "redact",
+    "run_escalation",
     "voice_twiml",
 ]

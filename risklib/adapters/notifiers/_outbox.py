@@ -25,7 +25,16 @@ import polars as pl
 
 from risklib.adapters.notifiers._base import Notifier, OutboundMessage, protect_logs, redact
 from risklib.adapters.notifiers._state import append_many, record_events
-from risklib.core.escalation import KINDS_NEEDING_ACK, NOTIFICATION_EVENTS, NOTIFICATIONS, EscalationConfig, backoff_s, to_gsm7
+from risklib.core.escalation import (
+    DASHBOARD_RECIPIENT,
+    KINDS_NEEDING_ACK,
+    NOTIFICATION_EVENTS,
+    NOTIFICATIONS,
+    EscalationConfig,
+    EscalationPlan,
+    backoff_s,
+    to_gsm7,
+)
 from risklib.core.escalation._format import short_hash
 from risklib.errors import DeliveryError
 
@@ -169,10 +178,69 @@ class OutboxSender:
             if item is not None:
                 batch.append(item)
         record_events(self.warehouse, events)
+        if batch:
+            self._finish(self._round(batch, clock, sent_keys, report), clock, sent_keys, report, start)
+        return report
+
+    def send_plan(self, plan: EscalationPlan, now: datetime) -> DrainReport:
+        """Record ``plan`` and send its due messages at once: the fast path of the escalate stage.
+
+        The plan's rows and the ``attempt`` events of the messages about to be sent
+        are written in ONE transaction, then the providers are called. A crash after
+        that transaction leaves the messages "in doubt": the next drain reconciles
+        them with the provider before resending, so nothing is lost or doubled.
+        Older pending messages are left to :meth:`drain`.
+        """
+        report = DrainReport()
+        start = self.monotonic()
+        clock = lambda: now + timedelta(seconds=self.monotonic() - start)  # noqa: E731
+        held = set(plan.notification_events["notification_id"].to_list())
+        fresh = plan.notifications.filter(
+            (pl.col("recipient") != DASHBOARD_RECIPIENT) & ~pl.col("notification_id").is_in(list(held))
+            & (pl.col("not_before").is_null() | (pl.col("not_before") <= now))
+        )
+        sent_keys: set[str] = set()
+        if fresh.height:
+            done = self.warehouse.query(
+                "SELECT DISTINCT n.dedup_key FROM notifications n JOIN notification_events e "
+                "ON e.notification_id = n.notification_id WHERE e.event IN ('sent', 'delivered') AND list_contains(?, n.dedup_key)",
+                [fresh["dedup_key"].unique().to_list()],
+            )
+            sent_keys = set(done["dedup_key"].to_list()) if done.height else set()
+        events: list[dict] = []
+        batch: list[tuple[dict, OutboundMessage, Notifier]] = []
+        for row in fresh.iter_rows(named=True):
+            nid = row["notification_id"]
+            notifier = self._notifier(row["channel"])
+            if row["dedup_key"] in sent_keys or notifier is None:
+                why = "duplicate: a message with this dedup key was already sent" if notifier else "no notifier for this channel"
+                events.append({"notification_id": nid, "event": "suppressed" if notifier else "failed", "error": why,
+                               "attempt": 0, "at": clock()})
+                (report.suppressed if notifier else report.failed).append(nid)
+                continue
+            sent_keys.add(row["dedup_key"])
+            row = dict(row) | {"attempts": 1, "retries": 0, "retry_at": None, "last_attempt_at": None, "fell_back": False,
+                               "in_doubt": False}
+            events.append({"notification_id": nid, "event": "attempt", "provider": notifier.provider, "attempt": 1,
+                           "at": clock()})
+            batch.append((row, self._message(row), notifier))
+        ev = pl.DataFrame([{c: e.get(c) for c in NOTIFICATION_EVENTS} for e in events], schema=NOTIFICATION_EVENTS)
+        append_many(
+            self.warehouse,
+            [("incidents", plan.incident_events), ("notifications", plan.notifications),
+             ("notification_events", pl.concat([plan.notification_events, ev]))],
+            actor="escalation", action="escalation.plan",
+        )
+        if batch:
+            retry = self._round(batch, clock, sent_keys, report, attempts_written=True)
+            self._finish(retry, clock, sent_keys, report, start)
+        return report
+
+    def _finish(self, batch, clock, sent_keys, report, start) -> None:
+        """Further rounds for fallbacks (at once) and retries (within the drain budget)."""
         policy = self.config.retry
         while batch:
-            batch = self._round(batch, clock, sent_keys, report)
-            now_ = [b for b in batch if b[0]["_delay"] <= 0.0]  # fallbacks go out at once
+            now_ = [b for b in batch if b[0]["_delay"] <= 0.0]
             later = [b for b in batch if b[0]["_delay"] > 0.0]
             if later:
                 wait = max(r["_delay"] for r, _, _ in later)
@@ -181,8 +249,9 @@ class OutboxSender:
                     later = []
                 elif not now_:
                     self.sleep(wait)
-            batch = now_ + later
-        return report
+            if not (now_ or later):
+                return
+            batch = self._round(now_ + later, clock, sent_keys, report)
 
     def _message(self, row: dict) -> OutboundMessage:
         return OutboundMessage(
@@ -232,9 +301,11 @@ class OutboxSender:
         sent_keys.add(row["dedup_key"])  # claimed by this drain: a duplicate row later in the batch is suppressed
         return (dict(row), msg, notifier)
 
-    def _round(self, batch, clock, sent_keys, report) -> list[tuple]:
+    def _round(self, batch, clock, sent_keys, report, *, attempts_written: bool = False) -> list[tuple]:
         """One round: attempts written, providers called concurrently, outcomes written. Returns rows to retry inline."""
         policy = self.config.retry
+        if attempts_written:
+            return self._call_and_record(batch, clock, sent_keys, report)
         checked, reconciled = [], []
         for row, msg, notifier in batch:
             lookup = getattr(notifier, "lookup", None)
@@ -261,6 +332,11 @@ class OutboxSender:
             attempt_events.append({"notification_id": msg.notification_id, "event": "attempt", "provider": notifier.provider,
                                    "attempt": row["attempts"], "at": clock()})
         record_events(self.warehouse, attempt_events)
+        return self._call_and_record(batch, clock, sent_keys, report)
+
+    def _call_and_record(self, batch, clock, sent_keys, report) -> list[tuple]:
+        """Call the providers (concurrently) for a batch whose attempts are written; record outcomes."""
+        policy = self.config.retry
 
         def call(item):
             row, msg, notifier = item

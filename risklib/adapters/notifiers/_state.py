@@ -37,20 +37,12 @@ WITH cur AS (
     GROUP BY n.incident_key
 )
 SELECT op.incident_key, op.account_id, op.rule, op.level, op.opened_at, op.status, op.episode_id,
-       d.notified_level, d.tier, d.tier_at, d.last_notified_at, d.level_changed_at, d.reply_code
+       d.notified_level, d.tier, d.tier_at, d.last_notified_at, d.level_changed_at, d.reply_code, k.ack_at
 FROM op LEFT JOIN d ON d.incident_key = op.incident_key
+LEFT JOIN (SELECT incident_key, max("at") AS ack_at FROM acknowledgements GROUP BY incident_key) k
+       ON k.incident_key = op.incident_key
 ORDER BY op.incident_key
 """
-
-_ACKS_SQL = """
-SELECT a.incident_key, max(a."at") AS "at"
-FROM acknowledgements a
-WHERE a.incident_key IN (
-    SELECT incident_key FROM incidents GROUP BY incident_key HAVING arg_max(status, updated_at) <> 'resolved'
-)
-GROUP BY a.incident_key
-"""
-
 
 def load_escalation_state(warehouse: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(open_incidents, acks)`` for :func:`risklib.core.escalation.plan_escalation`.
@@ -58,8 +50,13 @@ def load_escalation_state(warehouse: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
     Conversation state (notified level, tier, timers) is derived from the outbox's
     dashboard rows, so it survives restarts and needs no extra table.
     """
-    open_incidents = frames.conform(warehouse.query(_OPEN_SQL), OPEN_INCIDENTS, "open_incidents")
-    acks = frames.conform(warehouse.query(_ACKS_SQL), ACKS, "acks")
+    df = warehouse.query(_OPEN_SQL)
+    if df.height == 0:
+        return frames.empty(OPEN_INCIDENTS), frames.empty(ACKS)
+    open_incidents = frames.conform(df, OPEN_INCIDENTS, "open_incidents")
+    acks = frames.conform(
+        df.filter(pl.col("ack_at").is_not_null()).select("incident_key", pl.col("ack_at").alias("at")), ACKS, "acks"
+    )
     return open_incidents, acks
 
 
@@ -210,3 +207,20 @@ def incident_view(warehouse: Any, *, active: bool, limit: int = 100, since: date
         return warehouse.query(sql, [int(limit)])
     sql = _INCIDENT_VIEW_SQL + " WHERE cur.opened_at >= ? ORDER BY cur.updated_at DESC LIMIT ?"
     return warehouse.query(sql, [since or datetime(1970, 1, 1, tzinfo=timezone.utc), int(limit)])
+
+
+def run_escalation(warehouse: Any, sender: Any, alerts: pl.DataFrame, config: Any, now: datetime):
+    """The escalate stage in one call: load state, plan, record + send the new messages, drain the rest.
+
+    Returns
+    -------
+    tuple[EscalationPlan, DrainReport, DrainReport]
+        The plan, what the fast path sent, what the drain of older messages did.
+    """
+    from risklib.core.escalation import plan_escalation
+
+    open_incidents, acks = load_escalation_state(warehouse)
+    plan = plan_escalation(now, alerts, open_incidents, acks, config)
+    fast = sender.send_plan(plan, now)
+    rest = sender.drain(now)
+    return plan, fast, rest

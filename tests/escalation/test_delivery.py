@@ -253,3 +253,41 @@ def test_crash_after_fast_path_transaction_before_provider_call_is_sent_once_lat
     # Assert
     assert len(report.sent) == 2 and again.sent == []
     assert sorted(r.form["To"][0] for r in twilio.created("Messages")) == ["+15555550101", "+15555550104"]
+
+
+def test_repeat_timer_survives_a_restart(wh_path, config):
+    # Arrange: a level 2 incident notified, then the process restarts.
+    from risklib.warehouse import Warehouse
+
+    repeat = config.levels[2].repeat_interval_s
+    wait = config.levels[2].ack_wait_s
+    cfg = config.model_copy(update={"levels": config.levels | {2: config.levels[2].model_copy(update={"ack_wait_s": None})}})
+    with Warehouse.open(wh_path) as w1:
+        plan_and_record(w1, cfg, alerts([("A1", 2)]))
+    # Act: new process, before and after the repeat interval.
+    with Warehouse.open(wh_path) as w2:
+        early = plan_and_record(w2, cfg, alerts([("A1", 2)]), now=T0 + timedelta(seconds=repeat - 1))
+        due = plan_and_record(w2, cfg, alerts([("A1", 2)]), now=T0 + timedelta(seconds=repeat))
+    # Assert
+    assert wait is not None
+    assert early.notifications.height == 0
+    assert sorted(due.notifications.filter(pl.col("recipient") != "dashboard")["body"].str.slice(0, 6).to_list()) == ["REPEAT"] * 2
+
+
+def test_credentials_come_from_the_environment_and_never_print():
+    # Arrange
+    from risklib.adapters.notifiers import load_credentials
+
+    env = {"TWILIO_ACCOUNT_SID": "AC" + "9" * 32, "TWILIO_AUTH_TOKEN": "t0ken-value", "TWILIO_FROM_NUMBER": "+15555550199"}
+    # Act
+    creds = load_credentials(config_default(), env)
+    # Assert
+    assert creds.has_twilio and not creds.has_sendgrid
+    assert "t0ken-value" not in repr(creds) and "9" * 32 not in repr(creds)
+    assert creds.twilio_auth_token.get() == "t0ken-value"
+
+
+def config_default():
+    from risklib.core.escalation import EscalationConfig
+
+    return EscalationConfig()

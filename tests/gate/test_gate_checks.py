@@ -35,7 +35,7 @@ def test_plain_order_is_approved():
         ({}, dict(cfg=config(restricted_instruments=["EUR/USD"])), "RESTRICTED_INSTRUMENT", "restricted"),
         (dict(price=1.2), {}, "PRICE_BAND", "price=1.2 is 9.09% from last=1.1 > band=1.00%"),
         (dict(inst="USD/JPY"), dict(state_edit={"max_positions": pl.lit(1)}), "MAX_POSITIONS",
-         "open positions=1 >= max=1"),
+         "open positions incl. pending=1 >= max=1"),
         (dict(qty=1000), dict(cfg=config(max_notional_usd=500.0, resize_to_fit=False)), "NOTIONAL_CAP",
          "limit 500 USD"),
         (dict(qty=2000), dict(cfg=config(resize_to_fit=False)), "POSITION_SIZE_CAP", "limit 2000 USD"),

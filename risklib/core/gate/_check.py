@@ -110,7 +110,7 @@ def _check(order: Order, st: GateState, now: datetime | None) -> Decision:
                 reasons.append(Reason("PRICE_BAND", f"price={price:g} is {abs(price / last - 1):.2%} from last={last:g} "
                                       f"> band={g.price_band:.2%}"))
         if pos == 0 and st.pending[a][i] == 0 and st.n_positions[a] >= max_positions:
-            reasons.append(Reason("MAX_POSITIONS", f"open positions={st.n_positions[a]} >= max={max_positions:g}"))
+            reasons.append(Reason("MAX_POSITIONS", f"open positions incl. pending={st.n_positions[a]} >= max={max_positions:g}"))
     count = st.rate_count[a] if now_s - st.rate_start[a] < g.rate_window_s else 0
     if count >= g.rate_limit_orders:
         reasons.append(Reason("RATE_LIMIT", f"{count} orders in {g.rate_window_s:g}s >= limit={g.rate_limit_orders}"))

@@ -306,3 +306,32 @@ def test_reductions_compound_and_never_flip_the_position(q, fractions):
     expected = q * math.prod(1 - f for f in fractions)
     assert left == pytest.approx(expected, rel=1e-9, abs=1e-6)
     assert left == 0 or np.sign(left) == np.sign(q)
+
+
+def test_submit_many_is_one_batch_with_per_order_halts(broker, quotes, now, make_actions, held):
+    # Arrange: A1 may only reduce; A2 trades freely
+    broker.execute(make_actions(("h1", "A1", "HALT_ENTRIES", 0.0)), quotes, now)
+    orders = [
+        Order("A1", "Swing_MA", "EUR/USD", "BUY", 1_000.0),  # grows: blocked
+        Order("A1", "Swing_MA", "EUR/USD", "SELL", 1_000.0),  # shrinks: allowed
+        Order("A2", "Swing_MA", "GBP/USD", "BUY", 1_000.0),
+        Order("A2", "Swing_MA", "GBP/USD", "BUY", 1_000.0, idempotency_key="dup"),
+        Order("A2", "Swing_MA", "GBP/USD", "BUY", 1_000.0, idempotency_key="dup"),
+    ]
+    # Act
+    report = broker.submit_many(orders, now, quotes)
+    # Assert
+    assert report.orders["status"].to_list() == ["REJECTED", "FILLED", "FILLED", "FILLED"]
+    assert report.skipped["idempotency_key"].to_list() == ["dup"]
+    assert held(broker, "A1", "EUR/USD") == pytest.approx(99_000.0)
+    assert held(broker, "A2", "GBP/USD") == pytest.approx(22_000.0)
+
+
+def test_untouched_accounts_keep_their_positions_exactly(broker, quotes, now, make_actions, make_book):
+    # Arrange
+    before = broker.positions().filter(pl.col("account_id") == "A2")
+    # Act
+    broker.execute(make_actions(("k1", "A1", "CLOSE_ALL", 0.0)), quotes, now)
+    # Assert
+    assert broker.positions().filter(pl.col("account_id") == "A2").equals(before)
+    assert broker.balances().filter(pl.col("account_id") == "A2")["cash_usd"].item() == 50_000.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import numpy as np
@@ -270,41 +270,78 @@ class PaperBroker:
 
         A strategy order with an idempotency key seen before is skipped.
         """
+        return self.submit_many([order], now, prices)
+
+    def submit_many(
+        self, orders: Sequence[Order], now: datetime, prices: pl.DataFrame | dict[str, float] | None = None
+    ) -> ExecutionReport:
+        """Place strategy orders in one batch (one pass over the book); halts apply, as for :meth:`submit`.
+
+        Whether an order opens or grows a position is judged against the book
+        before the batch.
+        """
         if prices is not None:
             self._quotes = self._normalize_prices(prices)
-        key = order.idempotency_key
-        if key is None:
-            self._seq += 1
-            key = f"strategy:{order.account_id}:{order.strategy}:{order.instrument}:{now.isoformat()}:{self._seq}"
-        if key in self._seen:
-            skipped = pl.DataFrame(
-                [(key, order.account_id, "ORDER", "DUPLICATE: key already executed")], schema=SKIPPED, orient="row"
-            )
-            e = ExecutionReport.empty()
-            return ExecutionReport(e.orders, e.fills, e.mode_changes, skipped, self.pending())
-        self._seen.add(key)
-        mode = self._modes.get(order.account_id, "ACTIVE")
-        held = self._positions.filter(
-            (pl.col("account_id") == order.account_id)
-            & (pl.col("strategy") == order.strategy)
-            & (pl.col("instrument") == order.instrument)
-        )["quantity"].sum()
-        grows = abs(held + order.signed_quantity) > abs(held) + 1e-12
-        block = None
-        if mode == "HALT_ALL":
-            block = f"HALTED: account_id={order.account_id} mode=HALT_ALL"
-        elif mode == "HALT_ENTRIES" and grows:
-            block = f"HALTED_ENTRIES: account_id={order.account_id} mode=HALT_ENTRIES blocks orders that open or grow"
-        elif order.account_id not in self._modes:
-            block = f"UNKNOWN_ACCOUNT: account_id={order.account_id} has no balance"
-        work = pl.DataFrame(
-            [(key, order.account_id, order.strategy, order.instrument, order.side, order.quantity, block, 0, False, "strategy order")],
-            schema=_WORK,
+        rows = []
+        skipped = []
+        keys: list[str] = []
+        for order in orders:  # the orders of one snapshot: a handful
+            key = order.idempotency_key
+            if key is None:
+                self._seq += 1
+                key = f"strategy:{order.account_id}:{order.strategy}:{order.instrument}:{now.isoformat()}:{self._seq}"
+            if key in self._seen:
+                skipped.append((key, order.account_id, "ORDER", "DUPLICATE: key already executed"))
+                continue
+            self._seen.add(key)
+            keys.append(key)
+            rows.append((key, order.account_id, order.strategy, order.instrument, order.side, order.quantity))
+        e = ExecutionReport.empty()
+        skipped_frame = pl.DataFrame(skipped, schema=SKIPPED, orient="row") if skipped else e.skipped
+        if not rows:
+            return ExecutionReport(e.orders, e.fills, e.mode_changes, skipped_frame, self.pending())
+        req = pl.DataFrame(
+            rows,
+            schema={k: PENDING[k] for k in ("idempotency_key", "account_id", "strategy", "instrument", "side", "quantity")},
             orient="row",
         )
+        accounts = req["account_id"].unique().to_list()
+        held = (
+            self._positions.filter(pl.col("account_id").is_in(accounts))
+            .group_by(_KEYS)
+            .agg(pl.col("quantity").sum().alias("_held"))
+        )
+        modes = pl.DataFrame(
+            {"account_id": accounts, "_mode": [self._modes.get(a) for a in accounts]},
+            schema={"account_id": pl.String, "_mode": pl.String},
+        )
+        signed = pl.when(pl.col("side") == "BUY").then(pl.col("quantity")).otherwise(-pl.col("quantity"))
+        work = (
+            req.join(held, on=_KEYS, how="left", maintain_order="left")
+            .join(modes, on="account_id", how="left", maintain_order="left")
+            .with_columns(pl.col("_held").fill_null(0.0))
+            .with_columns(((pl.col("_held") + signed).abs() > pl.col("_held").abs() + 1e-12).alias("_grows"))
+            .with_columns(
+                pl.when(pl.col("_mode").is_null())
+                .then(pl.format("UNKNOWN_ACCOUNT: account_id={} has no balance", pl.col("account_id")))
+                .when(pl.col("_mode") == "HALT_ALL")
+                .then(pl.format("HALTED: account_id={} mode=HALT_ALL", pl.col("account_id")))
+                .when((pl.col("_mode") == "HALT_ENTRIES") & pl.col("_grows"))
+                .then(
+                    pl.format(
+                        "HALTED_ENTRIES: account_id={} mode=HALT_ENTRIES blocks orders that open or grow", pl.col("account_id")
+                    )
+                )
+                .otherwise(pl.lit(None, pl.String))
+                .alias("reason"),
+                pl.lit(0, pl.Int64).alias("attempt"),
+                pl.lit(False).alias("is_risk"),
+                pl.lit("strategy order").alias("action_reason"),
+            )
+            .select(list(_WORK))
+        )
         o, f = self._work(work, now)
-        e = ExecutionReport.empty()
-        return ExecutionReport(o, f, e.mode_changes, e.skipped, self.pending(), executed_keys=(key,))
+        return ExecutionReport(o, f, e.mode_changes, skipped_frame, self.pending(), executed_keys=tuple(keys))
 
     # -- filling ----------------------------------------------------------------
 
@@ -438,7 +475,10 @@ class PaperBroker:
             pl.col("quantity").sum().alias("dq"),
             ((pl.col("quantity") * pl.col("price")).sum() / pl.col("quantity").sum()).alias("px"),
         )
-        book = self._positions.join(f, on=_KEYS, how="full", coalesce=True)
+        touched = f["account_id"].unique().to_list()
+        mask = self._positions["account_id"].is_in(touched)
+        untouched = self._positions.filter(~mask)
+        book = self._positions.filter(mask).join(f, on=_KEYS, how="full", coalesce=True)
         q0 = book["quantity"].fill_null(0.0).to_numpy()
         e0 = book["entry_price"].fill_null(0.0).to_numpy()
         dq = book["dq"].fill_null(0.0).to_numpy()
@@ -456,7 +496,8 @@ class PaperBroker:
             e1 = np.where(flipped, px, e1)
         book = book.with_columns(pl.Series("quantity", q1), pl.Series("entry_price", e1), pl.Series("_realized", realized))
         gains = book.group_by("account_id").agg(pl.col("_realized").sum()).filter(pl.col("_realized") != 0)
-        self._positions = frames.conform(book.filter(pl.col("quantity").abs() > 1e-9), frames.POSITIONS, "positions")
+        kept = frames.conform(book.filter(pl.col("quantity").abs() > 1e-9), frames.POSITIONS, "positions")
+        self._positions = pl.concat([untouched, kept])
         if gains.height:
             self._balances = self._balances.join(gains, on="account_id", how="left").with_columns(
                 (pl.col("cash_usd") + pl.col("_realized").fill_null(0.0)).alias("cash_usd")

@@ -259,12 +259,14 @@ class SimulatedFeed:
         who = who[: self.max_orders_per_snapshot]
         if who.size == 0:
             return
-        book = self.broker.positions()
+        chosen = [str(self._account_ids[a]) for a in who]
+        book = self.broker.positions().filter(pl.col("account_id").is_in(chosen))
+        by_account = {k[0]: v for k, v in book.partition_by("account_id", as_dict=True).items()}
         quotes = {r["instrument"]: r["mid"] for r in self.market.quotes(now).iter_rows(named=True) if r["mid"]}
-        for a in who:  # bounded by max_orders_per_snapshot
-            account = str(self._account_ids[a])
-            mine = book.filter(pl.col("account_id") == account)
-            if mine.height and rng.random() < 0.5:
+        placed: list[Order] = []
+        for account in chosen:  # bounded by max_orders_per_snapshot
+            mine = by_account.get(account)
+            if mine is not None and mine.height and rng.random() < 0.5:
                 row = mine.row(int(rng.integers(mine.height)), named=True)
                 strategy, instrument = row["strategy"], row["instrument"]
                 side = "SELL" if row["quantity"] > 0 else "BUY"
@@ -273,7 +275,7 @@ class SimulatedFeed:
                 strategy = str(cfg.strategies[int(rng.integers(len(cfg.strategies)))])
                 instrument = str(self.instruments[int(rng.integers(len(self.instruments)))])
                 side = "BUY" if rng.random() < 0.5 else "SELL"
-                typical = float(mine["quantity"].abs().median()) if mine.height else 10_000.0
+                typical = float(mine["quantity"].abs().median()) if mine is not None and mine.height else 10_000.0
                 qty = max(1_000.0, round(typical * float(rng.uniform(0.2, 0.6)), 0))
             order = Order(account, strategy, instrument, side, float(qty), price=quotes.get(instrument))
             decision = self.gate(order)
@@ -285,9 +287,9 @@ class SimulatedFeed:
                     why = "; ".join(str(getattr(r, "message", r)) for r in why)
                 self._denials.append((now, account, strategy, instrument, side, float(qty), q, why))
                 continue
-            report = self.broker.submit(
-                Order(account, strategy, instrument, side, min(q, float(qty)) if side else q, price=order.price), now
-            )
+            placed.append(Order(account, strategy, instrument, side, min(q, float(qty)), price=order.price))
+        if placed:
+            report = self.broker.submit_many(placed, now)
             self._orders.append(report.orders)
             self._fills.append(report.fills)
 

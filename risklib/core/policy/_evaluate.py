@@ -286,7 +286,7 @@ def check_override(override: dict, config: PolicyConfig) -> None:
 def _apply_overrides(now, overrides, acct: pl.Series, cfg, n):
     """Masks of suspended rules, threshold scales, manual resets, and audit rows of rejected overrides."""
     suspended = {r: np.zeros(n, bool) for r in RULES}
-    scale = {r: np.ones(n) for r in RULES}
+    scale: dict[str, np.ndarray | None] = {r: None for r in RULES}
     reset = np.zeros(n, bool)
     rejected: list[dict] = []
     if overrides is None or overrides.height == 0:
@@ -309,7 +309,8 @@ def _apply_overrides(now, overrides, acct: pl.Series, cfg, n):
         elif row["action"] == "suspend":
             suspended[row["rule"]] |= mask
         else:
-            scale[row["rule"]] = np.where(mask, scale[row["rule"]] * row["threshold_scale"], scale[row["rule"]])
+            cur = scale[row["rule"]] if scale[row["rule"]] is not None else np.ones(n)
+            scale[row["rule"]] = np.where(mask, cur * row["threshold_scale"], cur)
     return suspended, scale, reset, rejected
 
 
@@ -353,13 +354,15 @@ def _ts_strings(epoch_s: np.ndarray) -> pl.Series:
     return pl.from_epoch(us, time_unit="us").dt.strftime("%Y%m%dT%H%M%S%.6fZ")
 
 
-def _thresholds(rule: str, cfg: PolicyConfig, groups: pl.Series, scale: np.ndarray) -> np.ndarray:
+def _thresholds(rule: str, cfg: PolicyConfig, groups: pl.Series, scale: np.ndarray | None) -> np.ndarray:
     base = np.asarray(cfg.ladder(rule).thresholds, float)
+    if scale is None and not any(rule in rules for rules in cfg.groups.values()):
+        return np.broadcast_to(base, (groups.len(), base.shape[0]))  # read-only view, no copy
     th = np.broadcast_to(base, (groups.len(), base.shape[0])).copy()
     for g, rules in cfg.groups.items():  # loop over configured groups, not accounts
         if rule in rules:
             th[(groups == g).to_numpy()] = np.asarray(rules[rule], float)
-    return th * scale[:, None]
+    return th if scale is None else th * scale[:, None]
 
 
 def _count(v: np.ndarray, th: np.ndarray, inclusive: bool) -> np.ndarray:

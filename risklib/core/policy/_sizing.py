@@ -110,6 +110,8 @@ def dynamic_multiplier(
 ) -> np.ndarray:
     """Vectorized :func:`calculate_dynamic_position_size` over arrays.
 
+    ``regime`` holds regime names, or their multipliers already looked up (float array).
+
     ``vol_ratio`` = current / historical volatility; ``var_fraction`` = VaR as a fraction of
     equity, divided by ``cfg.var_scale`` (0.004, the listing's 0.4 %). Any NaN input gives 0
     (fail closed) instead of the 0.05 floor.
@@ -120,9 +122,13 @@ def dynamic_multiplier(
     dd_adj = np.maximum(0.1, 1.0 - np.asarray(drawdown, float) / cfg.drawdown_scale)
     corr_adj = np.maximum(0.5, 1.0 - np.asarray(correlation, float))
     var_adj = np.maximum(0.2, 1.0 - np.asarray(var_fraction, float) / cfg.var_scale)
-    reg = np.array([cfg.regime_multipliers.get(r, cfg.unknown_regime_multiplier) if isinstance(r, str)
-                    else cfg.unknown_regime_multiplier for r in np.asarray(regime, dtype=object)]) \
-        if np.asarray(regime).size else np.zeros(0)
+    regime = np.asarray(regime)
+    if regime.dtype.kind == "f":  # already the regime multipliers (as size_positions passes them)
+        reg = regime
+    else:
+        reg = np.array([cfg.regime_multipliers.get(r, cfg.unknown_regime_multiplier) if isinstance(r, str)
+                        else cfg.unknown_regime_multiplier for r in regime.astype(object)]) \
+            if regime.size else np.zeros(0)
     out = np.clip(vol_adj * dd_adj * corr_adj * var_adj * reg, cfg.min_multiplier, cfg.max_multiplier)
     bad = ~(np.isfinite(vr) & (vr > 0) & np.isfinite(drawdown) & np.isfinite(correlation) & np.isfinite(var_fraction))
     return np.where(bad, 0.0, out)
@@ -285,7 +291,8 @@ def size_positions(
         df["drawdown"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
         np.clip(corr, 0.0, 1.0),
         np.nan_to_num(var, nan=np.nan),
-        df["regime"].to_numpy(),
+        df["regime"].replace_strict(sc.regime_multipliers, default=sc.unknown_regime_multiplier,
+                                    return_dtype=pl.Float64).to_numpy(),
         sc,
     )
     strat = df["strategy"].to_numpy().astype(object)

@@ -291,8 +291,8 @@ def size_positions(
         df["drawdown"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
         np.clip(corr, 0.0, 1.0),
         np.nan_to_num(var, nan=np.nan),
-        df["regime"].replace_strict(sc.regime_multipliers, default=sc.unknown_regime_multiplier,
-                                    return_dtype=pl.Float64).to_numpy(),
+        df["regime"].fill_null("").replace_strict(sc.regime_multipliers, default=sc.unknown_regime_multiplier,
+                                                  return_dtype=pl.Float64).to_numpy(),
         sc,
     )
     strat = df["strategy"].to_numpy().astype(object)

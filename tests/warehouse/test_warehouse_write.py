@@ -255,3 +255,33 @@ def test_query_with_parameters_returns_utc_polars(wh):
 def test_query_error_is_a_warehouse_error(wh):
     with pytest.raises(WarehouseError, match=r"query failed: .*no_such_table"):
         wh.query("SELECT * FROM no_such_table")
+
+
+def test_latest_risk_state_since_leaves_out_older_accounts(wh):
+    # Arrange
+    later = T0 + timedelta(minutes=5)
+    wh.write_cycle(cycle("c1", T0, risk_state=risk_state_rows(T0)))
+    wh.write_cycle(cycle("c2", later, risk_state=risk_state_rows(later, accounts=("A1",))))
+    # Act
+    recent = wh.latest_risk_state(since=later)
+    # Assert
+    assert recent.select("account_id", "cycle_id").rows() == [("A1", "c2")]
+
+
+def test_large_frame_is_written_whole(wh):
+    # Arrange: big enough to be split into several Arrow batches
+    frame = pl.concat([position_metrics(T0, n=6)] * 20_000)
+    # Act
+    wh.write_cycle(cycle("big", T0, position_risk_metrics=frame))
+    # Assert
+    assert wh.query("SELECT count(*) AS n FROM position_risk_metrics WHERE cycle_id = 'big'")["n"][0] == 120_000
+
+
+def test_caller_audit_entries_are_not_mutated(wh):
+    # Arrange
+    records = cycle("c1", T0)
+    before = [dict(e) for e in records.audit]
+    # Act
+    wh.write_cycle(records)
+    # Assert
+    assert records.audit == before

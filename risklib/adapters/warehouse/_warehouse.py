@@ -25,7 +25,7 @@ APPEND_TABLES = frozenset(
     {
         "acknowledgements", "overrides", "threshold_changes", "notifications", "notification_events",
         "webhook_rejections", "emergency_actions", "broker_orders", "broker_fills", "incidents", "alerts",
-        "quarantine", "risk_state",
+        "quarantine", "risk_state", "manual_action_requests", "correlation_snapshots",
     }
 )
 #: Tables a cycle may carry in :attr:`CycleRecords.tables`.

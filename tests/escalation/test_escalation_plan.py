@@ -183,11 +183,18 @@ def test_group_gaining_a_member_notifies_only_the_newcomer():
 
 
 def test_replanning_the_same_state_gives_the_same_dedup_keys():
-    # Arrange
+    # Arrange: incidents recorded as open but their messages never written (replanned later).
+    from risklib.core.escalation import OPEN_INCIDENTS
+
     frame = alerts([("A1", 3), ("A2", 3)])
+    opened = pl.DataFrame(
+        [dict(incident_key=f"{a}:drawdown:e1", account_id=a, rule="drawdown", level=3, opened_at=T0, status="open",
+              episode_id="e1") for a in ("A1", "A2")]
+    ).with_columns([pl.lit(None).alias(c) for c in OPEN_INCIDENTS if c not in ("incident_key", "account_id", "rule", "level", "opened_at", "status", "episode_id")])
+    opened = opened.select([pl.col(c).cast(t) for c, t in OPEN_INCIDENTS.items()])
     # Act
-    a = plan_escalation(T0, frame, no_open(), no_acks(), CFG)
-    b = plan_escalation(T0 + timedelta(seconds=1), frame, no_open(), no_acks(), CFG)
+    a = plan_escalation(T0 + timedelta(seconds=1), frame, opened, no_acks(), CFG)
+    b = plan_escalation(T0 + timedelta(seconds=2), frame, opened, no_acks(), CFG)
     # Assert
     assert sorted(provider_rows(a)["dedup_key"].to_list()) == sorted(provider_rows(b)["dedup_key"].to_list())
 
@@ -198,3 +205,16 @@ def test_naive_now_is_refused():
     # Act / Assert
     with pytest.raises(DataError, match=r"now=datetime.datetime\(2026, 3, 2, 9, 0\): must be timezone-aware"):
         plan_escalation(naive, no_alerts(), no_open(), no_acks(), CFG)
+
+
+def test_reopened_incident_is_a_new_conversation_not_a_duplicate():
+    # Arrange: same incident key fires, resolves, and fires again.
+    t1, t2 = T0 + timedelta(seconds=30), T0 + timedelta(seconds=60)
+    steps = [(T0, alerts([("A1", 3)]), None), (t1, no_alerts(), None), (t2, alerts([("A1", 3)], now=t2), None)]
+    # Act
+    plans, _ = run_cycles(steps)
+    # Assert
+    first, again = provider_rows(plans[0]), provider_rows(plans[2])
+    assert again.height == first.height == 4
+    assert set(first["dedup_key"].to_list()).isdisjoint(again["dedup_key"].to_list())
+    assert plans[2].incident_events["status"].to_list() == ["open"]

@@ -367,6 +367,8 @@ def _outbox(now: datetime, msgs: pl.DataFrame, config: EscalationConfig, taken: 
         pl.col("threshold"),
         pl.col("trading_mode"),
         pl.col("last_notified_at").max().alias("anchor"),
+        # The conversation a message belongs to: a re-opened incident is a new conversation.
+        pl.col("opened_at").fill_null(pl.lit(now).cast(TS)).max().alias("opened_anchor"),
     )
     rows: list[dict] = []
     held: list[str] = []
@@ -405,7 +407,9 @@ def _group_rows(now, stamp, g, members, config, taken, held) -> list[tuple]:
     if code:
         taken.add(code)
     # What makes a message "the same" for dedup: the conversation step, not the cycle time.
-    anchor = {"first": "", "update": "", "resolved": "", "escalation": str(hi), "repeat": str(g["anchor"])}[kind]
+    opened = str(g["opened_anchor"])
+    anchor = {"first": opened, "update": opened, "resolved": opened, "escalation": f"{opened}/{hi}",
+              "repeat": f"{opened}/{g['anchor']}"}[kind]
     content_key = short_hash(kind, rule, level, lo, hi, anchor, *member_keys, n=24)
     pol = config.levels[level]
     channels = tuple(c for c in pol.provider_channels if not (kind == "resolved" and c == "voice"))

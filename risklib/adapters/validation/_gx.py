@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ class GxSuites:
         # snapshot time, so the engine's own large-frame path (no hash) is used.
         pandas_engine.HASH_THRESHOLD = 0
         self._gx = gx
+        self._lock = threading.Lock()
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
         source = self.context.data_sources.add_pandas("risk_inputs")
@@ -79,13 +81,44 @@ class GxSuites:
                 self._rule_of[suite_name][str(exp.id)] = rule
             self._suites[suite_name] = suite
 
-    def run(self, suite_name: str, frame: pl.DataFrame, values: dict[str, Any]) -> dict[Rule, np.ndarray | None]:
-        """Validate ``frame``; return per rule the boolean failing-row mask (None if the expectation raised)."""
+    def _suite_for(self, suite_name: str, rules: tuple[Rule, ...] | None) -> Any:
+        """The whole suite, or a cached suite holding only ``rules`` (GX costs per expectation)."""
+        if rules is None or len(rules) == len(RULES[suite_name]):
+            return self._suites[suite_name]
+        idx = tuple(sorted(RULES[suite_name].index(r) for r in rules))
+        name = f"{suite_name}_suite_{'_'.join(map(str, idx))}"
+        suite = self._suites.get(name)
+        if suite is None:
+            suite = self.context.suites.add(self._gx.ExpectationSuite(name=name))
+            for i in idx:
+                rule = RULES[suite_name][i]
+                exp = suite.add_expectation(rule.expectation())
+                self._rule_of[suite_name][str(exp.id)] = rule
+            self._suites[name] = suite
+        return suite
+
+    def run(
+        self, suite_name: str, frame: pl.DataFrame, values: dict[str, Any], rules: tuple[Rule, ...] | None = None
+    ) -> dict[Rule, np.ndarray | None]:
+        """Validate ``frame`` with the suite (or only ``rules`` of it).
+
+        Returns per rule run the boolean failing-row mask (None if the expectation raised).
+        """
+        if rules is not None:  # GX needs only the columns its expectations read
+            needed = list(dict.fromkeys(c for r in rules for c in r.columns))
+            frame = frame.select(needed)
         df = to_pandas(frame)
+        with self._lock:  # one GX context: one validation at a time
+            return self._run(suite_name, df, frame.height, values, rules)
+
+    def _run(
+        self, suite_name: str, df: pd.DataFrame, height: int, values: dict[str, Any], rules: tuple[Rule, ...] | None
+    ) -> dict[Rule, np.ndarray | None]:
+        suite = self._suite_for(suite_name, rules)
         batch = self._batches[suite_name].get_batch(batch_parameters={"dataframe": df})
         params = {k: (list(v) if isinstance(v, (set, frozenset, tuple)) else v) for k, v in values.items()}
         res = batch.validate(
-            self._suites[suite_name],
+            suite,
             result_format={
                 "result_format": "COMPLETE",
                 "unexpected_index_column_names": [ROW],
@@ -100,7 +133,7 @@ class GxSuites:
             if _raised(r.exception_info):
                 out[rule] = None
                 continue
-            mask = np.zeros(frame.height, dtype=bool)
+            mask = np.zeros(height, dtype=bool)
             for item in r.result.get("unexpected_index_list") or []:
                 mask[int(item[ROW] if isinstance(item, dict) else item)] = True
             out[rule] = mask

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from risklib.cli import alerts, metrics, pipeline, policy, warehouse
+from risklib.cli import alerts, api, metrics, pipeline, policy, warehouse
 
 app = typer.Typer(
     name="riskctl",
@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold credentials
 )
 
-for _module in (metrics, policy, warehouse, alerts, pipeline):
+for _module in (metrics, policy, warehouse, alerts, pipeline, api):
     _module.register(app)
 
 

@@ -242,17 +242,17 @@ class Session:
 
     def active_overrides(self, now: datetime) -> pl.DataFrame | None:
         """Manual overrides in force at ``now`` (they always expire)."""
+        # The table keeps the operator's request as written (new_value is text);
+        # the policy reads an "adjust" as a scale factor on the rule's thresholds.
         rows = self.warehouse.query(
-            "SELECT override_id, account_id, rule, action, new_value, authority_level, created_at, expires_at, operator "
+            "SELECT override_id, coalesce(account_id, '*') AS account_id, rule, action, "
+            "TRY_CAST(new_value AS DOUBLE) AS threshold_scale, authority_level, "
+            "operator AS operator_id, created_at, expires_at "
             "FROM overrides WHERE expires_at > ? AND created_at <= ?",
             [now, now],
         )
         if rows.height == 0:
             return None
-        rows = rows.with_columns(
-            pl.col("account_id").fill_null("*"),
-            pl.col("new_value").cast(pl.Float64, strict=False),
-        )
         return frames.conform(rows, frames.OVERRIDES, "overrides")
 
     # --- the pre-trade gate used by the simulated strategies ------------------------

@@ -287,18 +287,15 @@ class Session:
 
     def escalate(self, now: datetime, alerts: pl.DataFrame) -> Any:
         """Plan per incident, write the plan to the outbox, then send what is due."""
-        from risklib.adapters.notifiers import load_escalation_state, record_plan
-        from risklib.core.escalation import plan_escalation
+        from risklib.adapters.notifiers import run_escalation
 
-        open_incidents, acks = load_escalation_state(self.warehouse)
-        plan = plan_escalation(now, alerts, open_incidents, acks, self.config.escalation)
-        record_plan(self.warehouse, plan)  # the outbox is durable before any provider is called
+        # The plan and its send attempts are durable in one transaction before any provider call.
+        plan, fast, rest = run_escalation(self.warehouse, self.sender, alerts, self.config.escalation, now)
         opened = plan.incident_events.filter(pl.col("status") == "open")["incident_key"].unique().to_list()
         self.new_incident_count = len(set(opened) - self._known_incidents)
         self._known_incidents |= set(opened)
         self._new_incident_keys = set(opened)
-        drained = self.sender.drain(now)
-        return {"plan": plan.summary(), "drain": drained.summary()}
+        return {"plan": plan.summary(), "sent": fast.summary(), "drain": rest.summary()}
 
     def new_incidents(self, alerts: pl.DataFrame) -> pl.DataFrame:
         """Alerts whose incident opened this cycle (one Prefect event each)."""

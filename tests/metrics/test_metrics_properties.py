@@ -92,8 +92,10 @@ def test_permuting_instruments_changes_nothing(r, seed, rnd):
     for method in ("historical", "parametric", "cornish_fisher", "mc_normal", "mc_t"):
         a = portfolio_var_es(x, r, method=method, n_scenarios=1_000, seed=seed, dtype="float64")
         b = portfolio_var_es(x[:, perm], r[:, perm], method=method, n_scenarios=1_000, seed=seed, dtype="float64")
+        # Monte Carlo: the covariance factor is rebuilt from a permuted eigen-decomposition, equal to rounding
+        rtol = 1e-5 if method.startswith("mc") else 1e-7
         for key in a:
-            np.testing.assert_allclose(b[key], a[key], rtol=1e-7, atol=1e-6, err_msg=f"{method} {key}")
+            np.testing.assert_allclose(b[key], a[key], rtol=rtol, atol=1e-6, err_msg=f"{method} {key}")
     va, ca = component_var(x, np.cov(r, rowvar=False))
     vb, cb = component_var(x[:, perm], np.cov(r[:, perm], rowvar=False))
     np.testing.assert_allclose(vb, va, rtol=1e-9, atol=1e-6)

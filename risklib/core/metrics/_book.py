@@ -40,6 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+from scipy.special import ndtri
 
 from risklib.core import frames
 from risklib.core.instruments import FX_MAJORS, Instrument
@@ -50,7 +51,7 @@ from risklib.core.metrics._correlation import cov_to_corr
 from risklib.core.metrics._exposure import account_exposure, concentration
 from risklib.core.metrics._regime import regime_from_moments
 from risklib.core.metrics._risk_score import risk_score
-from risklib.core.metrics._var import component_var, tail_losses
+from risklib.core.metrics._var import tail_losses
 from risklib.core.metrics._volatility import ewma_covariance, ewma_variance, ratio
 from risklib.errors import MetricsError, SchemaError
 
@@ -254,25 +255,36 @@ def compute_book_metrics(
         .sort("_row")
     )
     finite = lambda c: pl.col(c).is_not_null() & pl.col(c).is_finite()  # noqa: E731
+    bad_checks = (
+        ~pl.col("_known").fill_null(False),
+        ~finite("quantity"),
+        ~(finite("mid") & (pl.col("mid") > 0)),
+        ~(finite("entry_price") & (pl.col("entry_price") > 0)),
+    )
     p = p.with_columns(
+        pl.any_horizontal(*bad_checks).alias("_bad_val"),
+        (pl.col("_col_reason").is_not_null() | pl.col("_j").is_null()).alias("_bad_hist"),
+    )
+    # messages are built for the offending rows only (a handful), never for the whole book
+    pb = p.filter(pl.col("_bad_val") | pl.col("_bad_hist")).with_columns(
         pl.coalesce(
             _reason(
-                ~pl.col("_known").fill_null(False),
+                bad_checks[0],
                 pl.format("instrument={}: unknown instrument", pl.col("instrument")),
             ),
             _reason(
-                ~finite("quantity"),
+                bad_checks[1],
                 pl.format(
                     "quantity[instrument={}, strategy={}]={}: must be finite",
                     pl.col("instrument"), pl.col("strategy"), _fmt("quantity"),
                 ),
             ),
             _reason(
-                ~(finite("mid") & (pl.col("mid") > 0)),
+                bad_checks[2],
                 pl.format("price[instrument={}]={}: must be a finite price > 0", pl.col("instrument"), _fmt("mid")),
             ),
             _reason(
-                ~(finite("entry_price") & (pl.col("entry_price") > 0)),
+                bad_checks[3],
                 pl.format(
                     "entry_price[instrument={}, strategy={}]={}: must be > 0",
                     pl.col("instrument"), pl.col("strategy"), _fmt("entry_price"),
@@ -289,9 +301,9 @@ def compute_book_metrics(
     mid = p["mid"].fill_null(np.nan).to_numpy().astype(np.float64)
     entry = p["entry_price"].to_numpy().astype(np.float64)
     uq = p["_uq_ref"].fill_null(True).to_numpy().astype(bool)
-    row_ok = p["_val_reason"].is_null().to_numpy()
+    row_ok = ~p["_bad_val"].to_numpy()
     j_idx = p["_j"].fill_null(-1).to_numpy().astype(np.int64)
-    hist_ok_row = p["_hist_reason"].is_null().to_numpy()
+    hist_ok_row = ~p["_bad_hist"].to_numpy()
 
     with np.errstate(all="ignore"):
         notional = np.where(uq, q * mid, q)
@@ -301,9 +313,9 @@ def compute_book_metrics(
     held_row = row_ok & (q != 0)
 
     # account-level reasons (first offending position row per account)
-    val_r = p.filter(pl.col("_val_reason").is_not_null()).group_by("_a").agg(pl.col("_val_reason").first())
+    val_r = pb.filter(pl.col("_val_reason").is_not_null()).group_by("_a").agg(pl.col("_val_reason").first())
     hist_r = (
-        p.filter(pl.col("_hist_reason").is_not_null() & (pl.col("quantity") != 0))
+        pb.filter(pl.col("_hist_reason").is_not_null() & ~(pl.col("quantity") == 0))
         .group_by("_a")
         .agg(pl.col("_hist_reason").first())
     )
@@ -407,35 +419,38 @@ def compute_book_metrics(
         corr[np.ix_(ok_idx, ok_idx)] = c_ok
         book_corr_index = float(_corr_index(c_ok)) if ok_idx.size >= 2 else 0.0
 
-        # historical VaR / ES of every account's P&L in every bar (USD)
-        rows = np.flatnonzero(risk_ok & holds)
-        if rows.size:
-            xs = x[rows]
-            tl = tail_losses(xs @ u.T, (0.95, 0.99))
-            var95[rows], var99[rows], es99[rows] = tl["var_95"], tl["var_99"], tl["es_99"]
+        # historical VaR / ES of every account's P&L in every bar (USD), fused with the P&L product
+        tail = np.full((n_acc, 4), np.nan)
+        _kernels.exposure_tail_rows(x, np.ascontiguousarray(u.T), 0.05, 0.01, tail)
+        var95, var99, es99 = tail[:, 0].copy(), tail[:, 1].copy(), tail[:, 3].copy()
         flat = risk_ok & ~holds
         var95[flat] = var99[flat] = es99[flat] = 0.0
         # parametric VaR 99 and its Euler components
         mean = u.mean(axis=0) if cfg.include_mean else None
-        var99p, marginal = component_var(x, cov_all, 0.99, mean=mean, marginal=True)
-        quad = lambda c: np.maximum(((x @ c) * x).sum(axis=1), 0.0)  # noqa: E731
-        ewma_vol = np.sqrt(quad(cov_ewma) * ppy)
-        vol_ratio = np.where(holds, ratio(np.sqrt(quad(cov_cur)), np.sqrt(quad(cov_base))), 1.0)
+        # five quadratic forms x' C x in one product: full-window (parametric VaR and its Euler
+        # components, as in component_var), EWMA, current, baseline and regime-window covariances
+        xc = (x @ np.hstack([cov_all, cov_ewma, cov_cur, cov_base, cov_reg])).reshape(n_acc, 5, n_ins)
+        q_all, q_ewma, q_cur, q_base, q_reg = np.maximum(np.einsum("akn,an->ka", xc, x), 0.0)
+        sigma = np.sqrt(q_all)
+        z99 = float(ndtri(0.99))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            marginal = np.where(sigma[:, None] > 0, xc[:, 0, :] * (z99 / sigma)[:, None], 0.0)
+        var99p = z99 * sigma
+        if mean is not None:
+            marginal = marginal - mean[None, :]
+            var99p = var99p - x @ mean
+        ewma_vol = np.sqrt(q_ewma * ppy)
+        vol_ratio = np.where(holds, ratio(np.sqrt(q_cur), np.sqrt(q_base)), 1.0)
         regime = regime_from_moments(
-            x @ mean_reg, np.sqrt(quad(cov_reg)), vol_ratio,
+            x @ mean_reg, np.sqrt(q_reg), vol_ratio,
             periods_per_year=ppy, sideways_sharpe=cfg.regime_sideways_sharpe, high_vol_ratio=cfg.regime_high_vol_ratio,
         )
         # stand-alone historical VaR95 per USD of a long and of a short position in each instrument
         sl = tail_losses(np.ascontiguousarray(np.concatenate([u.T, -u.T])), (0.95, 0.99))["var_95"]
         pos_var_long, pos_var_short = sl[:n_ins], sl[n_ins:]
         # signed pair correlations of held positions
-        held = x != 0
-        counts = held.sum(axis=1).astype(np.int64)
-        order = np.argsort(~held, axis=1, kind="stable").astype(np.int64)
-        sign = np.take_along_axis(np.sign(x), order, axis=1)
         corr0 = np.nan_to_num(corr, nan=0.0)
-        _kernels.pair_stats(order, sign, counts, corr0, float(cfg.correlation_threshold), pair_out)
-        np.put_along_axis(posmap, order, np.broadcast_to(np.arange(n_ins), (n_acc, n_ins)).copy(), axis=1)
+        _kernels.held_pair_stats(x, corr0, float(cfg.correlation_threshold), pair_out, posmap)
         corr_idx, corr_max = pair_out[:, 0].copy(), pair_out[:, 1].copy()
 
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -64,18 +64,21 @@ def select(a, lo, hi, k):
 def gather_tail(x, k, buf):
     """Copy into ``buf`` a set of values of ``x`` that surely contains its ``k`` smallest; return its size.
 
-    Short rows are copied whole. Long rows: a strided subsample estimates a
-    cut-off with a safety margin and one pass keeps the values at or below it;
-    if the cut-off proves too tight (fewer than ``k`` kept) or too loose (more
-    than ``buf`` holds), the whole row is used, so results are always exact.
-    ``buf`` must hold at least ``x.size`` values.
+    A strided subsample estimates a cut-off with a safety margin and one
+    branch-free pass keeps the values at or below it. If fewer than ``k`` are
+    kept the whole row is used, so results are always exact. Returns -1 if
+    ``x`` holds a NaN or an infinity. ``buf`` must hold ``x.size`` values
+    (``buf`` may be ``x`` itself: writes never overtake reads).
     """
     n = x.size
-    if n <= 2048 or 8 * k >= n:
+    total = 0.0
+    if n < 128 or 8 * k >= n:
         for i in range(n):
-            buf[i] = x[i]
-        return n
-    stride = n // 256
+            v = x[i]
+            total += v
+            buf[i] = v
+        return n if math.isfinite(total * 0.0) else -1
+    stride = n // 256 if n >= 4096 else max(1, n // 64)
     m = n // stride
     sub = np.empty(m, dtype=x.dtype)
     for i in range(m):
@@ -84,19 +87,21 @@ def gather_tail(x, k, buf):
     r = int(expect + 3.0 * math.sqrt(expect) + 3.0)
     if r >= m:
         for i in range(n):
-            buf[i] = x[i]
-        return n
+            v = x[i]
+            total += v
+            buf[i] = v
+        return n if math.isfinite(total * 0.0) else -1
     select(sub, 0, m, r)
     cut = sub[r]
-    cap = 2 * r * stride + 64
     c = 0
     for i in range(n):
         v = x[i]
-        if v <= cut:
-            if c < cap:
-                buf[c] = v
-            c += 1
-    if c < k or c > cap:
+        total += v
+        buf[c] = v
+        c += v <= cut
+    if not math.isfinite(total * 0.0):
+        return -1
+    if c < k:
         for i in range(n):
             buf[i] = x[i]
         return n
@@ -104,8 +109,18 @@ def gather_tail(x, k, buf):
 
 
 @nb.njit(**_OPTS)
+def _max_to_end(a, end):
+    # move the largest of a[0:end] to a[end - 1]
+    best = 0
+    for i in range(1, end):
+        if a[i] > a[best]:
+            best = i
+    a[best], a[end - 1] = a[end - 1], a[best]
+
+
+@nb.njit(**_OPTS)
 def tail_stats(x, q95, q99, buf, out, o):
-    """VaR95, VaR99, ES95, ES99 (positive losses) of sample ``x`` into out[o:o+4].
+    """VaR95, VaR99, ES95, ES99 (positive losses) of sample ``x`` into out[o:o+4]; NaN if ``x`` is not all finite.
 
     VaR_a = -percentile(x, 100 q) with numpy's linear interpolation; ES_a = -mean
     of the ``int((n-1) q) + 1`` smallest values (empyrical's CVaR).
@@ -113,6 +128,10 @@ def tail_stats(x, q95, q99, buf, out, o):
     n = x.size
     k = tail_need(n, q95, q99)
     c = gather_tail(x, k, buf)
+    if c < 0:
+        for s in range(4):
+            out[o + s] = np.nan
+        return
     end = c
     for slot, q in ((0, q95), (1, q99)):
         h = (n - 1) * q
@@ -121,7 +140,7 @@ def tail_stats(x, q95, q99, buf, out, o):
         select(buf, 0, end, hi)
         vhi = buf[hi]
         if hi > lo:
-            select(buf, 0, hi, lo)
+            _max_to_end(buf, hi)  # rank lo = the largest of the hi smallest
         vlo = buf[lo]
         out[o + slot] = -_lerp(vlo, vhi, h - lo)
         m = lo + 1
@@ -153,18 +172,8 @@ def tail_rows(x, q95, q99, out):
     """
     nrow, n = x.shape
     for i in nb.prange(nrow):
-        row = x[i]
-        ok = True
-        for j in range(n):
-            if not math.isfinite(row[j]):
-                ok = False
-                break
-        if not ok:
-            for c in range(4):
-                out[i, c] = np.nan
-            continue
         buf = np.empty(n, dtype=x.dtype)
-        tail_stats(row, q95, q99, buf, out[i], 0)
+        tail_stats(x[i], q95, q99, buf, out[i], 0)
 
 
 @nb.njit(parallel=True, **_OPTS)
@@ -217,29 +226,56 @@ def series_risk_rows(r, q95, q99, ann, out, bad_col):
 
 
 @nb.njit(parallel=True, **_OPTS)
-def pair_stats(idx, sign, counts, corr, threshold, out):
-    """Per account: average / max signed pair correlation of held positions and pairs above threshold.
+def exposure_tail_rows(x, ut, q95, q99, out):
+    """Historical VaR95, VaR99, ES95, ES99 of every account's bar P&L ``x[a] @ ut`` without materialising it.
 
-    ``idx[a, :counts[a]]`` are the instruments account ``a`` holds, ``sign`` the
-    direction of its net position. A pair's correlation is that of the two
-    positions' P&L: ``corr[i, j] * sign_i * sign_j``. out[:, 0] mean over pairs,
-    out[:, 1] max over pairs, out[:, 2] number of pairs above ``threshold``;
-    out[a, 3 + p] (p < counts[a]) the mean correlation of position p with the
-    account's other positions. Accounts with fewer than two positions get 0.
+    ``x`` is (A, N) USD exposure, ``ut`` the (N, T) per-bar USD return factors.
+    Each account's P&L row is built from its non-zero exposures only (a book
+    holds a few of the instruments) and its tail selected in place.
+    out[a, :] as :func:`tail_rows`, in USD.
     """
-    nacc = idx.shape[0]
+    nacc, nins = x.shape
+    t = ut.shape[1]
     for a in nb.prange(nacc):
-        c = counts[a]
+        buf = np.zeros(t)
+        for j in range(nins):
+            w = x[a, j]
+            if w != 0.0:
+                for k in range(t):
+                    buf[k] += w * ut[j, k]
+        tail_stats(buf, q95, q99, buf, out[a], 0)
+
+
+@nb.njit(parallel=True, **_OPTS)
+def held_pair_stats(x, corr, threshold, out, slot):
+    """:func:`pair_stats` reading the held instruments straight from the exposure matrix ``x`` (A, N).
+
+    ``slot[a, j]`` receives the position of instrument ``j`` in account ``a``'s
+    held list (for looking up out[a, 3 + slot]).
+    """
+    nacc, nins = x.shape
+    for a in nb.prange(nacc):
+        idx = np.empty(nins, dtype=np.int64)
+        sgn = np.empty(nins)
+        c = 0
+        for j in range(nins):
+            v = x[a, j]
+            if v != 0.0:
+                idx[c] = j
+                sgn[c] = 1.0 if v > 0 else -1.0
+                slot[a, j] = c
+                c += 1
+            else:
+                slot[a, j] = 0
         tot = 0.0
         mx = -np.inf
         above = 0
         for p in range(c):
             out[a, 3 + p] = 0.0
         for p in range(c):
-            ip = idx[a, p]
+            ip = idx[p]
             for q in range(p + 1, c):
-                iq = idx[a, q]
-                v = corr[ip, iq] * sign[a, p] * sign[a, q]
+                v = corr[ip, idx[q]] * sgn[p] * sgn[q]
                 tot += v
                 if v > mx:
                     mx = v

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -35,13 +34,7 @@ _WORK = {  # an order being worked: PENDING plus bookkeeping
 }
 
 
-def _order_id(key: str, account: str, strategy: str, instrument: str, attempt: int) -> str:
-    raw = f"{key}|{account}|{strategy}|{instrument}|{attempt}".encode()
-    return "o-" + hashlib.sha1(raw).hexdigest()[:20]
-
-
-def _usd_is_quote(instruments: pl.Series) -> np.ndarray:
-    return np.array([FX_MAJORS[i].usd_is_quote if i in FX_MAJORS else True for i in instruments.to_list()])
+_USD_QUOTE = {i: ins.usd_is_quote for i, ins in FX_MAJORS.items()}
 
 
 class PaperBroker:
@@ -356,8 +349,6 @@ class PaperBroker:
             orders, fills, rest = self._fill_once(work, now)
             all_orders.append(orders)
             all_fills.append(fills)
-            if fills.height:
-                self._apply(fills, work)
             # re-submit partial remainders at once; rejected orders wait (no quote now)
             resub = rest.filter(pl.col("_status") == "PARTIALLY_FILLED")
             waiting = rest.filter((pl.col("_status") == "REJECTED") & pl.col("is_risk"))
@@ -366,9 +357,12 @@ class PaperBroker:
             work = resub.drop("_status").with_columns((pl.col("attempt") + 1).alias("attempt"))
         if work.height:  # remainders after the last re-submission
             self._keep_pending(work.with_columns(pl.lit("PARTIALLY_FILLED").alias("_status")).filter(pl.col("is_risk")))
+        fills = pl.concat(all_fills) if all_fills else None
+        if fills is not None and fills.height:
+            self._apply(fills)  # once: re-submissions are remainders of the same orders
         return (
             pl.concat(all_orders) if all_orders else frames.empty(BROKER_ORDERS),
-            pl.concat(all_fills) if all_fills else frames.empty(BROKER_FILLS),
+            fills.select(list(BROKER_FILLS)) if fills is not None else frames.empty(BROKER_FILLS),
         )
 
     def _keep_pending(self, rest: pl.DataFrame) -> None:
@@ -388,26 +382,25 @@ class PaperBroker:
         ).select(list(_WORK))
 
     def _fill_once(self, work: pl.DataFrame, now: datetime) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        """One attempt for every row of ``work``: (orders, fills, rows with status and open remainder)."""
+        """One attempt for every row of ``work``: (orders, fills with strategy, rows with status and open remainder).
+
+        Vectorized over the orders (a CLOSE_ALL of a 10k-account book is 200k orders).
+        """
         cfg = self.config
         w = work.join(self._quotes, on="instrument", how="left", maintain_order="left")
         n = w.height
         mid = w["mid"].to_numpy().astype(float)
-        bid = w["bid"].fill_null(w["mid"]).to_numpy().astype(float) if n else np.empty(0)
-        ask = w["ask"].fill_null(w["mid"]).to_numpy().astype(float) if n else np.empty(0)
+        bid = w["bid"].fill_null(w["mid"]).to_numpy().astype(float)
+        ask = w["ask"].fill_null(w["mid"]).to_numpy().astype(float)
         buy = (w["side"] == "BUY").to_numpy()
         qty = w["quantity"].to_numpy().astype(float)
-        blocked = w["reason"].to_numpy()
-        has_block = np.array([b is not None for b in blocked], dtype=bool)
+        has_block = w["reason"].is_not_null().to_numpy()
         px_side = np.where(buy, ask, bid)
-        no_quote = ~np.isfinite(mid) | (mid <= 0) | ~np.isfinite(px_side) | (px_side <= 0)
-        reason = np.full(n, None, dtype=object)
-        reason[no_quote] = [f"NO_QUOTE: instrument={i} has no usable quote" for i in w["instrument"].to_numpy()[no_quote]]
+        with np.errstate(invalid="ignore"):
+            no_quote = ~np.isfinite(mid) | ~(mid > 0) | ~np.isfinite(px_side) | ~(px_side > 0)
         if not self.market_open:
             no_quote[:] = True
-            reason[:] = "MARKET_CLOSED"
         reject = has_block | no_quote
-        reason[has_block] = blocked[has_block]
         u = self._rng.random(n)
         lo, hi = cfg.partial_fill_fraction
         share = np.where(u < cfg.partial_fill_p, self._rng.uniform(lo, hi, n), 1.0)
@@ -419,59 +412,63 @@ class PaperBroker:
         status = np.where(reject, "REJECTED", np.where(open_rest > 0, "PARTIALLY_FILLED", "FILLED"))
         slip = cfg.slippage_bps * 1e-4
         price = np.where(buy, px_side * (1 + slip), px_side * (1 - slip))
-        ids = [
-            _order_id(k, a, s, i, int(t))
-            for k, a, s, i, t in zip(w["idempotency_key"], w["account_id"], w["strategy"], w["instrument"], w["attempt"])
-        ]
-        action_reason = w["action_reason"].to_list()
-        reasons = [r if r is not None else ar for r, ar in zip(reason, action_reason)]
-        at = pl.Series("at", [now] * n, dtype=frames.UTC_TS)
-        orders = pl.DataFrame(
-            {
-                "order_id": ids,
-                "idempotency_key": w["idempotency_key"],
-                "account_id": w["account_id"],
-                "instrument": w["instrument"],
-                "side": w["side"],
-                "quantity": qty,
-                "filled_quantity": filled,
-                "status": status,
-                "reason": pl.Series(reasons, dtype=pl.String),
-                "at": at,
-            },
-            schema=BROKER_ORDERS,
+        no_quote_reason = (
+            pl.lit("MARKET_CLOSED")
+            if not self.market_open
+            else pl.format("NO_QUOTE: instrument={} has no usable quote", pl.col("instrument"))
         )
-        ok = filled > 0
-        fills = pl.DataFrame(
-            {
-                "fill_id": [f"{i}-f" for i, k in zip(ids, ok) if k],
-                "order_id": [i for i, k in zip(ids, ok) if k],
-                "account_id": w["account_id"].filter(pl.Series(ok)),
-                "instrument": w["instrument"].filter(pl.Series(ok)),
-                "quantity": np.where(buy, filled, -filled)[ok],
-                "price": price[ok],
-                "at": at.filter(pl.Series(ok)),
-            },
-            schema=BROKER_FILLS,
+        w = w.with_columns(
+            # readable and unique: the key, the position and the attempt
+            pl.concat_str(
+                [pl.col("idempotency_key"), pl.col("account_id"), pl.col("strategy"), pl.col("instrument"), pl.col("attempt").cast(pl.String)],
+                separator="|",
+            ).alias("order_id"),
+            pl.Series("filled_quantity", filled),
+            pl.Series("_open", open_rest),
+            pl.Series("status", status, dtype=pl.String),
+            pl.Series("_no_quote", no_quote),
+            pl.Series("price", price),
+            pl.lit(now, frames.UTC_TS).alias("at"),
+        ).with_columns(
+            pl.when(pl.col("reason").is_not_null())
+            .then(pl.col("reason"))
+            .when(pl.col("_no_quote"))
+            .then(no_quote_reason)
+            .otherwise(None)
+            .alias("_reason_out")
         )
-        rest = w.drop("bid", "ask", "mid").with_columns(
-            pl.Series("quantity", open_rest),
-            pl.Series("_status", status),
-            pl.Series("_reason_out", pl.Series(list(reason), dtype=pl.String)),
-            pl.Series("_price", price),
+        orders = w.select(
+            "order_id",
+            "idempotency_key",
+            "account_id",
+            "instrument",
+            "side",
+            "quantity",
+            "filled_quantity",
+            "status",
+            pl.coalesce("_reason_out", "action_reason").alias("reason"),
+            "at",
         )
-        rest = rest.filter(pl.Series(open_rest > 0)).drop("_price")
+        fills = w.filter(pl.col("filled_quantity") > 0).select(
+            pl.concat_str([pl.col("order_id"), pl.lit("f")], separator="|").alias("fill_id"),
+            "order_id",
+            "account_id",
+            "instrument",
+            pl.when(pl.col("side") == "BUY").then(pl.col("filled_quantity")).otherwise(-pl.col("filled_quantity")).alias("quantity"),
+            "price",
+            "at",
+            "strategy",
+        )
+        rest = (
+            w.filter(pl.col("_open") > 0)
+            .with_columns(pl.col("_open").alias("quantity"), pl.col("status").alias("_status"))
+            .select([*_WORK, "_status", "_reason_out"])
+        )
         return orders, fills, rest
 
-    def _apply(self, fills: pl.DataFrame, work: pl.DataFrame) -> None:
+    def _apply(self, fills: pl.DataFrame) -> None:
         """Move filled quantities into the book; realize P&L on reductions into cash."""
-        # fills carry no strategy: take it from the work rows they came from (same order, one fill per order)
-        ids = [
-            _order_id(k, a, s, i, int(t))
-            for k, a, s, i, t in zip(work["idempotency_key"], work["account_id"], work["strategy"], work["instrument"], work["attempt"])
-        ]
-        strat = pl.DataFrame({"order_id": ids, "strategy": work["strategy"]})
-        f = fills.join(strat, on="order_id", how="left").group_by(_KEYS).agg(
+        f = fills.group_by(_KEYS).agg(
             pl.col("quantity").sum().alias("dq"),
             ((pl.col("quantity") * pl.col("price")).sum() / pl.col("quantity").sum()).alias("px"),
         )
@@ -486,7 +483,9 @@ class PaperBroker:
         q1 = q0 + dq
         closing = (q0 != 0) & (dq != 0) & (np.sign(dq) != np.sign(q0))
         closed = np.where(closing, np.sign(q0) * np.minimum(np.abs(dq), np.abs(q0)), 0.0)
-        usd_q = _usd_is_quote(book["instrument"])
+        usd_q = book.select(
+            pl.col("instrument").replace_strict(_USD_QUOTE, default=True, return_dtype=pl.Boolean)
+        ).to_series().to_numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
             pnl_quote = closed * (px - e0)
             realized = np.where(closing, np.where(usd_q, pnl_quote, pnl_quote / px), 0.0)
@@ -499,7 +498,7 @@ class PaperBroker:
         kept = frames.conform(book.filter(pl.col("quantity").abs() > 1e-9), frames.POSITIONS, "positions")
         self._positions = pl.concat([untouched, kept])
         if gains.height:
-            self._balances = self._balances.join(gains, on="account_id", how="left").with_columns(
+            self._balances = self._balances.join(gains, on="account_id", how="left", maintain_order="left").with_columns(
                 (pl.col("cash_usd") + pl.col("_realized").fill_null(0.0)).alias("cash_usd")
             ).drop("_realized")
             self._realized = (

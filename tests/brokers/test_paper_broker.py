@@ -335,3 +335,37 @@ def test_untouched_accounts_keep_their_positions_exactly(broker, quotes, now, ma
     # Assert
     assert broker.positions().filter(pl.col("account_id") == "A2").equals(before)
     assert broker.balances().filter(pl.col("account_id") == "A2")["cash_usd"].item() == 50_000.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    p=st.floats(0.0, 1.0),
+    lo=st.floats(0.05, 0.95),
+    resubmits=st.integers(0, 4),
+    seed=st.integers(0, 10_000),
+)
+def test_filled_plus_pending_is_always_what_was_ordered(p, lo, resubmits, seed):
+    # Arrange
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    positions = pl.DataFrame(
+        [("A", "S", "EUR/USD", 123_456.0, 1.1), ("A", "T", "USD/JPY", -54_321.0, 150.0)],
+        schema=frames.POSITIONS,
+        orient="row",
+    )
+    balances = pl.DataFrame([("A", "g", 1e6, 1e6)], schema=frames.BALANCES, orient="row")
+    cfg = BrokerConfig(partial_fill_p=p, partial_fill_fraction=(lo, min(0.99, lo + 0.2)), max_resubmits=resubmits)
+    b = PaperBroker(cfg, seed=seed, positions=positions, balances=balances)
+    acts = pl.DataFrame([("k", "i", "A", "CLOSE_ALL", 1.0, "r", now)], schema=frames.ACTIONS, orient="row")
+    # Act
+    report = b.execute(acts, {"EUR/USD": 1.1, "USD/JPY": 150.0}, now)
+    # Assert
+    filled = report.fills.group_by("instrument").agg(pl.col("quantity").sum())
+    pending = report.pending.group_by("instrument").agg(pl.col("quantity").sum())
+    got = dict(filled.iter_rows())
+    wait = dict(pending.iter_rows())
+    assert got.get("EUR/USD", 0.0) - wait.get("EUR/USD", 0.0) == pytest.approx(-123_456.0)
+    assert got.get("USD/JPY", 0.0) + wait.get("USD/JPY", 0.0) == pytest.approx(54_321.0)
+    left = dict(b.positions().select("instrument", "quantity").iter_rows())
+    assert left.get("EUR/USD", 0.0) == pytest.approx(wait.get("EUR/USD", 0.0))

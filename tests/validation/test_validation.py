@@ -315,3 +315,34 @@ def test_screen_and_great_expectations_agree_row_for_row(gx_always, snap, now, t
         r.quarantine.filter(pl.col("source") == "positions")["row_key"].str.split("|").list.first()
     ) - {"<null>"}
     assert bad_position_accounts <= set(r.failed_accounts["account_id"])
+
+
+def test_a_calm_simulated_session_never_quarantines_anything(validator):
+    # Arrange: no false alarms on good data, snapshot after snapshot
+    from risklib.adapters.feeds import SimulatedFeed
+
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    feed = SimulatedFeed(seed=9, start=start, accounts=40)
+    # Act
+    results = [validator.validate(feed.snapshot(t), t) for t in (start + timedelta(seconds=45 * k) for k in range(1, 25))]
+    # Assert
+    assert all(r.ok for r in results)
+
+
+def test_a_liquidity_gap_fails_closed_only_the_holders_of_the_gapped_pairs(validator):
+    # Arrange
+    from risklib.adapters.feeds import SimulatedFeed
+
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    feed = SimulatedFeed(scenario="liquidity-gap", seed=4, start=start, accounts=60)
+    now = start + timedelta(minutes=12)
+    # Act
+    snap = feed.snapshot(now)
+    r = validator.validate(snap, now)
+    # Assert
+    gapped = set(feed.instruments) - set(r.ticks["instrument"])
+    assert gapped  # this seed gaps at least one pair at minute 12
+    holders = set(snap.positions.filter(pl.col("instrument").is_in(list(gapped)))["account_id"])
+    assert set(r.failed_accounts["account_id"]) == holders
+    one_sided = snap.ticks.filter(pl.col("mid").is_null())["instrument"].to_list()
+    assert set(r.quarantine.filter(pl.col("rule") == "expect_column_values_to_not_be_null(mid)")["row_key"]) == set(one_sided)

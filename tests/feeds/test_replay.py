@@ -181,3 +181,25 @@ def test_unreadable_paths_are_named(tmp_path):
         FileReplayFeed(tmp_path / "p.json", tmp_path / "pos.csv")
     with pytest.raises(ReplayFileError, match=r"nope\.csv: file not found"):
         FileReplayFeed(tmp_path / "nope.csv", tmp_path / "pos.csv")
+
+
+def test_broker_book_mode_lets_actions_change_the_replayed_book(files):
+    # Arrange
+    feed = FileReplayFeed(files["prices"], files["positions"], files["balances"], book="broker")
+    acts = pl.DataFrame(
+        [("k1", "i", "A1", "CLOSE_ALL", 1.0, "backtest", T0 + timedelta(minutes=2))], schema=frames.ACTIONS, orient="row"
+    )
+    snap = feed.snapshot(T0 + timedelta(minutes=2))
+    # Act
+    feed.broker.execute(acts, snap.ticks, T0 + timedelta(minutes=2))
+    later = feed.snapshot(T0 + timedelta(minutes=3))
+    # Assert
+    assert snap.positions.height == 2
+    assert later.positions["account_id"].to_list() == ["A2"]
+    assert later.balances.filter(pl.col("account_id") == "A1")["cash_usd"].item() != 100_000.0
+
+
+def test_unknown_book_mode_is_refused(files):
+    # Arrange / Act / Assert
+    with pytest.raises(ReplayFileError, match=r"book='both': must be 'file' or 'broker'"):
+        FileReplayFeed(files["prices"], files["positions"], book="both")

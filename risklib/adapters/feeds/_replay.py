@@ -13,7 +13,7 @@ from risklib.core.instruments import FX_MAJORS
 from risklib.errors import ReplayFileError
 
 from ._base import Snapshot, bars_schema, empty_bars
-from ._config import SimulatorConfig
+from ._config import BrokerConfig, SimulatorConfig
 
 _NUMERIC = (pl.Float64, pl.Float32, pl.Int64, pl.Int32, pl.Int16, pl.Int8, pl.UInt64, pl.UInt32, pl.UInt16, pl.UInt8)
 
@@ -114,6 +114,16 @@ class FileReplayFeed:
         default the simulator's calm spreads.
     default_equity_usd : float
         Cash per account when there is no balances file.
+    book : str
+        ``file`` (default): positions and balances are replayed as recorded.
+        ``broker``: the book as of ``start`` is loaded into a
+        :class:`~risklib.adapters.brokers.PaperBroker` (``feed.broker``) and
+        snapshots show that broker's book, so the policy's actions change it
+        (backtesting the policy rather than replaying what happened).
+    broker_config : BrokerConfig, optional
+        Fills of that broker.
+    seed : int
+        Seeds that broker's partial fills.
     """
 
     def __init__(
@@ -125,7 +135,12 @@ class FileReplayFeed:
         start: datetime | None = None,
         spread_pips: dict[str, float] | None = None,
         default_equity_usd: float = 1_000_000.0,
+        book: str = "file",
+        broker_config: BrokerConfig | None = None,
+        seed: int = 0,
     ) -> None:
+        if book not in ("file", "broker"):
+            raise ReplayFileError(f"book={book!r}: must be 'file' or 'broker'")
         self.prices_path = Path(prices_path)
         raw = _read(self.prices_path)
         ts = _as_ts(raw, "ts", self.prices_path)
@@ -169,6 +184,20 @@ class FileReplayFeed:
                 },
                 schema=frames.BALANCES,
             )
+        self.book = book
+        self.broker = None
+        if book == "broker":
+            from risklib.adapters.brokers import PaperBroker
+
+            self.broker = PaperBroker(
+                broker_config,
+                seed=seed,
+                positions=self._as_of(self._positions, self.start, frames.POSITIONS),
+                balances=self._as_of(self._balances, self.start, frames.BALANCES),
+            )
+            start_ticks = self._ticks(self._index_at(self.start))
+            if start_ticks.height:
+                self.broker.update_prices(start_ticks)
 
     # -- loading ----------------------------------------------------------------
 
@@ -229,12 +258,19 @@ class FileReplayFeed:
             bars = empty_bars(self.instruments)
         ticks = self._ticks(idx)
         last = ticks["ts"].max() if ticks.height else None
+        if self.broker is not None:
+            if ticks.height:
+                self.broker.update_prices(ticks)
+            positions, balances = self.broker.positions(), self.broker.balances()
+        else:
+            positions = self._as_of(self._positions, now, frames.POSITIONS)
+            balances = self._as_of(self._balances, now, frames.BALANCES)
         return Snapshot(
             ts=now,
             ticks=ticks,
             bars=bars.cast(bars_schema(self.instruments)),  # type: ignore[arg-type]
-            positions=self._as_of(self._positions, now, frames.POSITIONS),
-            balances=self._as_of(self._balances, now, frames.BALANCES),
+            positions=positions,
+            balances=balances,
             connected=True,
             last_tick_at=last,
         )

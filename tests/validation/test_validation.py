@@ -346,3 +346,14 @@ def test_a_liquidity_gap_fails_closed_only_the_holders_of_the_gapped_pairs(valid
     assert set(r.failed_accounts["account_id"]) == holders
     one_sided = snap.ticks.filter(pl.col("mid").is_null())["instrument"].to_list()
     assert set(r.quarantine.filter(pl.col("rule") == "expect_column_values_to_not_be_null(mid)")["row_key"]) == set(one_sided)
+
+
+def test_validator_from_the_pipeline_config():
+    # Arrange
+    from risklib.adapters.feeds import PipelineConfig
+
+    cfg = PipelineConfig.model_validate({"staleness_s": 30.0, "validation": {"gx_mode": "always"}})
+    # Act
+    v = SnapshotValidator.from_config(cfg, ("EUR/USD",), eager=False)
+    # Assert
+    assert (v.staleness_s, v.gx_mode, v.known_instruments) == (30.0, "always", ("EUR/USD",))

@@ -141,6 +141,17 @@ class SnapshotValidator:
         if eager:
             self.suites  # noqa: B018 - build now
 
+    @classmethod
+    def from_config(cls, config: Any, known_instruments: Iterable[str] | None = None, *, eager: bool = True) -> SnapshotValidator:
+        """Build from a :class:`~risklib.adapters.feeds.PipelineConfig` (the ``[pipeline]`` section)."""
+        return cls(
+            known_instruments,
+            config.staleness_s,
+            future_tolerance_s=config.validation.future_tolerance_s,
+            gx_mode=config.validation.gx_mode,
+            eager=eager,
+        )
+
     @property
     def suites(self):
         """The GX suites (built on first use)."""

@@ -51,6 +51,8 @@ cfg = load_config().model_copy(update={"threads": 1})
 wh = Warehouse.open(sys.argv[1], read_only=True, config=cfg)
 stop, kind = Path(sys.argv[2]), sys.argv[3]
 n = 0
+wh.last_heartbeat()
+print("ready", flush=True)
 while not stop.exists():
     if kind == "api":
         wh.latest_risk_state(); wh.last_heartbeat(); time.sleep(0.05)
@@ -69,8 +71,9 @@ def _positions(at: datetime, rng: np.random.Generator) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "account_id": [f"A{a:03d}" for a in acc],
-            "strategy": "trend",
-            "instrument": pairs[np.arange(N_POSITIONS) % len(pairs)],
+            # (account, strategy, instrument) identifies a position, as in frames.POSITIONS
+            "strategy": [f"s{i // (N_ACCOUNTS * len(pairs))}" for i in range(N_POSITIONS)],
+            "instrument": pairs[(np.arange(N_POSITIONS) // N_ACCOUNTS) % len(pairs)],
             "quantity": rng.normal(0, 1e5, N_POSITIONS).round(2),
             "price": rng.uniform(0.6, 1.6, N_POSITIONS).round(5),
             "notional_usd": rng.normal(0, 1e5, N_POSITIONS).round(2),
@@ -198,10 +201,11 @@ def _bench_reader_delay(root: Path, rng: np.random.Generator) -> dict[str, float
         subprocess.Popen([sys.executable, "-c", _READER, str(path), str(stop), kind], stdout=subprocess.PIPE, text=True)
         for kind in ("api", "analyst")
     ]
-    time.sleep(3.0)  # let the readers attach and start querying
+    for r in readers:  # wait until each reader has attached and answered once
+        assert r.stdout is not None and r.stdout.readline().strip() == "ready"
     together = time_calls(lambda: wh.write_cycle(next(cycles)), repeat=6, warmup=0)
     stop.write_text("stop")
-    reads = [int(r.communicate(timeout=120)[0].strip() or 0) for r in readers]
+    reads = [int(r.communicate(timeout=300)[0].strip() or 0) for r in readers]
     wh.close()
     base = statistics.median(alone)
     extra = np.maximum(together - base, 0.0)
@@ -225,7 +229,6 @@ def _bench_query(root: Path) -> dict[str, float]:
                5 AS n_cycles,
                abs(sin(m / 997.0 + a)) * 0.1 AS drawdown_max
         FROM range({minutes}) t(m), range({N_ACCOUNTS}) s(a)
-        ORDER BY minute, account_id
     """
     sql = (
         "SELECT account_id, CAST(minute AS DATE) AS day, max(drawdown_max) AS max_drawdown "
@@ -257,10 +260,11 @@ def run() -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="bench-warehouse-"))
     try:
         out: dict[str, float] = {}
-        out |= _bench_append(root, rng)
-        out |= _bench_small_cycles(root, rng)
-        out |= _bench_reader_delay(root, rng)
-        out |= _bench_query(root)
+        for phase in (_bench_append, _bench_small_cycles, _bench_reader_delay, _bench_query):
+            t = time.perf_counter()
+            figures = phase(root) if phase is _bench_query else phase(root, rng)
+            print(f"  [{phase.__name__} {time.perf_counter() - t:.0f}s] {figures}", file=sys.stderr, flush=True)
+            out |= figures
         return out
     finally:
         shutil.rmtree(root, ignore_errors=True)

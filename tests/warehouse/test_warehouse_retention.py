@@ -192,3 +192,13 @@ def test_compaction_keeps_every_row(wh):
                                       "expire_snapshots", "cleanup_old_files"}
     assert all(v >= 0 for v in report.compaction.values()), getattr(wh, "compaction_errors", None)
     assert wh.verify().ok
+
+
+def test_every_table_has_a_retention_tier(wh):
+    # Arrange
+    from risklib.warehouse import TIERS
+
+    # Act
+    untiered = set(wh.tables()) - set(TIERS) - {"schema_migrations"}
+    # Assert
+    assert untiered == set()

@@ -66,7 +66,7 @@ class WarehouseConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     location: str = ""
     data_path: str = ""
-    data_inlining_row_limit: NonNegativeInt = 1000
+    data_inlining_row_limit: NonNegativeInt = 0  # see risklib/defaults/warehouse.toml
     writer_lock_timeout_s: PositiveFloat = 10.0
     threads: NonNegativeInt = 0
     retention: RetentionConfig = Field(default_factory=RetentionConfig)

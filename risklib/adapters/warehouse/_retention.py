@@ -25,17 +25,23 @@ TIERS: dict[str, tuple[str, str]] = {
     "position_risk_metrics_1m": ("risk_metrics", "minute"),
     "risk_state": ("risk_metrics", "ts"),
     "cycle_runs": ("risk_metrics", "started_at"),
+    "correlation_snapshots": ("risk_metrics", "ts"),
     "alerts": ("alerts", "ts"),
     "incidents": ("alerts", "updated_at"),
     "notifications": ("alerts", "created_at"),
     "notification_events": ("alerts", "at"),
     "acknowledgements": ("alerts", "at"),
     "webhook_rejections": ("alerts", "at"),
+    "gate_denials": ("alerts", "ts"),  # refused orders: decisions, kept like the alert history
     "emergency_actions": ("emergency_actions", "timestamp"),
     "broker_orders": ("emergency_actions", "at"),
     "broker_fills": ("emergency_actions", "at"),
     "overrides": ("emergency_actions", "created_at"),
     "threshold_changes": ("emergency_actions", "at"),
+    "manual_action_requests": ("emergency_actions", "requested_at"),
+    # The "why" of every decision, including those behind emergency actions: kept as long
+    # as the actions it explains (the more protective of the two tiers it could follow).
+    "rules_fired": ("emergency_actions", "ts"),
     "quarantine": ("quarantine", "at"),
     "audit_log": ("audit", "at"),
 }

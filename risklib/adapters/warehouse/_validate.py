@@ -75,6 +75,12 @@ CHECKS: dict[str, dict[str, tuple]] = {
     "quarantine": {"source": ("enum", "ticks", "positions", "balances")},
     "broker_orders": {"side": ("enum", "BUY", "SELL")},
     "cycle_runs": {"status": ("enum", "completed", "failed")},
+    "manual_action_requests": {
+        "authority_level": ("range", 1, 5),
+        "fraction": _FRACTION,
+        "action": ("enum", "REDUCE", "CLOSE", "CLOSE_ALL", "HALT_ENTRIES", "HALT_ALL", "RESUME"),
+    },
+    "correlation_snapshots": {"correlation": ("range", -1.0, 1.0)},
 }
 
 _DECIMAL = re.compile(r"DECIMAL\((\d+),\s*(\d+)\)")

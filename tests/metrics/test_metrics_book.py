@@ -10,7 +10,14 @@ from metrics_builders import FX, MIDS, make_balances, make_positions, make_price
 from risklib.core import frames
 from risklib.core.instruments import FX_MAJORS, pnl_usd
 from risklib.errors import MetricsError, SchemaError
-from risklib.metrics import MetricsConfig, compute_book_metrics, update_peak
+from risklib.metrics import (
+    MetricsConfig,
+    compute_book_metrics,
+    ewma_volatility,
+    parametric_var_es,
+    update_peak,
+    volatility_ratio,
+)
 
 
 def _run(book, **kw):
@@ -44,6 +51,10 @@ def _slow_account(book, account):
         "var_99": -np.percentile(bar_pnl, 1) / equity,
         "es_99": -np.sort(bar_pnl)[: k + 1].mean() / equity,
         "daily_pnl_pct": (equity - bal["start_of_day_equity_usd"]) / bal["start_of_day_equity_usd"],
+        # the account's own P&L series through the series functions: EWMA vol and current/normal ratio
+        "ewma_vol": ewma_volatility(bar_pnl)[0] / equity,
+        "vol_ratio": volatility_ratio(bar_pnl, window=20, normal_window=250)[0],
+        "var_99_parametric": parametric_var_es(bar_pnl, 0.99)[0][0] / equity,
     }
 
 

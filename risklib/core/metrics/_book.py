@@ -52,7 +52,7 @@ from risklib.core.metrics._exposure import account_exposure, concentration
 from risklib.core.metrics._regime import regime_from_moments
 from risklib.core.metrics._risk_score import risk_score
 from risklib.core.metrics._var import tail_losses
-from risklib.core.metrics._volatility import ewma_covariance, ewma_variance, ratio
+from risklib.core.metrics._volatility import BACKCAST_BARS, BACKCAST_DECAY, ewma_variance, ratio
 from risklib.errors import MetricsError, SchemaError
 
 
@@ -246,13 +246,16 @@ def compute_book_metrics(
         acc = acc.with_columns(pl.lit(None, dtype=pl.Float64).alias("peak_equity_usd"))
 
     # --- positions: join everything, per-row validity ------------------------------------------
-    p = (
-        pos.with_row_index("_row")
-        .join(acc.select("account_id", "_a"), on="account_id", how="left")
-        .join(px, on="instrument", how="left")
+    # one small frame per instrument (reference data, quote, return column), joined once
+    ins_info = (
+        pl.concat([known.select("instrument"), px.select("instrument"), ins_frame.select("instrument")])
+        .unique(maintain_order=True)
         .join(known, on="instrument", how="left")
+        .join(px, on="instrument", how="left")
         .join(ins_frame, on="instrument", how="left")
-        .sort("_row")
+    )
+    p = pos.join(acc.select("account_id", "_a"), on="account_id", how="left", maintain_order="left").join(
+        ins_info, on="instrument", how="left", maintain_order="left"
     )
     finite = lambda c: pl.col(c).is_not_null() & pl.col(c).is_finite()  # noqa: E731
     bad_checks = (
@@ -399,14 +402,22 @@ def compute_book_metrics(
         ppy = cfg.periods_per_year
         w_cur, w_norm = cfg.vol_window_bars, cfg.normal_vol_window_bars
         ok_idx = np.flatnonzero(col_ok)
-        cov_all = np.cov(u, rowvar=False, ddof=1).reshape(n_ins, n_ins)
-        cur = u[n_bars - w_cur :]
-        base = u[max(0, n_bars - w_cur - w_norm) : n_bars - w_cur]
-        cov_cur = np.cov(cur, rowvar=False, ddof=1).reshape(n_ins, n_ins)
-        cov_base = np.cov(base, rowvar=False, ddof=1).reshape(n_ins, n_ins)
-        cov_ewma = ewma_covariance(u, lam=cfg.ewma_lambda)
+        # covariances of small (T, N) windows in one compiled pass each: no BLAS thread start-up per call
+        uc = np.ascontiguousarray(u)
+        start_base = max(0, n_bars - w_cur - w_norm)
+        cov_all = _kernels.window_cov(uc, 0, n_bars)
+        cov_cur = _kernels.window_cov(uc, n_bars - w_cur, n_bars)
+        cov_base = _kernels.window_cov(uc, start_base, n_bars - w_cur)
+        cov_reg = _kernels.window_cov(uc, max(0, n_bars - cfg.regime_window_bars), n_bars)
+        # EWMA covariance forecast (see ewma_covariance): lam^T backcast + (1 - lam) sum lam^(T-1-t) u_t u_t'
+        lam = cfg.ewma_lambda
+        tau = min(BACKCAST_BARS, n_bars)
+        wb = np.zeros(n_bars)
+        wb[:tau] = BACKCAST_DECAY ** np.arange(tau)
+        wb[:tau] /= wb[:tau].sum()
+        weights = lam**n_bars * wb + (1.0 - lam) * lam ** np.arange(n_bars - 1, -1, -1)
+        cov_ewma = _kernels.weighted_gram(uc, weights)
         reg = u[-cfg.regime_window_bars :]
-        cov_reg = np.cov(reg, rowvar=False, ddof=1).reshape(n_ins, n_ins)
         mean_reg = reg.mean(axis=0)
 
         # instrument-level figures on the instruments' own (price) returns

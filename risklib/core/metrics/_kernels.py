@@ -293,3 +293,49 @@ def held_pair_stats(x, corr, threshold, out, slot):
             out[a, 0] = 0.0
             out[a, 1] = 0.0
         out[a, 2] = above
+
+
+@nb.njit(**_OPTS)
+def window_cov(u, a, b):
+    """Sample covariance (ddof=1) of rows ``a:b`` of ``u`` (T, N), single-threaded (small: no BLAS threads)."""
+    n = u.shape[1]
+    m = b - a
+    mean = np.zeros(n)
+    for t in range(a, b):
+        for i in range(n):
+            mean[i] += u[t, i]
+    for i in range(n):
+        mean[i] /= m
+    out = np.zeros((n, n))
+    d = np.empty(n)
+    for t in range(a, b):
+        for i in range(n):
+            d[i] = u[t, i] - mean[i]
+        for i in range(n):
+            di = d[i]
+            for j in range(i, n):
+                out[i, j] += di * d[j]
+    for i in range(n):
+        for j in range(i, n):
+            out[i, j] /= m - 1
+            out[j, i] = out[i, j]
+    return out
+
+
+@nb.njit(**_OPTS)
+def weighted_gram(u, w):
+    """``sum_t w[t] u[t] u[t]'`` over rows of ``u`` (T, N), single-threaded."""
+    n = u.shape[1]
+    out = np.zeros((n, n))
+    for t in range(u.shape[0]):
+        wt = w[t]
+        if wt == 0.0:
+            continue
+        for i in range(n):
+            di = wt * u[t, i]
+            for j in range(i, n):
+                out[i, j] += di * u[t, j]
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[j, i] = out[i, j]
+    return out

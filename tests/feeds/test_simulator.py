@@ -413,3 +413,21 @@ def test_approved_quantity_is_what_reaches_the_broker(make_feed, start):
     assert activity.fills.height > 0
     assert set(activity.orders["status"]) <= {"FILLED", "PARTIALLY_FILLED", "REJECTED"}
     assert activity.orders["quantity"].min() >= 100.0  # a tenth of the smallest 1,000-unit order
+
+
+@settings(max_examples=15, deadline=None)
+@given(cuts=st.lists(st.integers(1, 1800), min_size=1, max_size=8), scenario=st.sampled_from(["calm", "vol-spike", "flash-crash"]))
+def test_prices_do_not_depend_on_when_the_feed_is_asked(cuts, scenario):
+    # Arrange
+    from datetime import datetime, timezone
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    end = start + timedelta(seconds=1800)
+    once = SimulatedFeed(scenario=scenario, seed=13, start=start, accounts=3)
+    often = SimulatedFeed(scenario=scenario, seed=13, start=start, accounts=3)
+    # Act
+    whole = once.snapshot(end).bars
+    pieces = [often.snapshot(start + timedelta(seconds=c)).bars for c in sorted(cuts)]
+    pieces.append(often.snapshot(end).bars)
+    # Assert
+    assert pl.concat(pieces).equals(whole)

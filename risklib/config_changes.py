@@ -33,7 +33,8 @@ _AUTHORITY_KEYS = ("policy.authority", "policy.breaker.reset_authority")
 
 
 def parse_key(key: str) -> tuple[str | int, ...]:
-    """Split a dotted key into path parts; ``[i]`` and ``.i`` both index a list.
+    """Split a dotted key into path parts; ``[i]`` and ``.i`` both give the integer ``i``
+    (a list index, or an integer dict key such as an authority level).
 
     Raises
     ------
@@ -47,7 +48,8 @@ def parse_key(key: str) -> tuple[str | int, ...]:
         gap = key[pos:m.start()]
         if gap not in ("", "."):
             raise ConfigError(f"key={key!r}: malformed near {gap!r}")
-        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        name = m.group(1)
+        parts.append(int(name) if name is not None and name.isdigit() else name if name is not None else int(m.group(2)))
         pos = m.end()
     if key[pos:] or not parts:
         raise ConfigError(f"key={key!r}: malformed near {key[pos:]!r}")

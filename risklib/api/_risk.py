@@ -124,7 +124,7 @@ def status(
         metrics = _latest_account_metrics(ctx.warehouse, cyc.cycle_id)
         state = _cycle_state(ctx.warehouse, cyc.cycle_id)
     summary = summarise(metrics, state, var_halt=_var_halt(cfg))
-    table = metrics.join(
+    table = metrics.drop("trading_mode", strict=False).join(  # the mode in force is the risk state's
         state.select("account_id", "trading_mode", "breaker_state", "risk_level", "sizing_multiplier",
                      pl.col("alert_level").alias("state_alert_level")),
         on="account_id", how="left", suffix="_state",

@@ -70,6 +70,10 @@ class SimulatorConfig(BaseModel):
     equity_sigma: Annotated[float, Field(ge=0.0)] = 0.8  # lognormal spread of account equity
     equity_min_usd: PositiveFloat = 20_000.0
     usd_bias: Fraction = 0.9  # probability a position follows the account's dollar view
+    # Optional cap on gross notional / equity per account, applied after the VaR
+    # sizing (it lowers VaR for the accounts it cuts). None: no cap; the VaR
+    # calibration then implies 2-5x, inside the spec's 5x conservative leverage.
+    max_gross_leverage: PositiveFloat | None = None
     entry_spread: Annotated[float, Field(ge=0.0)] = 0.002  # entry prices scatter around the start mid
     trade_probability: Fraction = 0.01  # per account per bar: a strategy proposes an order
 

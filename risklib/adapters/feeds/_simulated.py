@@ -89,6 +89,9 @@ def generate_book(
     target = targets[:, 0] + rng.random(n_accounts) * (targets[:, 1] - targets[:, 0])
     scale = target * equity / (var99_quantile(cfg.tail_df) * np.where(sd > 0, sd, 1.0))
     notional = notional * scale[:, None]
+    if cfg.max_gross_leverage is not None:
+        gross = np.abs(notional).sum(axis=1) / equity
+        notional = notional * np.minimum(1.0, cfg.max_gross_leverage / np.where(gross > 0, gross, 1.0))[:, None]
     a_idx, c_idx = np.nonzero(held)
     i_idx = inst_of[c_idx]
     s_idx = c_idx // n_i

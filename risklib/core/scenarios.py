@@ -230,7 +230,7 @@ SCENARIOS: Mapping[str, tuple[ScenarioStep, ...]] = MappingProxyType(
             (1200, 600, "vol", {"multiplier": 5.0, "stress_corr": 1.0, "jump_p": 0.2, "jump_size": 3.0}),
         ),
         "flash-crash": _steps(
-            (600, 300, "crash", {"depth": 0.03, "fall_share": 0.3, "rebound": 0.7, "multiplier": 4.0}),
+            (600, 300, "crash", {"depth": 0.06, "fall_share": 0.3, "rebound": 0.7, "multiplier": 4.0}),
             (600, 300, "liquidity", {"spread_mult": 8.0, "one_sided_p": 0.1, "missing_p": 0.05}),
         ),
         "correlation-breakdown": _steps(

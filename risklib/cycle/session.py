@@ -142,6 +142,9 @@ class Session:
 
         cfg = config if isinstance(config, RiskConfig) else load_config(config)
         start = start or SIM_START
+        sim = cfg.pipeline.simulator
+        # The simulated book is sized on the VaR horizon the metrics measure.
+        sim = sim.model_copy(update={"var_horizon_bars": max(1, round(cfg.monitor.var_horizon_s / sim.bar_s))})
         clock = SimClock(start, speed)
         holder: dict[str, Session] = {}
 
@@ -149,7 +152,7 @@ class Session:
             return holder["session"].gate_check(order)
 
         feed = SimulatedFeed(
-            cfg.pipeline.simulator,
+            sim,
             scenario=scenario,
             seed=seed,
             start=start,

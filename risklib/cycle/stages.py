@@ -134,7 +134,8 @@ def escalate(session: Session, now: datetime, evaluation: Any) -> Any:
 
 def act(session: Session, now: datetime, evaluation: Any, snapshot: Any) -> Any:
     """Hand the policy's actions to the broker; idempotency keys make retries and replays harmless."""
-    prices = snapshot.ticks.select("instrument", "mid")
+    # bid/ask too, so fills pay the spread; the broker skips instruments without a two-sided quote
+    prices = snapshot.ticks.select("instrument", "bid", "ask", "mid")
     return session.broker.execute(evaluation.actions, prices, now)
 
 

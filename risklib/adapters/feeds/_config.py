@@ -25,7 +25,7 @@ class GroupConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     share: Fraction  # share of accounts in this group
-    var99_target: tuple[PositiveFloat, PositiveFloat]  # calm one-bar VaR99 range, fraction of equity
+    var99_target: tuple[PositiveFloat, PositiveFloat]  # calm VaR99 over var_horizon_bars, fraction of equity
 
     @model_validator(mode="after")
     def _ordered(self) -> GroupConfig:
@@ -39,7 +39,11 @@ class SimulatorConfig(BaseModel):
     """Market simulator and simulated book. Units in the names; see pipeline.toml for the calibration."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    bar_s: PositiveFloat = 60.0  # simulated bar length, seconds; VaR horizon is one bar
+    bar_s: PositiveFloat = 60.0  # simulated bar length, seconds
+    # The VaR horizon the group targets refer to, in bars. The session sets it
+    # from [monitor] var_horizon_s so the book is sized on the horizon the
+    # metrics measure (60 one-minute bars: one hour).
+    var_horizon_bars: PositiveInt = 60
     instruments: tuple[str, ...] = tuple(FX_MAJORS)
     annual_vol: dict[str, PositiveFloat] = {  # calm annualised vol of each currency against USD
         "EUR": 0.07, "GBP": 0.08, "JPY": 0.095, "AUD": 0.10, "CHF": 0.075, "CAD": 0.06, "NZD": 0.105,
@@ -73,7 +77,7 @@ class SimulatorConfig(BaseModel):
     # Optional cap on gross notional / equity per account, applied after the VaR
     # sizing (it lowers VaR for the accounts it cuts). None: no cap; the VaR
     # calibration then implies 2-5x, inside the spec's 5x conservative leverage.
-    max_gross_leverage: PositiveFloat | None = None
+    max_gross_leverage: PositiveFloat | None = 0.45  # gross notional / equity; under the policy's 0.5 exposure halt
     entry_spread: Annotated[float, Field(ge=0.0)] = 0.002  # entry prices scatter around the start mid
     trade_probability: Fraction = 0.01  # per account per bar: a strategy proposes an order
 

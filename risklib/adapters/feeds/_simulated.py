@@ -51,9 +51,9 @@ def generate_book(
     Each account draws an equity (lognormal around ``equity_median_usd``), a
     group, a dollar view (long or short USD), and 2-6 (strategy, instrument)
     positions; each position follows the view with probability ``usd_bias``.
-    Position sizes are then scaled so the account's calm one-bar VaR99 (normal
-    regime, Student-t quantile, calm covariance) equals a target drawn from the
-    group's ``var99_target`` range. All in numpy over accounts, no loop.
+    Position sizes are then scaled so the account's calm VaR99 (normal
+    regime, Student-t quantile, calm covariance), scaled to ``var_horizon_bars``,
+    equals a target drawn from the group's ``var99_target`` range. All in numpy over accounts, no loop.
 
     Returns
     -------
@@ -87,7 +87,8 @@ def generate_book(
     sd = np.sqrt(np.einsum("ni,ij,nj->n", by_inst, cov, by_inst))
     targets = np.array([cfg.groups[g].var99_target for g in names])[group_idx]
     target = targets[:, 0] + rng.random(n_accounts) * (targets[:, 1] - targets[:, 0])
-    scale = target * equity / (var99_quantile(cfg.tail_df) * np.where(sd > 0, sd, 1.0))
+    # targets are VaR99 over var_horizon_bars; a bar's is smaller by sqrt(horizon) (i.i.d. bars)
+    scale = target * equity / (var99_quantile(cfg.tail_df) * np.sqrt(cfg.var_horizon_bars) * np.where(sd > 0, sd, 1.0))
     notional = notional * scale[:, None]
     if cfg.max_gross_leverage is not None:
         gross = np.abs(notional).sum(axis=1) / equity

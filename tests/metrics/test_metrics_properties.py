@@ -89,7 +89,12 @@ def test_permuting_instruments_changes_nothing(r, seed, rnd):
     x = np.random.default_rng(seed).normal(0, 1e5, size=(3, r.shape[1]))
     perm = list(range(r.shape[1]))
     rnd.shuffle(perm)
-    for method in ("historical", "parametric", "cornish_fisher", "mc_normal", "mc_t"):
+    # Monte Carlo draws along the covariance's eigenvectors; they are unique (so the draws are tied to
+    # the same directions whatever the column order) only when the eigenvalues are distinct.
+    vals = np.sort(np.linalg.eigvalsh(np.cov(r, rowvar=False)))
+    distinct = bool(np.all(np.diff(vals) > 1e-6 * max(vals[-1], 1e-300)))
+    methods = ("historical", "parametric", "cornish_fisher") + (("mc_normal", "mc_t") if distinct else ())
+    for method in methods:
         a = portfolio_var_es(x, r, method=method, n_scenarios=1_000, seed=seed, dtype="float64")
         b = portfolio_var_es(x[:, perm], r[:, perm], method=method, n_scenarios=1_000, seed=seed, dtype="float64")
         # Monte Carlo: the covariance factor is rebuilt from a permuted eigen-decomposition, equal to rounding

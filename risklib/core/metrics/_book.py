@@ -442,10 +442,11 @@ def compute_book_metrics(
         # components, as in component_var), EWMA, current, baseline and regime-window covariances
         xc = (x @ np.hstack([cov_all, cov_ewma, cov_cur, cov_base, cov_reg])).reshape(n_acc, 5, n_ins)
         q_all, q_ewma, q_cur, q_base, q_reg = np.maximum(np.einsum("akn,an->ka", xc, x), 0.0)
-        sigma = np.sqrt(q_all)
+        k_cov = 1 if cfg.parametric_cov == "ewma" else 0
+        sigma = np.sqrt(q_ewma if k_cov else q_all)
         z99 = float(ndtri(0.99))
         with np.errstate(divide="ignore", invalid="ignore"):
-            marginal = np.where(sigma[:, None] > 0, xc[:, 0, :] * (z99 / sigma)[:, None], 0.0)
+            marginal = np.where(sigma[:, None] > 0, xc[:, k_cov, :] * (z99 / sigma)[:, None], 0.0)
         var99p = z99 * sigma
         if mean is not None:
             marginal = marginal - mean[None, :]
@@ -464,8 +465,9 @@ def compute_book_metrics(
         _kernels.held_pair_stats(x, corr0, float(cfg.correlation_threshold), pair_out, posmap)
         corr_idx, corr_max = pair_out[:, 0].copy(), pair_out[:, 1].copy()
 
+        horizon = np.sqrt(cfg.var_horizon_bars)  # square-root-of-time from one bar
         with np.errstate(divide="ignore", invalid="ignore"):
-            var95, var99, es99, var99p = (v / eq_safe for v in (var95, var99, es99, var99p))
+            var95, var99, es99, var99p = (v * horizon / eq_safe for v in (var95, var99, es99, var99p))
             ewma_vol = ewma_vol / eq_safe
         bad = ~risk_ok
         for arr in (vol_ratio, corr_idx, corr_max):
@@ -530,6 +532,7 @@ def compute_book_metrics(
     with np.errstate(divide="ignore", invalid="ignore"):
         pvar = np.where(notional_v > 0, pos_var_long[j_safe], pos_var_short[j_safe]) * np.abs(notional_v) / eq_row
         contrib = notional_v * marginal[a_safe, j_safe] / eq_row
+    pvar, contrib = pvar * np.sqrt(cfg.var_horizon_bars), contrib * np.sqrt(cfg.var_horizon_bars)
     pvar = np.where(row_risk, pvar, np.where(risk_ok[a_safe] & (q == 0), 0.0, np.nan))
     contrib = np.where(row_risk, contrib, np.where(risk_ok[a_safe] & (q == 0), 0.0, np.nan))
     vscore = np.where(j_idx >= 0, ins_vol_ratio[j_safe], np.nan)

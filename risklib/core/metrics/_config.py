@@ -42,6 +42,11 @@ class MetricsConfig(BaseModel):
         INST "Risk Score" weights: exposure 0.30, P&L 0.25, leverage 0.25, position 0.20.
     score_exposure_full, score_leverage_full, score_pnl_full, score_positions_full, score_concentration_floor
         Sub-score mappings (see :func:`risk_score`).
+    var_horizon_bars : int
+        VaR/ES horizon in bars; book VaR, ES, position VaR and risk contributions
+        are the one-bar figures times ``sqrt(var_horizon_bars)``.
+    parametric_cov : {"window", "ewma"}
+        Covariance behind the parametric VaR and component VaR of the book.
     mc_scenarios, mc_seed, mc_dof, mc_dtype
         Monte Carlo VaR: number of scenarios, seed, Student-t degrees of freedom, float dtype.
     """
@@ -67,6 +72,12 @@ class MetricsConfig(BaseModel):
     score_pnl_full: float = Field(0.02, gt=0.0)  # INST "Daily loss > 2% (emergency)"
     score_positions_full: int = Field(20, ge=1)  # chosen: the policy's normal position cap
     score_concentration_floor: float = Field(0.20, ge=0.0, lt=1.0)  # chosen: concentration at or below scores 0
+    # VaR/ES horizon in bars: one-bar figures are scaled by sqrt(var_horizon_bars)
+    # (square-root-of-time, i.i.d. bars). 1 = the bar itself (a day for daily data).
+    var_horizon_bars: int = Field(1, ge=1)
+    # Covariance of the parametric VaR and its Euler components: the whole window,
+    # or the EWMA (RiskMetrics) estimate, which reacts to a spike within a few bars.
+    parametric_cov: Literal["window", "ewma"] = "window"
     mc_scenarios: int = Field(10_000, ge=100)
     mc_seed: int = Field(20260302, ge=0)
     mc_dof: float = Field(5.0, gt=2.0)  # Student-t degrees of freedom (> 2 so the variance exists)

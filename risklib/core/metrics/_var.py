@@ -332,7 +332,9 @@ def _sqrt_factor(cov: np.ndarray) -> np.ndarray:
     eigenvalue, each eigenvector's sign fixed so its component sum (then its
     sum of cubes) is positive. Permuting the instruments permutes ``F``'s
     columns and nothing else, so seeded scenarios give the same portfolio P&L
-    whatever the column order.
+    whatever the column order, provided the eigenvalues are distinct (a
+    repeated eigenvalue leaves its eigenvectors, hence the draws' directions,
+    undetermined: the distribution is the same but the sample differs).
     """
     vals, vecs = np.linalg.eigh(cov)
     order = np.argsort(-vals, kind="stable")

@@ -109,7 +109,12 @@ class Session:
         bar_s = getattr(getattr(feed, "config", None), "bar_s", 60.0)
         # Metrics annualise per bar: one year of this feed's bars.
         self.metrics_config = config.metrics.model_copy(
-            update={"periods_per_year": int(round(config.pipeline.simulator.trading_minutes_per_year * 60 / bar_s))}
+            update={
+                "periods_per_year": int(round(config.pipeline.simulator.trading_minutes_per_year * 60 / bar_s)),
+                "var_horizon_bars": max(1, round(mon.var_horizon_s / bar_s)),
+                # RiskMetrics EWMA covariance: a spike shows in VaR within a few bars, not a window later
+                "parametric_cov": "ewma",
+            }
         )
 
     # --- construction -----------------------------------------------------------
@@ -220,11 +225,20 @@ class Session:
         recent = returns[-30:] if returns.shape[0] else None
         if returns.shape[0] >= 2:
             from risklib.core.metrics import classify_regime
+            from risklib.errors import MetricsError
 
+            mc = self.metrics_config
             try:
-                labels = classify_regime(returns.T, config=self.metrics_config)
+                labels = classify_regime(
+                    returns.T,
+                    np.asarray(book.instrument_vol_ratio, dtype=float),
+                    window=min(mc.regime_window_bars, returns.shape[0]),
+                    periods_per_year=mc.periods_per_year,
+                    sideways_sharpe=mc.regime_sideways_sharpe,
+                    high_vol_ratio=mc.regime_high_vol_ratio,
+                )
                 regime = tuple(str(x) for x in labels)
-            except Exception:  # a regime label is advisory; the detector stays silent without it
+            except MetricsError:  # history too short: the regime-shift detector stays silent
                 regime = None
         inputs = MarketInputs(
             instruments=self.instruments,

@@ -75,7 +75,7 @@ def compute_metrics(session: Session, validation: Any, snapshot: Any) -> Any:
         session.window.returns(),
         session.instruments,
         peaks=session.peaks(),
-        config=session.config.metrics,
+        config=session.metrics_config,
     )
     failed = validation.failed_accounts
     # An account whose balance row itself was quarantined is absent from the

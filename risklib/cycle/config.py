@@ -29,8 +29,14 @@ class MonitorConfig(BaseModel):
     # one-minute horizon would never leave green. VaR over one-minute bars is
     # scaled by sqrt(horizon / bar) (i.i.d. bars).
     var_horizon_s: float = Field(3600.0, gt=0.0)
-    warmup_bars: int = Field(400, ge=30)  # bars of history loaded before the first cycle
-    window_bars: int = Field(400, ge=30)  # bars of returns the metrics read each cycle
+    # Volatility windows of the live cycle, in seconds (the [metrics] windows are
+    # in bars of whatever data they get: daily for `riskctl metrics`). "Current"
+    # is the last hour, "normal" the twelve hours before it: a 20-bar window of
+    # one-minute bars reads 1.5x "elevated volatility" on noise alone.
+    vol_window_s: float = Field(3600.0, gt=0.0)
+    normal_vol_window_s: float = Field(43200.0, gt=0.0)
+    warmup_bars: int = Field(800, ge=30)  # bars of history loaded before the first cycle
+    window_bars: int = Field(800, ge=30)  # bars of returns the metrics read each cycle
     rollover_minutes: float = Field(60.0, gt=0.0)  # a monitor flow run ends after this, the next resumes
     # Orders are refused when the newest risk state is older than this (the dead
     # man's switch): three missed normal cycles of 5 minutes would be too late

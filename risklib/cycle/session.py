@@ -112,6 +112,8 @@ class Session:
             update={
                 "periods_per_year": int(round(config.pipeline.simulator.trading_minutes_per_year * 60 / bar_s)),
                 "var_horizon_bars": max(1, round(mon.var_horizon_s / bar_s)),
+                "vol_window_bars": max(2, round(mon.vol_window_s / bar_s)),
+                "normal_vol_window_bars": max(2, round(mon.normal_vol_window_s / bar_s)),
                 # RiskMetrics EWMA covariance: a spike shows in VaR within a few bars, not a window later
                 "parametric_cov": "ewma",
             }

@@ -334,7 +334,9 @@ def _sqrt_factor(cov: np.ndarray) -> np.ndarray:
     columns and nothing else, so seeded scenarios give the same portfolio P&L
     whatever the column order, provided the eigenvalues are distinct (a
     repeated eigenvalue leaves its eigenvectors, hence the draws' directions,
-    undetermined: the distribution is the same but the sample differs).
+    undetermined: the distribution is the same but the sample differs) and no
+    eigenvector is mapped to its own negative by the permutation (such as
+    ``(1, -1) / sqrt(2)``, whose sign no order-free rule can fix).
     """
     vals, vecs = np.linalg.eigh(cov)
     order = np.argsort(-vals, kind="stable")

@@ -38,7 +38,9 @@ def test_serves_the_control_plane_over_http(tmp_path, wh_template):
     # Arrange: a copy of the two-cycle warehouse, a token in the environment
     shutil.copytree(wh_template, tmp_path / "wh")
     port = _free_port()
-    env = {**os.environ, "RISK_API_TOKEN": "tok-123"}
+    # every credential in the environment, so no Prefect Secret block lookup slows the start
+    env = {**os.environ, "RISK_API_TOKEN": "tok-123", "TWILIO_ACCOUNT_SID": "AC0", "TWILIO_AUTH_TOKEN": "t0",
+           "SENDGRID_API_KEY": "SG.0"}
     proc = subprocess.Popen(
         [sys.executable, "-c", "from risklib.cli import main; main()", "api", "--port", str(port),
          "--warehouse", str(tmp_path / "wh")],

@@ -136,14 +136,13 @@ def test_writes_need_the_token_when_one_is_configured(wh, clock, method, path, b
 
 
 @pytest.mark.parametrize(("method", "path", "body"), WRITES)
-def test_writes_are_refused_when_no_token_is_configured(wh, clock, method, path, body, monkeypatch):
+def test_writes_are_refused_when_no_token_is_configured(wh, clock, method, path, body):
     # Arrange: no token given and none in the environment: fail closed
     from risklib.api._control import build_app
     from fastapi.testclient import TestClient
 
-    monkeypatch.delenv("RISK_API_TOKEN", raising=False)
-    app = build_app(warehouse=wh, clock=clock, twilio_auth_token="x")
-    app.state.ctx.api_token = None  # as when neither the environment nor a Secret block holds one
+    app = build_app(warehouse=wh, clock=clock, twilio_auth_token="x", api_token="unused")
+    app.state.ctx.api_token = None  # as create_app leaves it when neither the environment nor a Secret block holds one
     # Act
     r = getattr(TestClient(app), method)(path, json=body)
     # Assert

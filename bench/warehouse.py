@@ -225,18 +225,19 @@ def _bench_query(root: Path) -> dict[str, float]:
     minutes = 365 * 24 * 60
     gen = f"""
         SELECT TIMESTAMPTZ '2025-01-01 00:00:00+00' + to_minutes(m) AS minute,
+               CAST(TIMESTAMP '2025-01-01 00:00:00' + to_minutes(m) AS DATE) AS "day",
                'A' || lpad(CAST(a AS VARCHAR), 3, '0') AS account_id,
                5 AS n_cycles,
                abs(sin(m / 997.0 + a)) * 0.1 AS drawdown_max
         FROM range({minutes}) t(m), range({N_ACCOUNTS}) s(a)
     """
     sql = (
-        "SELECT account_id, CAST(minute AS DATE) AS day, max(drawdown_max) AS max_drawdown "
+        'SELECT account_id, "day", max(drawdown_max) AS max_drawdown '
         "FROM realtime_risk_metrics_1m GROUP BY ALL"
     )
     wh = Warehouse.open(root / "query")
     wh.con.execute(
-        "INSERT INTO realtime_risk_metrics_1m (minute, account_id, n_cycles, drawdown_max) " + gen
+        'INSERT INTO realtime_risk_metrics_1m (minute, "day", account_id, n_cycles, drawdown_max) ' + gen
     )
     n = wh.con.execute("SELECT count(*) FROM realtime_risk_metrics_1m").fetchone()[0]
     lake = time_calls(lambda: wh.con.execute(sql).fetchall(), repeat=5, warmup=1)

@@ -98,12 +98,12 @@ def test_rollup_keeps_min_max_last_per_minute(wh):
     run_retention(wh, NOW, compact=False)
     # Assert
     rolled = wh.query(
-        "SELECT minute, n_cycles, drawdown_min, drawdown_max, drawdown_last, var_95_breaches "
+        "SELECT minute, n_cycles, drawdown_min, drawdown_max, drawdown_last, var_95_breaches, \"day\" "
         "FROM realtime_risk_metrics_1m ORDER BY minute"
     )
     assert rolled.rows() == [
-        (base, 3, 0.02, 0.05, 0.03, 3),  # daily_loss 0.025 > var_95 0.02 in each cycle
-        (base + timedelta(minutes=1), 1, 0.01, 0.01, 0.01, 1),
+        (base, 3, 0.02, 0.05, 0.03, 3, base.date()),  # daily_loss 0.025 > var_95 0.02 in each cycle
+        (base + timedelta(minutes=1), 1, 0.01, 0.01, 0.01, 1, base.date()),
     ]
     assert wh.query("SELECT cycle_id FROM realtime_risk_metrics")["cycle_id"].to_list() == ["recent"]
 

@@ -11,7 +11,7 @@ WITH m AS (
            min(equity_usd) AS min_equity_usd, max(equity_usd) AS max_equity_usd, count(*) AS n_cycles
     FROM realtime_risk_metrics GROUP BY ALL
     UNION ALL
-    SELECT CAST(date_trunc('day', minute) AS DATE), account_id, max(drawdown_max), sum(var_95_breaches)::BIGINT,
+    SELECT coalesce("day", CAST(minute AS DATE)), account_id, max(drawdown_max), sum(var_95_breaches)::BIGINT,
            sum(var_99_breaches)::BIGINT, max(var_99_max), max(alert_level_max), min(equity_usd_min), max(equity_usd_max),
            sum(n_cycles)::BIGINT
     FROM realtime_risk_metrics_1m GROUP BY ALL

@@ -51,32 +51,36 @@ _ROLLUPS: dict[str, tuple[str, str]] = {
     "realtime_risk_metrics": (
         "realtime_risk_metrics_1m",
         """
-        INSERT INTO realtime_risk_metrics_1m
-        SELECT date_trunc('minute', "timestamp") AS minute, account_id, count(*)::INTEGER,
-               min(portfolio_drawdown), max(portfolio_drawdown), arg_max(portfolio_drawdown, "timestamp"),
-               max(portfolio_var_95), arg_max(portfolio_var_95, "timestamp"),
-               max(portfolio_var_99), arg_max(portfolio_var_99, "timestamp"),
-               max(daily_loss),
-               count(*) FILTER (WHERE daily_loss > portfolio_var_95)::INTEGER,
-               count(*) FILTER (WHERE daily_loss > portfolio_var_99)::INTEGER,
-               max(risk_score), max(alert_level),
-               min(equity_usd), max(equity_usd), arg_max(equity_usd, "timestamp"),
-               max(leverage), arg_max(leverage, "timestamp")
-        FROM realtime_risk_metrics WHERE "timestamp" < ? GROUP BY ALL
+        INSERT INTO realtime_risk_metrics_1m BY NAME
+        SELECT date_trunc('minute', "timestamp") AS minute, CAST(min("timestamp") AS DATE) AS "day", account_id, count(*)::INTEGER AS n_cycles,
+               min(portfolio_drawdown) AS drawdown_min, max(portfolio_drawdown) AS drawdown_max,
+               arg_max(portfolio_drawdown, "timestamp") AS drawdown_last,
+               max(portfolio_var_95) AS var_95_max, arg_max(portfolio_var_95, "timestamp") AS var_95_last,
+               max(portfolio_var_99) AS var_99_max, arg_max(portfolio_var_99, "timestamp") AS var_99_last,
+               max(daily_loss) AS daily_loss_max,
+               count(*) FILTER (WHERE daily_loss > portfolio_var_95)::INTEGER AS var_95_breaches,
+               count(*) FILTER (WHERE daily_loss > portfolio_var_99)::INTEGER AS var_99_breaches,
+               max(risk_score) AS risk_score_max, max(alert_level) AS alert_level_max,
+               min(equity_usd) AS equity_usd_min, max(equity_usd) AS equity_usd_max,
+               arg_max(equity_usd, "timestamp") AS equity_usd_last,
+               max(leverage) AS leverage_max, arg_max(leverage, "timestamp") AS leverage_last
+        FROM realtime_risk_metrics WHERE "timestamp" < ? GROUP BY minute, account_id
         """,
     ),
     "position_risk_metrics": (
         "position_risk_metrics_1m",
         """
-        INSERT INTO position_risk_metrics_1m
-        SELECT date_trunc('minute', "timestamp") AS minute, account_id, currency_pair, strategy_name,
-               count(*)::INTEGER,
-               arg_max(position_size, "timestamp"),
-               min(notional_usd), max(notional_usd), arg_max(notional_usd, "timestamp"),
-               min(unrealized_pnl), max(unrealized_pnl), arg_max(unrealized_pnl, "timestamp"),
-               max(position_var_95), arg_max(position_var_95, "timestamp"),
-               max(risk_contribution), arg_max(risk_contribution, "timestamp")
-        FROM position_risk_metrics WHERE "timestamp" < ? GROUP BY ALL
+        INSERT INTO position_risk_metrics_1m BY NAME
+        SELECT date_trunc('minute', "timestamp") AS minute, CAST(min("timestamp") AS DATE) AS "day", account_id, currency_pair, strategy_name,
+               count(*)::INTEGER AS n_cycles,
+               arg_max(position_size, "timestamp") AS position_size_last,
+               min(notional_usd) AS notional_usd_min, max(notional_usd) AS notional_usd_max,
+               arg_max(notional_usd, "timestamp") AS notional_usd_last,
+               min(unrealized_pnl) AS unrealized_pnl_min, max(unrealized_pnl) AS unrealized_pnl_max,
+               arg_max(unrealized_pnl, "timestamp") AS unrealized_pnl_last,
+               max(position_var_95) AS position_var_95_max, arg_max(position_var_95, "timestamp") AS position_var_95_last,
+               max(risk_contribution) AS risk_contribution_max, arg_max(risk_contribution, "timestamp") AS risk_contribution_last
+        FROM position_risk_metrics WHERE "timestamp" < ? GROUP BY minute, account_id, currency_pair, strategy_name
         """,
     ),
 }

@@ -17,7 +17,14 @@ import polars as pl
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from risklib.api._deps import base_config, clean, effective_config, require_token, rows, threshold_change_rows
+from risklib.api._deps import (
+    base_config,
+    clean,
+    effective_config,
+    effective_config_locked,
+    require_token,
+    rows,
+)
 
 router = APIRouter(prefix="/api/risk", tags=["config"])
 
@@ -123,14 +130,6 @@ def _apply(request: Request, body: Change | list[Change], *, thresholds_only: bo
         "fingerprint": new_cfg.fingerprint(),
         "takes_effect": "the pipeline applies recorded changes at its next cycle",
     })
-
-
-def effective_config_locked(request: Request) -> tuple[Any, pl.DataFrame]:
-    """:func:`effective_config` for a caller already holding the warehouse lock."""
-    from risklib.config_changes import apply_threshold_changes
-
-    changes = threshold_change_rows(request.app.state.ctx.warehouse)
-    return apply_threshold_changes(base_config(request), changes), changes
 
 
 @router.put("/thresholds", dependencies=[Depends(require_token)])

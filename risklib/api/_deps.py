@@ -75,6 +75,14 @@ def effective_config(request: Request) -> tuple[Any, pl.DataFrame]:
     return cfg, changes
 
 
+def effective_config_locked(request: Request) -> tuple[Any, pl.DataFrame]:
+    """:func:`effective_config` for a caller already holding the warehouse lock (no cache)."""
+    from risklib.config_changes import apply_threshold_changes
+
+    changes = threshold_change_rows(request.app.state.ctx.warehouse)
+    return apply_threshold_changes(base_config(request), changes), changes
+
+
 @dataclass(frozen=True)
 class Cycle:
     """The newest completed cycle and how old the pipeline's heartbeat is at the API's ``now``."""

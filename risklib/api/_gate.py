@@ -10,13 +10,21 @@ that reduce a position always pass. Anything unexpected refuses new risk.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any, Literal
 
 import polars as pl
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from risklib.api._deps import METRIC_NAMES, clean, effective_config, newest_cycle, unpack_state
+from risklib.api._deps import (
+    METRIC_NAMES,
+    clean,
+    effective_config_locked,
+    max_heartbeat_age_s,
+    newest_cycle,
+    unpack_state,
+)
 
 router = APIRouter(prefix="/api/gate", tags=["gate"])
 _build_lock = threading.Lock()
@@ -66,18 +74,6 @@ def build_gate_state(wh: Any, cycle_id: str | None, now: Any, config: Any) -> An
     return GateState.from_frames(now, state, metrics, positions, prices, config.policy)
 
 
-def _state_for(request: Request, cycle_id: str | None, now: Any, config: Any) -> Any:
-    """The cached gate state of ``cycle_id`` (rebuilt when a newer cycle lands or the config changes)."""
-    app_state = request.app.state
-    key = (cycle_id, id(config))
-    cached = getattr(app_state, "gate_cache", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    gs = build_gate_state(request.app.state.ctx.warehouse, cycle_id, now, config)
-    app_state.gate_cache = (key, gs)
-    return gs
-
-
 def _stale_decision(order: Any, gs: Any, now: Any, cyc: Any) -> Any:
     """Dead man's switch at the heartbeat: only the part of an order that reduces a known position passes."""
     from dataclasses import replace
@@ -107,15 +103,24 @@ def gate_check(request: Request, body: OrderRequest) -> dict[str, Any]:
     from risklib.core.gate import Decision, Order, Reason, check_and_record
 
     ctx = request.app.state.ctx
+    app_state = request.app.state
     cycle_id = None
     try:
-        cfg, _ = effective_config(request)
         with ctx.lock:
             now = ctx.clock.now()
+            # The gate's state and config are cached per cycle: recorded threshold changes take
+            # effect at the pipeline's next cycle, and so here.
+            cached = getattr(app_state, "gate_cache", None)
+            cfg = cached[1] if cached is not None else effective_config_locked(request)[0]
             cyc = newest_cycle(ctx.warehouse, now, cfg)
             cycle_id = cyc.cycle_id
+            if cached is None or cached[0] != cyc.cycle_id:
+                cfg = effective_config_locked(request)[0]
+                cyc = replace(cyc, max_age_s=max_heartbeat_age_s(cfg, cyc.next_interval_s))
+                cached = (cyc.cycle_id, cfg, build_gate_state(ctx.warehouse, cyc.cycle_id, now, cfg))
+                app_state.gate_cache = cached
+            gs = cached[2]
             with _build_lock:
-                gs = _state_for(request, cyc.cycle_id, now, cfg)
                 order = Order(body.account_id, body.strategy, body.instrument, body.side, float(body.quantity),
                               body.price, now, body.reduce_only)
                 if cyc.stale and not body.reduce_only:

@@ -248,3 +248,22 @@ def test_thresholds_endpoint_changes_policy_only(wh, client):
     assert ok.status_code == 200
     assert client.get("/api/health").json()["max_heartbeat_age_s"] == 500.0
     assert json.loads(wh.query("SELECT new_value FROM threshold_changes")["new_value"][0]) == 500.0
+
+
+def test_override_written_by_the_api_is_what_the_pipeline_reads(wh, client, clock):
+    # Arrange
+    from types import SimpleNamespace
+
+    from risklib.config import load_config
+    from risklib.core.policy import check_override
+    from risklib.cycle.session import Session
+
+    oid = client.post("/api/alerts/override", json=OVERRIDE).json()["override_id"]
+    # Act: the pipeline's own reader, at a time inside and after the override's life
+    live = Session.active_overrides(SimpleNamespace(warehouse=wh), clock.now() + timedelta(seconds=60))
+    gone = Session.active_overrides(SimpleNamespace(warehouse=wh), clock.now() + timedelta(seconds=3601))
+    # Assert
+    assert live.select("override_id", "account_id", "rule", "action", "threshold_scale", "operator_id").rows() == [
+        (oid, "*", "var", "adjust", 1.1, "alice")]
+    check_override(live.to_dicts()[0], load_config().policy)  # the policy accepts it as recorded
+    assert gone is None

@@ -71,7 +71,7 @@ def _direct_cycle_ms(session) -> float:
     r.sizing = stages.size_positions(session, r.book)
     r.evaluation = stages.evaluate_triggers(session, now, r.book, r.snapshot)
     r.escalation = stages.escalate(session, now, r.evaluation)
-    r.execution = stages.act(session, now, r.evaluation, r.snapshot)
+    r.execution = stages.act(session, now, r.evaluation, r.snapshot, r.book.accounts)
     stages.record(session, r, now, None)
     ms = (time.perf_counter() - t0) * 1e3
     session.clock.advance(300)
@@ -99,7 +99,7 @@ def _shock_to_action_ms(root: Path, accounts: int, cycles: int) -> np.ndarray:
     out: list[float] = []
 
     def progress(result, summary, interval, overran):
-        if result.evaluation.actions.height:
+        if result.execution.actions.height:
             s = result.stage_ms
             out.append(gap_ms + sum(v for k, v in s.items() if k != "record"))
 

@@ -126,7 +126,7 @@ def risk_monitor(
         for level, n in ev.alerts.group_by("level").len().iter_rows():
             report.alerts_by_level[level] = report.alerts_by_level.get(level, 0) + n
         report.incidents += session.new_incident_count
-        for action, n in ev.actions.group_by("action").len().iter_rows():
+        for action, n in result.execution.actions.group_by("action").len().iter_rows():
             report.actions[action] = report.actions.get(action, 0) + n
         summary = summarise(result.book.accounts, ev.state, var_halt=session.var_halt)
         if summary.drawdown == summary.drawdown:

@@ -53,8 +53,8 @@ def escalate(session, now: datetime, evaluation):
 
 
 @task(name="act", cache_policy=NONE)
-def act(session, now: datetime, evaluation, snapshot):
-    return stages.act(session, now, evaluation, snapshot)
+def act(session, now: datetime, evaluation, snapshot, accounts):
+    return stages.act(session, now, evaluation, snapshot, accounts)
 
 
 @task(name="record", cache_policy=NONE)
@@ -96,7 +96,7 @@ def risk_cycle(session, now: datetime, *, cycle_id: str, flow_run_id: str | None
         lap("triggers")
         result.escalation = escalate(session, now, result.evaluation)
         lap("escalate")
-        result.execution = act(session, now, result.evaluation, result.snapshot)
+        result.execution = act(session, now, result.evaluation, result.snapshot, result.book.accounts)
         lap("act")
         record(session, result, finished(), flow_run_id)
         lap("record")

@@ -46,7 +46,7 @@ def run_session(
         var = "n/a" if summary.var_99 != summary.var_99 else f"{summary.var_99:.3%}"
         echo(
             f"{result.cycle_id.rsplit('-', 1)[-1]:>6} {result.now:%H:%M:%S} {summary.status:<7} {dd:>8} {var:>7} "
-            f"{ev.alerts.height:>6} {ev.actions.height:>7} {halted:>6} {interval:>5.0f}s  "
+            f"{ev.alerts.height:>6} {result.execution.actions.height:>7} {halted:>6} {interval:>5.0f}s  "
             f"{session.describe_stress(ev)}{'  (overran its interval)' if overran else ''}"
         )
 

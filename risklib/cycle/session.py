@@ -97,6 +97,10 @@ class Session:
             # Running GX on clean frames too ("always") costs ~2 s a cycle on 2 cores.
             gx_mode="on_suspect",
         )
+        self.base_config = config  # what the session started with; recorded threshold changes apply on top
+        self._changes_seen = 0
+        self._manual_done: set[str] = set()
+        self._manual_operator: dict[str, tuple[str, int]] = {}
         self.state: pl.DataFrame | None = state
         self.gate_state = None
         self._cycle_no = 0
@@ -106,9 +110,15 @@ class Session:
         # "continuous" cadence is bounded by the machinery (see MonitorConfig.min_cycle_gap_s)
         self.min_interval_s = mon.min_cycle_gap_s * self.speed
         self.failure_interval_s = mon.failure_interval_s
-        bar_s = getattr(getattr(feed, "config", None), "bar_s", 60.0)
+        self._bar_s = getattr(getattr(feed, "config", None), "bar_s", 60.0)
+        self.metrics_config = self._metrics_config(config)
+
+    def _metrics_config(self, config: RiskConfig) -> Any:
+        """The [metrics] settings with the live cycle's windows and horizon in this feed's bars."""
+        mon = config.monitor
+        bar_s = self._bar_s
         # Metrics annualise per bar: one year of this feed's bars.
-        self.metrics_config = config.metrics.model_copy(
+        return config.metrics.model_copy(
             update={
                 "periods_per_year": int(round(config.pipeline.simulator.trading_minutes_per_year * 60 / bar_s)),
                 "var_horizon_bars": max(1, round(mon.var_horizon_s / bar_s)),
@@ -188,6 +198,7 @@ class Session:
         if resume:
             keys = wh.query("SELECT DISTINCT idempotency_key FROM emergency_actions")["idempotency_key"].to_list()
             session.broker.seen_keys(keys)
+            session._manual_done = {k for k in keys if k.startswith("manual:")}
         holder["session"] = session
         return session
 
@@ -274,6 +285,43 @@ class Session:
             return None
         return frames.conform(rows, frames.OVERRIDES, "overrides")
 
+    def refresh_config(self, now: datetime) -> None:
+        """Apply threshold changes recorded (through the API) up to ``now``; a change that no longer validates is refused."""
+        from risklib.config_changes import apply_threshold_changes
+        from risklib.errors import ConfigError
+
+        changes = self.warehouse.query(
+            'SELECT "key", new_value, "at" FROM threshold_changes WHERE "at" <= ? ORDER BY "at"', [now]
+        )
+        if changes.height == self._changes_seen:
+            return
+        try:
+            config = apply_threshold_changes(self.base_config, changes)
+        except ConfigError as exc:  # keep the config in force rather than guess
+            self.warehouse.audit("pipeline", "config.change_refused", None, {"error": str(exc)}, at=now)
+            self._changes_seen = changes.height
+            return
+        self.config = config
+        self.metrics_config = self._metrics_config(config)
+        self.var_halt = _var_halt(config)
+        self._changes_seen = changes.height
+        self.warehouse.audit(
+            "pipeline", "config.applied", None, {"changes": changes.height, "fingerprint": config.fingerprint()}, at=now
+        )
+
+    def manual_actions(self, now: datetime, accounts: list[str]) -> pl.DataFrame:
+        """Operators' emergency requests (POST /api/emergency/*) not executed yet, as ACTIONS rows."""
+        from risklib.core.manual import pending_manual_actions
+
+        requests = self.warehouse.query("SELECT * FROM manual_action_requests WHERE requested_at <= ?", [now])
+        if requests.height == 0:
+            return frames.empty(frames.ACTIONS)
+        for r in requests.iter_rows(named=True):
+            self._manual_operator[f"manual:{r['request_id']}"] = (r["operator"], r["authority_level"])
+        pending = pending_manual_actions(requests, self._manual_done, now, accounts=accounts)
+        self._manual_done |= set(pending["idempotency_key"].to_list()) | set(pending["incident_key"].to_list())
+        return pending
+
     # --- the pre-trade gate used by the simulated strategies ------------------------
 
     def gate_check(self, order: Any) -> Any:
@@ -298,9 +346,20 @@ class Session:
         from risklib.core.gate import GateState
 
         prices = result.snapshot.ticks.select("instrument", "mid").drop_nulls()
-        self.gate_state = GateState.from_frames(
-            now, result.evaluation.state, result.book.accounts, self.broker.positions(), prices, self.config.policy
-        )
+        state = result.evaluation.state
+        # An operator's halt executed at the broker binds the gate too, whatever the policy says.
+        halted = {a for a, m in self.broker.modes().items() if m == "HALT_ALL"}
+        entries = {a for a, m in self.broker.modes().items() if m == "HALT_ENTRIES"}
+        if halted or entries:
+            state = state.with_columns(
+                pl.when(pl.col("account_id").is_in(list(halted)))
+                .then(pl.lit("HALTED"))
+                .when(pl.col("account_id").is_in(list(entries)) & (pl.col("trading_mode") == "ACTIVE"))
+                .then(pl.lit("REDUCE_ONLY"))
+                .otherwise(pl.col("trading_mode"))
+                .alias("trading_mode")
+            )
+        self.gate_state = GateState.from_frames(now, state, result.book.accounts, self.broker.positions(), prices, self.config.policy)
 
     # --- escalation -------------------------------------------------------------------
 
@@ -335,7 +394,8 @@ class Session:
         state_rows = state.select(list(frames.RISK_STATE_CORE)).with_columns(
             to_json_rows(state.select(extra)).alias("state_json") if extra else pl.lit(None, pl.String).alias("state_json")
         )
-        actions_by_account = ev.actions.group_by("account_id").agg(
+        acted = result.execution
+        actions_by_account = acted.actions.group_by("account_id").agg(
             pl.concat_str([pl.col("action"), pl.lit(" "), (pl.col("fraction") * 100).round(0).cast(pl.Int64).cast(pl.String), pl.lit("%")])
             .str.join(", ")
             .alias("actions_taken")
@@ -351,8 +411,8 @@ class Session:
             .with_columns(book.accounts["account_group"])
         )
         positions_rows = book.positions.with_columns(pl.lit(now).alias("ts"))
-        execution = result.execution
-        emergency = _emergency_rows(ev.actions, ev.rules_fired, execution, now)
+        execution = acted.report
+        emergency = _emergency_rows(acted.actions, ev.rules_fired, execution, now, self._manual_operator)
         validation = result.validation
         quarantine = validation.quarantine.with_columns(pl.lit(now).alias("at")) if validation.quarantine.height else None
         activity = self.feed.take_activity() if hasattr(self.feed, "take_activity") else None
@@ -374,6 +434,10 @@ class Session:
             tables["broker_fills"] = pl.concat(fills, how="diagonal_relaxed")
         if ev.rules_fired.height:
             tables["rules_fired"] = ev.rules_fired
+        if book.correlation is not None and len(book.instruments) > 1:
+            from risklib.api._risk import correlation_rows
+
+            tables["correlation_snapshots"] = correlation_rows(book.instruments, book.correlation, now)
         if activity is not None and activity.denials.height:
             tables["gate_denials"] = activity.denials
         self.warehouse.write_cycle(
@@ -393,7 +457,7 @@ class Session:
                         "at": now,
                         "detail": {
                             "alerts": ev.alerts.height,
-                            "actions": ev.actions["idempotency_key"].to_list(),
+                            "actions": acted.actions["idempotency_key"].to_list(),
                             "quarantined": validation.quarantine.height,
                             "stress": ev.stress.primary_stress,
                             "next_interval_s": ev.next_interval_s,
@@ -470,8 +534,13 @@ def _var_halt(config: RiskConfig) -> float:
     return max(thresholds) if thresholds else 0.005
 
 
-def _emergency_rows(actions: pl.DataFrame, rules: pl.DataFrame, execution: Any, now: datetime) -> pl.DataFrame | None:
-    """The spec's emergency_actions rows: one per action ordered this cycle, with what the broker did."""
+def _emergency_rows(
+    actions: pl.DataFrame, rules: pl.DataFrame, execution: Any, now: datetime, operators: dict[str, tuple[str, int]]
+) -> pl.DataFrame | None:
+    """The spec's emergency_actions rows: one per action ordered this cycle, with what the broker did.
+
+    Operator requests (keys ``manual:<request id>``) carry ``manual_override`` and the operator.
+    """
     if actions.height == 0:
         return None
     trig = (
@@ -496,8 +565,13 @@ def _emergency_rows(actions: pl.DataFrame, rules: pl.DataFrame, execution: Any, 
         .join(affected, on="idempotency_key", how="left")
         .with_columns(
             pl.col("status").fill_null("executed"),
-            pl.lit(False).alias("manual_override"),
-            pl.col("reason"),
+            pl.col("incident_key").str.starts_with("manual:").fill_null(False).alias("manual_override"),
+            pl.col("incident_key")
+            .replace_strict({k: v[0] for k, v in operators.items()}, default=None, return_dtype=pl.String)
+            .alias("operator_id"),
+        )
+        .with_columns(
+            pl.when(pl.col("manual_override")).then(pl.lit("manual")).otherwise(pl.col("trigger_type")).alias("trigger_type")
         )
     )
 

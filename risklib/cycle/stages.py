@@ -45,7 +45,9 @@ class CycleResult:
 
 
 def ingest(session: Session, now: datetime) -> Any:
-    """Take the feed's snapshot at ``now`` and extend the rolling bar window with its new bars."""
+    """Pick up threshold changes made since the last cycle, take the feed's snapshot at ``now``
+    and extend the rolling bar window with its new bars."""
+    session.refresh_config(now)
     snap = session.feed.snapshot(now)
     session.window.extend(snap.bars)
     return snap
@@ -132,11 +134,35 @@ def escalate(session: Session, now: datetime, evaluation: Any) -> Any:
     return session.escalate(now, evaluation.alerts)
 
 
-def act(session: Session, now: datetime, evaluation: Any, snapshot: Any) -> Any:
-    """Hand the policy's actions to the broker; idempotency keys make retries and replays harmless."""
+@dataclass
+class Acted:
+    """What the act stage handed to the broker (policy and operator actions) and what the broker did."""
+
+    actions: pl.DataFrame  # frames.ACTIONS: the policy's, then the operators' (manual:<request id> keys)
+    manual: pl.DataFrame  # the operator requests among them
+    report: Any  # the broker's ExecutionReport
+
+    @property
+    def orders(self) -> pl.DataFrame:
+        return self.report.orders
+
+    @property
+    def fills(self) -> pl.DataFrame:
+        return self.report.fills
+
+
+def act(session: Session, now: datetime, evaluation: Any, snapshot: Any, accounts: pl.DataFrame | None = None) -> Acted:
+    """Hand the policy's actions and the operators' emergency requests to the broker.
+
+    Idempotency keys make retries and replays harmless: an action whose key the
+    broker has seen is not executed again.
+    """
+    ids = accounts["account_id"].to_list() if accounts is not None else evaluation.state["account_id"].to_list()
+    manual = session.manual_actions(now, ids)
+    actions = pl.concat([evaluation.actions, manual], how="vertical_relaxed") if manual.height else evaluation.actions
     # bid/ask too, so fills pay the spread; the broker skips instruments without a two-sided quote
     prices = snapshot.ticks.select("instrument", "bid", "ask", "mid")
-    return session.broker.execute(evaluation.actions, prices, now)
+    return Acted(actions=actions, manual=manual, report=session.broker.execute(actions, prices, now))
 
 
 def record(session: Session, result: CycleResult, finished_at: datetime, flow_run_id: str | None) -> None:

@@ -100,11 +100,11 @@ def test_flash_crash_fires_alerts_actions_and_faster_cadence(prefect_api, make_s
     before = [r for r in results if r[0].now < crash_at]
     after = [r for r in results if r[0].now >= crash_at]
     assert before and after
-    assert all(r[0].evaluation.actions.height == 0 for r in before)
+    assert all(r[0].execution.actions.height == 0 for r in before)
     assert all(r[2] == 300 for r in before[1:])  # normal 5-minute cadence once warmed up
     fired = pl.concat([r[0].evaluation.alerts for r in after])
     assert fired.height > 0 and fired["level"].max() >= 3
-    actions = pl.concat([r[0].evaluation.actions for r in after])
+    actions = pl.concat([r[0].execution.actions for r in after])
     assert actions.height > 0
     assert min(r[2] for r in after) <= 30  # cadence tightens under stress
     recorded = session.warehouse.query("SELECT count(*) AS n FROM emergency_actions")["n"][0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import T0, make_client, record_cycle
+from api_builders import T0, make_client, record_cycle
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from conftest import T0, record_cycle
+from api_builders import T0, record_cycle
 
 from risklib.api._risk import correlation_rows
 
@@ -46,7 +46,7 @@ def test_stale_heartbeat_is_reported_loudly(client, clock):
 
 
 def test_no_cycle_yet_is_503_not_green(tmp_path, clock):
-    from conftest import make_client
+    from api_builders import make_client
 
     from risklib.warehouse import Warehouse
 

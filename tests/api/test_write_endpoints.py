@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from conftest import AUTH, T0, TOKEN, make_client
+from api_builders import AUTH, TOKEN, make_client
 
 from risklib.core.manual import pending_manual_actions
 

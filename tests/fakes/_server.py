@@ -133,6 +133,14 @@ class FakeServer:
             self.requests.append(rec)
             behaviour = self._behaviours.popleft() if self._behaviours else None
         self.first_request_event.set()
+        if behaviour is not None and behaviour.delay_s and not behaviour.drop and behaviour.status is None:
+            # A slow provider has already acted when its answer is late: the resource
+            # exists from arrival on, as the sender's in-doubt lookup expects.
+            status, headers, out = self.handle(rec)
+            rec.status = status  # created, whether or not the client waits for the answer
+            time.sleep(behaviour.delay_s)
+            self._respond(h, rec, status, headers, out)
+            return
         if behaviour is not None:
             if behaviour.delay_s:
                 time.sleep(behaviour.delay_s)

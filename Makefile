@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(VENV)/bin/riskctl run $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --timeout 1200 $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)

@@ -25,6 +25,7 @@ def run_session(
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     # --ephemeral starts a temporary API server; on a busy 2-core machine it needs more than 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here; no telemetry errors
     from flows.monitor import DASHBOARD_KEY, risk_monitor
     from risklib.cycle.session import Session
 

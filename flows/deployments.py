@@ -32,8 +32,14 @@ def monitor_service(
 
 def serve_all(config: Path | None = None) -> None:
     """Register and run the product's deployments until interrupted."""
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.schedules import Interval
+
     params = {"config": str(config)} if config else {}
+    # Anchored a few seconds from now, so monitoring starts when the service does, then every hour.
+    hourly = Interval(3600, anchor_date=datetime.now(timezone.utc) + timedelta(seconds=15))
     serve(
-        monitor_service.to_deployment(name="continuous", interval=3600, parameters=params, tags=["risk"]),
+        monitor_service.to_deployment(name="continuous", schedules=[hourly], parameters=params, tags=["risk"]),
         retention_flow.to_deployment(name="daily", cron="15 2 * * *", tags=["risk", "warehouse"]),
     )

@@ -40,6 +40,7 @@ def serve_all(config: Path | None = None) -> None:
     # Anchored 90 s from now (the server schedules runs once a minute), so monitoring starts when the service does, then every hour.
     hourly = Interval(3600, anchor_date=datetime.now(timezone.utc) + timedelta(seconds=90))
     serve(
-        monitor_service.to_deployment(name="continuous", schedules=[hourly], parameters=params, tags=["risk"]),
-        retention_flow.to_deployment(name="daily", cron="15 2 * * *", tags=["risk", "warehouse"]),
+        monitor_service.to_deployment(name="continuous", schedules=[hourly], parameters=params, tags=["risk"], paused=False),
+        retention_flow.to_deployment(name="daily", cron="15 2 * * *", tags=["risk", "warehouse"], paused=False),
+        pause_on_shutdown=False,  # a restarted service must not find its schedules paused
     )

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from prefect import flow, serve
@@ -30,6 +32,20 @@ def monitor_service(
     return {"cycles": report.cycles, "failed": report.failed_cycles, "overruns": report.overruns}
 
 
+def _start_monitor_now(wait_s: float = 120.0) -> None:
+    """Ask for a monitor run as soon as the served deployment exists."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            run_deployment("risk-monitor-service/continuous", timeout=0)
+            return
+        except ObjectNotFound:  # not registered yet
+            time.sleep(2)
+
+
 def serve_all(config: Path | None = None) -> None:
     """Register and run the product's deployments until interrupted."""
     from datetime import datetime, timedelta, timezone
@@ -37,8 +53,9 @@ def serve_all(config: Path | None = None) -> None:
     from prefect.schedules import Interval
 
     params = {"config": str(config)} if config else {}
-    # Anchored 90 s from now (the server schedules runs once a minute), so monitoring starts when the service does, then every hour.
-    hourly = Interval(3600, anchor_date=datetime.now(timezone.utc) + timedelta(seconds=90))
+    hourly = Interval(3600, anchor_date=datetime.now(timezone.utc) + timedelta(hours=1))
+    # Monitoring starts when the service does: one run now, then the hourly schedule.
+    threading.Thread(target=_start_monitor_now, name="start-monitor", daemon=True).start()
     serve(
         monitor_service.to_deployment(name="continuous", schedules=[hourly], parameters=params, tags=["risk"], paused=False),
         retention_flow.to_deployment(name="daily", cron="15 2 * * *", tags=["risk", "warehouse"], paused=False),

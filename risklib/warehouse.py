@@ -7,40 +7,5 @@ Analysts::
     con.sql("SELECT * FROM daily_risk_by_account").df()  # or polars.DataFrame(con.sql(...))
 """
 
-from risklib.adapters.warehouse import (
-    APPEND_TABLES,
-    TIERS,
-    RetentionReport,
-    RetentionStep,
-    catalog_bytes,
-    compact_lake,
-    cutoffs,
-    run_retention,
-    table_stats,
-    CYCLE_TABLES,
-    CycleRecords,
-    VerifyResult,
-    Warehouse,
-    WarehouseConfig,
-    connect,
-    load_config,
-)
-
-__all__ = [
-    "APPEND_TABLES",
-    "TIERS",
-    "RetentionReport",
-    "RetentionStep",
-    "catalog_bytes",
-    "compact_lake",
-    "cutoffs",
-    "run_retention",
-    "table_stats",
-    "CYCLE_TABLES",
-    "CycleRecords",
-    "VerifyResult",
-    "Warehouse",
-    "WarehouseConfig",
-    "connect",
-    "load_config",
-]
+from risklib.adapters.warehouse import *  # noqa: F403 - the adapter's public names, listed once there
+from risklib.adapters.warehouse import __all__  # noqa: F401

@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +32,18 @@ _SPECIAL_STATE = set(frames.RISK_STATE_CORE)
 class SimClock:
     """Simulated market time that moves ``speed`` times faster than the wall clock.
 
-    ``sleep_until_next`` advances simulated time by the cycle interval and sleeps
-    the wall-clock share of it that the cycle itself did not use.
+    The session advances it by each cycle's interval (:meth:`Session.clock_sleep`)
+    and sleeps the wall-clock share the cycle itself did not use.
     """
 
-    def __init__(self, start: datetime, speed: float, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, start: datetime, speed: float) -> None:
         self._now = start
         self.speed = speed
-        self._sleep = sleep
 
     def now(self) -> datetime:
         return self._now
 
     def advance(self, seconds: float) -> None:
-        from datetime import timedelta
-
         self._now += timedelta(seconds=seconds)
 
 

@@ -108,6 +108,16 @@ class Session:
         self.failure_interval_s = mon.failure_interval_s
         self._bar_s = getattr(getattr(feed, "config", None), "bar_s", 60.0)
         self.metrics_config = self._metrics_config(config)
+        from risklib.adapters.warehouse import ChangeWatch
+
+        layout = getattr(warehouse, "layout", None)
+        self.watch = ChangeWatch(layout.sqlite_file if layout is not None else None)
+        self._table_cache: dict[str, pl.DataFrame] = {}
+        from risklib.adapters.notifiers import EscalationStateCache
+
+        self._escalation_state = EscalationStateCache(self.watch)
+        if getattr(sender, "watch", False) is None:
+            sender.watch = self.watch  # the outbox skips its pending query while nothing changed
 
     def _metrics_config(self, config: RiskConfig) -> Any:
         """The [metrics] settings with the live cycle's windows and horizon in this feed's bars."""
@@ -199,6 +209,7 @@ class Session:
         return session
 
     def close(self) -> None:
+        self.watch.close()
         self.warehouse.close()
 
     # --- carried state ------------------------------------------------------------
@@ -266,17 +277,36 @@ class Session:
         self._previous_regime = regime
         return inputs
 
+    def _read_table(self, table: str, sql: str) -> pl.DataFrame:
+        """``sql`` over one small table that other processes write, re-run only when the table changed.
+
+        The API records overrides, threshold changes and operator requests; the
+        pipeline reads them every cycle. The whole (small) table is kept and each
+        cycle filters it by its own ``now``, so a row that becomes due later is
+        still seen without a new query.
+        """
+        changed = self.watch.changed(table, [table])
+        if not changed and table in self._table_cache:
+            return self._table_cache[table]
+        try:
+            rows = self.warehouse.query(sql)
+        except Exception:
+            self.watch.forget(table)
+            raise
+        self._table_cache[table] = rows
+        return rows
+
     def active_overrides(self, now: datetime) -> pl.DataFrame | None:
         """Manual overrides in force at ``now`` (they always expire)."""
         # The table keeps the operator's request as written (new_value is text);
         # the policy reads an "adjust" as a scale factor on the rule's thresholds.
-        rows = self.warehouse.query(
+        rows = self._read_table(
+            "overrides",
             "SELECT override_id, coalesce(account_id, '*') AS account_id, rule, action, "
             "TRY_CAST(new_value AS DOUBLE) AS threshold_scale, authority_level, "
-            "operator AS operator_id, created_at, expires_at "
-            "FROM overrides WHERE expires_at > ? AND created_at <= ?",
-            [now, now],
+            "operator AS operator_id, created_at, expires_at FROM overrides",
         )
+        rows = rows.filter((pl.col("expires_at") > now) & (pl.col("created_at") <= now)) if rows.height else rows
         if rows.height == 0:
             return None
         return frames.conform(rows, frames.OVERRIDES, "overrides")
@@ -286,9 +316,8 @@ class Session:
         from risklib.config_changes import apply_threshold_changes
         from risklib.errors import ConfigError
 
-        changes = self.warehouse.query(
-            'SELECT "key", new_value, "at" FROM threshold_changes WHERE "at" <= ? ORDER BY "at"', [now]
-        )
+        changes = self._read_table("threshold_changes", 'SELECT "key", new_value, "at" FROM threshold_changes ORDER BY "at"')
+        changes = changes.filter(pl.col("at") <= now) if changes.height else changes
         if changes.height == self._changes_seen:
             return
         try:
@@ -309,7 +338,8 @@ class Session:
         """Operators' emergency requests (POST /api/emergency/*) not executed yet, as ACTIONS rows."""
         from risklib.core.manual import pending_manual_actions
 
-        requests = self.warehouse.query("SELECT * FROM manual_action_requests WHERE requested_at <= ?", [now])
+        requests = self._read_table("manual_action_requests", "SELECT * FROM manual_action_requests")
+        requests = requests.filter(pl.col("requested_at") <= now) if requests.height else requests
         if requests.height == 0:
             return frames.empty(frames.ACTIONS)
         for r in requests.iter_rows(named=True):
@@ -364,7 +394,9 @@ class Session:
         from risklib.adapters.notifiers import run_escalation
 
         # The plan and its send attempts are durable in one transaction before any provider call.
-        plan, fast, rest = run_escalation(self.warehouse, self.sender, alerts, self.config.escalation, now)
+        plan, fast, rest = run_escalation(
+            self.warehouse, self.sender, alerts, self.config.escalation, now, state=self._escalation_state
+        )
         opened = plan.incident_events.filter(pl.col("status") == "open")["incident_key"].unique().to_list()
         self.new_incident_count = len(set(opened) - self._known_incidents)
         self._known_incidents |= set(opened)

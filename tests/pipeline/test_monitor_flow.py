@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from uuid import UUID
 
@@ -17,17 +18,33 @@ pytestmark = pytest.mark.integration
 STAGES = {"ingest", "validate", "compute-metrics", "size-positions", "evaluate-triggers", "escalate", "act", "record"}
 
 
-def _task_runs(flow_run_id: str):
+_FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _task_runs(flow_run_id: str, expected: int, timeout_s: float = 60.0):
+    """The flow run's task runs once the server has all ``expected`` of them in a final state.
+
+    Task-run states reach the server as events, after the flow returns; on a busy
+    machine the first read can come before they are ingested.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
+    deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
-        return client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])),
-            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-            limit=200,
-        )
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+            )
+            settled = len(runs) >= expected and all(
+                r.state_type is not None and r.state_type.value in _FINAL for r in runs
+            )
+            if settled or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.5)
 
 
 def _artifact(key: str) -> dict | None:
@@ -58,7 +75,7 @@ def test_cycle_task_runs_complete_with_stage_names(prefect_api, make_session):
     # Act
     report = risk_monitor(session, max_cycles=2)
     # Assert
-    runs = _task_runs(report.flow_run_id)
+    runs = _task_runs(report.flow_run_id, 2 * len(STAGES))
     names = [r.name.rsplit("-", 1)[0] for r in runs]
     assert report.cycles == 2 and report.failed_cycles == 0
     assert set(names) == STAGES

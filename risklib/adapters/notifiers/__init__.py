@@ -14,6 +14,7 @@ from risklib.adapters.notifiers._console import ConsoleNotifier
 from risklib.adapters.notifiers._outbox import DrainReport, OutboxSender
 from risklib.adapters.notifiers._render import email_parts, voice_twiml
 from risklib.adapters.notifiers._state import (
+    EscalationStateCache,
     append_many,
     incident_view,
     incidents_for_code,
@@ -73,6 +74,7 @@ __all__ = [
     "ConsoleNotifier",
     "Credentials",
     "DrainReport",
+    "EscalationStateCache",
     "Notifier",
     "OutboundMessage",
     "OutboxSender",

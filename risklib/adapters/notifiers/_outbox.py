@@ -18,13 +18,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import polars as pl
 
 from risklib.adapters.notifiers._base import Notifier, OutboundMessage, protect_logs, redact
-from risklib.adapters.notifiers._state import append_many, record_events
+from risklib.adapters.notifiers._state import ESCALATION_TABLES, append_many, record_events
 from risklib.core.escalation import (
     DASHBOARD_RECIPIENT,
     KINDS_NEEDING_ACK,
@@ -137,6 +137,9 @@ class OutboxSender:
         self.secrets = list(secrets)
         protect_logs(self.secrets)
         self.max_workers = max_workers
+        self.watch: Any = None  # optional ChangeWatch: skip the pending query while the outbox is idle
+        self._idle_until: datetime | None = None
+        self._idle_frame: pl.DataFrame | None = None
 
     # --- selection ---------------------------------------------------------------
 
@@ -144,8 +147,33 @@ class OutboxSender:
         return self.notifiers.get(channel) or self.notifiers.get("console")
 
     def pending(self, now: datetime) -> pl.DataFrame:
-        """Outbox rows not yet in a terminal state and not held by ``not_before``."""
-        return self.warehouse.query(_PENDING_SQL, [now])
+        """Outbox rows not yet in a terminal state and not held by ``not_before``.
+
+        With a :attr:`watch` (a ``ChangeWatch``), an outbox found empty is not
+        queried again until one of its tables is written or the earliest held
+        message (``not_before``) falls due.
+        """
+        watch = self.watch
+        if watch is not None:
+            changed = watch.changed("outbox.pending", ESCALATION_TABLES)
+            if not changed and self._idle_until is not None and now < self._idle_until:
+                return self._idle_frame
+        try:
+            rows = self.warehouse.query(_PENDING_SQL, [now])
+            if watch is not None:
+                self._idle_until = None
+                if rows.height == 0:
+                    held = self.warehouse.query(
+                        "SELECT min(not_before) AS t FROM notifications WHERE not_before > ?", [now]
+                    )["t"][0]
+                    self._idle_until = held if held is not None else datetime.max.replace(tzinfo=timezone.utc)
+                    self._idle_frame = rows
+        except Exception:
+            if watch is not None:
+                watch.forget("outbox.pending")
+                self._idle_until = None
+            raise
+        return rows
 
     def drain(self, now: datetime, *, limit: int | None = None) -> DrainReport:
         """Send every due message once (retrying inline within the drain budget).

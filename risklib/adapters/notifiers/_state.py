@@ -209,8 +209,41 @@ def incident_view(warehouse: Any, *, active: bool, limit: int = 100, since: date
     return warehouse.query(sql, [since or datetime(1970, 1, 1, tzinfo=timezone.utc), int(limit)])
 
 
-def run_escalation(warehouse: Any, sender: Any, alerts: pl.DataFrame, config: Any, now: datetime):
+#: Tables the escalation state and the outbox are derived from.
+ESCALATION_TABLES = ("incidents", "notifications", "notification_events", "acknowledgements")
+
+
+class EscalationStateCache:
+    """:func:`load_escalation_state`, re-read only when one of its tables was written.
+
+    ``watch`` is a :class:`risklib.adapters.warehouse.ChangeWatch` (or anything with
+    its ``changed``/``forget``). The state is plain data from the warehouse, so a
+    cached copy is exactly what the query would return while no table changed;
+    timers are computed from ``now`` by the planner, not stored here.
+    """
+
+    def __init__(self, watch: Any) -> None:
+        self.watch = watch
+        self._state: tuple[pl.DataFrame, pl.DataFrame] | None = None
+
+    def load(self, warehouse: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+        changed = self.watch.changed("escalation.state", ESCALATION_TABLES)
+        if changed or self._state is None:
+            try:
+                self._state = load_escalation_state(warehouse)
+            except Exception:
+                self.watch.forget("escalation.state")
+                self._state = None
+                raise
+        return self._state
+
+
+def run_escalation(
+    warehouse: Any, sender: Any, alerts: pl.DataFrame, config: Any, now: datetime, *, state: EscalationStateCache | None = None
+):
     """The escalate stage in one call: load state, plan, record + send the new messages, drain the rest.
+
+    ``state`` (optional) caches the open incidents between cycles that changed nothing.
 
     Returns
     -------
@@ -219,7 +252,7 @@ def run_escalation(warehouse: Any, sender: Any, alerts: pl.DataFrame, config: An
     """
     from risklib.core.escalation import plan_escalation
 
-    open_incidents, acks = load_escalation_state(warehouse)
+    open_incidents, acks = state.load(warehouse) if state is not None else load_escalation_state(warehouse)
     plan = plan_escalation(now, alerts, open_incidents, acks, config)
     fast = sender.send_plan(plan, now)
     rest = sender.drain(now)

@@ -4,6 +4,7 @@ Public names are re-exported from :mod:`risklib.warehouse`.
 """
 
 from risklib.adapters.warehouse._audit import VerifyResult
+from risklib.adapters.warehouse._changes import ChangeWatch
 from risklib.adapters.warehouse._config import WarehouseConfig, load_config
 from risklib.adapters.warehouse._warehouse import APPEND_TABLES, CYCLE_TABLES, CycleRecords, Warehouse
 
@@ -26,6 +27,7 @@ def connect(location=None, *, read_only: bool = True, config: WarehouseConfig | 
 __all__ = [
     "APPEND_TABLES",
     "CYCLE_TABLES",
+    "ChangeWatch",
     "CycleRecords",
     "VerifyResult",
     "Warehouse",

@@ -22,7 +22,8 @@ from risklib.core.policy._config import (
     load_policy_config,
 )
 from risklib.core.policy._enums import ActionKind, BreakerEffect, BreakerState, Channel, RiskLevel, TradingMode
-from risklib.core.policy._evaluate import Evaluation, check_override, evaluate
+from risklib.core.policy._evaluate import Evaluation, evaluate
+from risklib.core.policy._overrides import check_override
 from risklib.core.policy._sizing import (
     SIZING,
     account_position_size,

@@ -1,0 +1,257 @@
+"""The evaluation's row outputs: rules fired, alerts and actions, built from numpy columns.
+
+Only accounts where something fired or changed get rows. Text is assembled once per distinct
+value and gathered per row: a timestamp is formatted once however many incidents started at
+it, and an alert message is ``<rule> <step>: `` (per step) + the metric value (per row) + the
+rest of the sentence (per distinct step, threshold, suspension and mode), which gives exactly
+the sentence formatted in one piece.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from risklib.core import frames
+from risklib.core.policy import _breaker as brk
+from risklib.core.policy._config import RULES, PolicyConfig
+from risklib.core.policy._enums import MODES_BY_RANK, ActionKind, TradingMode
+from risklib.core.policy._ladders import ACTION_CODES, EPS, Catalog
+
+MODE_SERIES = pl.Series([m.value for m in MODES_BY_RANK], dtype=pl.String)
+BLOCKS_SERIES = pl.Series([m.blocks for m in MODES_BY_RANK], dtype=pl.String)
+BREAKER_SERIES = pl.Series(list(brk.NAMES), dtype=pl.String)
+RULE_SERIES = pl.Series(list(RULES), dtype=pl.String)
+ACTION_SERIES = pl.Series([a.value for a in ActionKind], dtype=pl.String)
+_TS_FORMAT = "%Y%m%dT%H%M%S%.6fZ"
+_FLOAT = {"metric_value": pl.Float64, "threshold": pl.Float64}
+
+
+def take(values: pl.Series, idx: np.ndarray) -> pl.Series:
+    """Strings by integer index, staying in Polars (no numpy object arrays on the hot path)."""
+    return values.gather(pl.Series(np.asarray(idx, np.int64)))
+
+
+def codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of an integer array (sorted) and each element's index into them."""
+    if key.size == 0:
+        return key, np.zeros(0, np.int64)
+    lo, hi = int(key.min()), int(key.max())
+    if hi - lo > 4 * key.size + 1024:  # sparse: sort
+        u, inv = np.unique(key, return_inverse=True)
+        return u, inv.reshape(-1)
+    seen = np.zeros(hi - lo + 1, bool)  # dense: one pass, no sort
+    seen[key - lo] = True
+    u = np.flatnonzero(seen)
+    slot = np.zeros(hi - lo + 1, np.int64)
+    slot[u] = np.arange(u.size)
+    return u + lo, slot[key - lo]
+
+
+def ts_strings(epoch_s: np.ndarray) -> pl.Series:
+    """``YYYYMMDDTHHMMSS.ffffffZ`` of epoch seconds (NaN as the epoch), each distinct time formatted once."""
+    us = np.where(np.isnan(epoch_s), 0, np.round(epoch_s * 1e6)).astype(np.int64)
+    u, inv = np.unique(us, return_inverse=True)
+    text = pl.from_epoch(pl.Series(u), time_unit="us").dt.strftime(_TS_FORMAT)
+    return text if u.size == us.size and (u == us).all() else take(text, inv.reshape(-1))
+
+
+def _concat(*parts: pl.Series, separator: str = "") -> pl.Series:
+    return pl.select(pl.concat_str([pl.lit(p) for p in parts], separator=separator)).to_series()
+
+
+def ladder_records(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndarray, per_rule: dict,
+                   suspended: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rules fired and alerts of every held ladder step: rule by rule, accounts in order."""
+    parts = []
+    for r_id, rule in enumerate(RULES):
+        held, v, th, since, raw = per_rule[rule]
+        idx = np.flatnonzero(held > 0)
+        if idx.size:
+            k = held[idx]
+            parts.append((idx, np.full(idx.size, r_id), k, cat.offset[r_id] + k, cat.ladders[rule].alert[k], v[idx],
+                          th[idx, k - 1], since[idx], suspended[rule][idx], raw[idx] < k))
+    if not parts:
+        return frames.empty(frames.RULES_FIRED), frames.empty(frames.ALERTS)
+    idx, r_id, k, gid, alert_k, mv, thv, since_v, susp, held = (np.concatenate(x) for x in zip(*parts))
+    account = take(acct, idx)
+    rule = take(RULE_SERIES, r_id)
+    gh = 2 * gid + held  # step and whether it is only held: the effect text
+    # incident key "<account>:<rule>:<since>"; "<rule>:<since>" is shared by many rows
+    since_u, since_code = codes(np.round(since_v * 1e6).astype(np.int64))
+    since_text = pl.from_epoch(pl.Series(since_u), time_unit="us").dt.strftime(_TS_FORMAT)
+    tail_u, tail_code = codes(r_id * since_u.size + since_code)
+    tail = _concat(take(RULE_SERIES, tail_u // since_u.size), take(since_text, tail_u % since_u.size),
+                   separator=":")
+    incident = _concat(account, take(tail, tail_code), separator=":")
+    rf = pl.DataFrame({
+        "account_id": account, "rule": rule, "step": take(cat.step_names, gid), "level": k, "alert_level": alert_k,
+        "metric_value": mv, "threshold": thv, "basis": take(cat.basis, r_id), "effect": take(cat.effects, gh),
+        "suspended": susp, "incident_key": incident,
+    }, schema_overrides=_FLOAT)
+    rf = rf.select(*(ts_col.alias("ts") if c == "ts" else pl.col(c) for c in frames.RULES_FIRED))
+
+    keep = alert_k > 0
+    if not keep.all():
+        sel = np.flatnonzero(keep)
+        gid, thv, gh, susp, mv, r_id, idx = gid[sel], thv[sel], gh[sel], susp[sel], mv[sel], r_id[sel], idx[sel]
+        al = rf.filter(pl.Series(keep))
+    else:
+        al = rf
+    m = mode[idx]
+    # the sentence after the metric value depends only on step, threshold, suspension and mode
+    th_u, th_code = np.unique(thv, return_inverse=True)
+    rest_u, rest_code = codes(((th_code.reshape(-1) * cat.effects.len() + gh) * 2 + susp) * len(MODES_BY_RANK) + m)
+    u_mode = rest_u % len(MODES_BY_RANK)
+    u_susp = (rest_u // len(MODES_BY_RANK)) % 2 == 1
+    u_gh = (rest_u // (2 * len(MODES_BY_RANK))) % cat.effects.len()
+    u_th = th_u[rest_u // (2 * len(MODES_BY_RANK) * cat.effects.len())]
+    u_rule = np.searchsorted(cat.offset, u_gh // 2, side="right") - 1
+    rest = pl.DataFrame({
+        "op": take(cat.op, u_rule), "threshold": u_th, "basis": take(cat.basis, u_rule),
+        "effect": take(cat.effects, u_gh), "suspended": u_susp, "mode": take(MODE_SERIES, u_mode),
+        "blocks": take(BLOCKS_SERIES, u_mode),
+    }, schema_overrides={"threshold": pl.Float64}).select(
+        pl.format(" {} {} (basis: {}); {}{}; mode {} in force: {}",
+                  pl.col("op"), pl.col("threshold").round(6).cast(pl.String).fill_null(""), pl.col("basis"),
+                  pl.col("effect"), pl.when(pl.col("suspended")).then(pl.lit(" [SUSPENDED by override]"))
+                  .otherwise(pl.lit("")), pl.col("mode"), pl.col("blocks"))
+    ).to_series()
+    value = pl.Series(mv, dtype=pl.Float64).round(6).cast(pl.String).fill_null("n/a")
+    message = _concat(take(cat.alert_prefix, gid), value, take(rest, rest_code))
+    alerts = al.select(
+        "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
+        take(MODE_SERIES, m).alias("trading_mode"), message.alias("message"), "ts",
+    )
+    return rf, alerts
+
+
+_SPECIAL_BASIS = {"data": "account metrics validity", "feed": "market inputs", "breaker": "breaker episode"}
+
+
+def special_records(config: PolicyConfig, acct: pl.Series, ts_col: pl.Expr, mode: np.ndarray, now_s: float, *,
+                    invalid: np.ndarray, reason: pl.Series, feed_known: bool, feed_suspended: np.ndarray,
+                    new_brk: np.ndarray, opened: np.ndarray, episode: pl.Series,
+                    rejected: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rules fired and alerts of the non-ladder rules: data, feed, breaker; rejected overrides (audit only)."""
+    groups = []  # (rule, accounts, alert level, effect, step text, incident start text, metric value)
+    idx = np.flatnonzero(invalid)
+    if idx.size:
+        groups.append(("data", idx, np.full(idx.size, config.data.alert_level),
+                       f"fail closed: mode {config.data.trading_mode.value}", take(reason, idx),
+                       take(episode, idx).fill_null(""), np.full(idx.size, np.nan)))
+    if not feed_known:
+        idx = np.flatnonzero(~feed_suspended)
+        if idx.size:
+            groups.append(("feed", idx, np.full(idx.size, config.feed_unknown.alert_level),
+                           f"feed silence unknown: fail closed, mode {config.feed_unknown.trading_mode.value}",
+                           pl.repeat("feed_unknown", idx.size, eager=True, dtype=pl.String),
+                           take(episode, idx).fill_null(""), np.full(idx.size, np.nan)))
+    idx = np.flatnonzero(new_brk != brk.CLOSED)
+    if idx.size:
+        is_open = new_brk[idx] == brk.OPEN
+        groups.append(("breaker", idx,
+                       np.where(is_open, config.breaker.alert_level_open, config.breaker.alert_level_half_open),
+                       "breaker state", take(BREAKER_SERIES, new_brk[idx]),
+                       ts_strings(np.where(np.isnan(opened[idx]), now_s, opened[idx])), np.where(is_open, 1.0, 0.5)))
+    rf = al = None
+    if groups:
+        rule_id = np.concatenate([np.full(g[1].size, i) for i, g in enumerate(groups)])
+        names = pl.Series([g[0] for g in groups], dtype=pl.String)
+        idx = np.concatenate([g[1] for g in groups])
+        f = pl.DataFrame({
+            "account_id": take(acct, idx), "rule": take(names, rule_id),
+            "step": pl.concat([g[4] for g in groups]), "level": np.zeros(idx.size, np.int64),
+            "alert_level": np.concatenate([g[2] for g in groups]).astype(np.int64),
+            "metric_value": np.concatenate([g[6] for g in groups]), "threshold": np.full(idx.size, np.nan),
+            "basis": take(pl.Series([_SPECIAL_BASIS[g[0]] for g in groups], dtype=pl.String), rule_id),
+            "effect": take(pl.Series([g[3] for g in groups], dtype=pl.String), rule_id),
+            "suspended": np.zeros(idx.size, bool), "since": pl.concat([g[5] for g in groups]),
+            "mode_in_force": take(MODE_SERIES, mode[idx]), "blocks": take(BLOCKS_SERIES, mode[idx]),
+        }, schema_overrides=_FLOAT).with_columns(
+            pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":")
+            .alias("incident_key"),
+            ts_col.alias("ts"),
+        )
+        rf = f.select(*frames.RULES_FIRED)
+        al = f.filter(pl.col("alert_level") > 0).select(
+            "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
+            pl.col("mode_in_force").alias("trading_mode"),
+            pl.format("{} {}: {} {} {} (basis: {}); {}{}; mode {} in force: {}",
+                      pl.col("rule"), pl.col("step"), pl.col("metric_value").round(6).cast(pl.String).fill_null("n/a"),
+                      pl.lit(""), pl.col("threshold").round(6).cast(pl.String).fill_null(""), pl.col("basis"),
+                      pl.col("effect"), pl.lit(""), pl.col("mode_in_force"), pl.col("blocks")).alias("message"),
+            "ts",
+        )
+    if rejected:
+        ov = pl.DataFrame({
+            "account_id": [r["account_id"] for r in rejected], "rule": "override", "step": "rejected", "level": 0,
+            "alert_level": 1, "metric_value": None, "threshold": None, "basis": "override authority",
+            "effect": [f"override {r['id']} on {r['rule']} rejected: {r['why']}" for r in rejected],
+            "suspended": False, "since": [r["id"] or "" for r in rejected],
+        }, schema=_OVERRIDE_ROWS).select(
+            *(pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":")
+              .alias("incident_key") if c == "incident_key" else ts_col.alias("ts") if c == "ts" else pl.col(c)
+              for c in frames.RULES_FIRED))
+        rf = ov if rf is None else pl.concat([rf, ov])
+    return (rf if rf is not None else frames.empty(frames.RULES_FIRED),
+            al if al is not None else frames.empty(frames.ALERTS))
+
+
+_OVERRIDE_ROWS = {c: t for c, t in frames.RULES_FIRED.items() if c not in ("ts", "incident_key")} | {"since": pl.String}
+
+
+def cut_actions(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, idx: np.ndarray, *, target: np.ndarray,
+                prev_cut: np.ndarray, target_rule: np.ndarray, target_level: np.ndarray,
+                since_all: np.ndarray) -> pl.DataFrame:
+    """Confirmed cuts: one action per account whose cut target grew, keyed by incident, step and target."""
+    rule_i = target_rule[idx]  # rule ids
+    lvl_i = target_level[idx]
+    since_i = since_all[rule_i, idx]
+    gid = cat.offset[rule_i] + lvl_i  # global step id
+    kind_code = cat.cut_code[gid]
+    kind_code = np.where(target[idx] >= 1.0 - EPS, ACTION_CODES[ActionKind.CLOSE_ALL.value], kind_code)
+    frac = np.clip(1.0 - (1.0 - target[idx]) / np.maximum(1.0 - prev_cut[idx], EPS), 0.0, 1.0)
+    f = pl.DataFrame({
+        "account_id": take(acct, idx), "rule": take(RULE_SERIES, rule_i), "since": ts_strings(since_i),
+        "lvl": lvl_i, "action": take(ACTION_SERIES, kind_code), "fraction": frac, "target": target[idx],
+        "step": take(cat.step_names, gid),
+    })
+    return f.select(
+        pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":").alias("incident_key"),
+        "account_id", "action", "fraction", "lvl", "target", "rule", "step",
+    ).select(
+        pl.concat_str([pl.col("incident_key"), pl.lit("L") + pl.col("lvl").cast(pl.String), pl.col("action"),
+                       pl.col("target").round(6).cast(pl.String)], separator=":").alias("idempotency_key"),
+        "incident_key", "account_id", "action", "fraction",
+        pl.format("{} step {} confirmed: cut to {} of episode-start size", pl.col("rule"), pl.col("step"),
+                  (1 - pl.col("target")).round(4)).alias("reason"),
+        ts_col.alias("ts"),
+    )
+
+
+def mode_actions(acct: pl.Series, ts_col: pl.Expr, now_s: float, mode: np.ndarray, prev_mode: np.ndarray,
+                 episode: pl.Series, prev_episode: pl.Series) -> pl.DataFrame | None:
+    """Trading-mode transitions worth telling the broker (halts, resumes), once per episode and time."""
+    idx = np.flatnonzero(mode != prev_mode)
+    new_m, old_m = mode[idx], prev_mode[idx]
+    kind = np.where(new_m == 0, ActionKind.RESUME.value,
+                    np.where(new_m == TradingMode.REDUCE_ONLY.rank, ActionKind.HALT_ENTRIES.value,
+                             ActionKind.HALT_ALL.value))
+    keep = (~((new_m == TradingMode.FLATTEN.rank) & (old_m >= TradingMode.HALTED.rank))
+            & ~((new_m > 0) & (new_m < old_m)))
+    idx, kind, new_m, old_m = idx[keep], kind[keep], new_m[keep], old_m[keep]
+    if not idx.size:
+        return None
+    ep = pl.coalesce(pl.lit(take(episode, idx)), pl.lit(take(prev_episode, idx)), pl.lit(""))
+    f = pl.DataFrame({"account_id": take(acct, idx), "action": kind.astype(str),
+                      "new": take(MODE_SERIES, new_m), "old": take(MODE_SERIES, old_m)}).with_columns(
+        pl.select(ep).to_series().alias("ep"))
+    return f.select(
+        pl.concat_str([pl.col("account_id"), pl.lit("mode"), pl.col("ep"), pl.col("action"),
+                       pl.lit(ts_strings(np.array([now_s]))[0])], separator=":").alias("idempotency_key"),
+        pl.concat_str([pl.col("account_id"), pl.lit("mode"), pl.col("ep")], separator=":").alias("incident_key"),
+        "account_id", "action", pl.lit(0.0).alias("fraction"),
+        pl.format("trading mode {} -> {}", pl.col("old"), pl.col("new")).alias("reason"),
+        ts_col.alias("ts"),
+    )

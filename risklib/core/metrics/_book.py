@@ -370,8 +370,7 @@ def compute_book_metrics(
 
     # --- exposure matrix and history reasons ------------------------------------------------------
     x = np.zeros((n_acc, n_ins))
-    hist_rows = held_row & hist_ok_row
-    np.add.at(x, (a_idx[hist_rows], j_idx[hist_rows]), notional_v[hist_rows])
+    _kernels.scatter_add(a_idx, j_idx, notional_v, held_row & hist_ok_row, x)
     holds = n_pos > 0
     hist_bad = acc_hist_reason != None  # noqa: E711
     if history_reason is not None:
@@ -390,7 +389,10 @@ def compute_book_metrics(
     ins_vol_ratio = np.full(n_ins, np.nan)
     ins_ewma_vol = np.full(n_ins, np.nan)
     corr = np.full((n_ins, n_ins), np.nan)
-    marginal = np.full((n_acc, n_ins), np.nan)
+    cx = np.zeros((n_acc, n_ins))  # C x per account, C the parametric covariance
+    sigma = np.zeros(n_acc)
+    mean_ins = np.zeros(n_ins)
+    z99 = float(ndtri(0.99))
     pos_var_long = np.full(n_ins, np.nan)
     pos_var_short = np.full(n_ins, np.nan)
     pair_out = np.zeros((n_acc, 3 + n_ins))
@@ -438,18 +440,17 @@ def compute_book_metrics(
         var95[flat] = var99[flat] = es99[flat] = 0.0
         # parametric VaR 99 and its Euler components
         mean = u.mean(axis=0) if cfg.include_mean else None
-        # five quadratic forms x' C x in one product: full-window (parametric VaR and its Euler
-        # components, as in component_var), EWMA, current, baseline and regime-window covariances
-        xc = (x @ np.hstack([cov_all, cov_ewma, cov_cur, cov_base, cov_reg])).reshape(n_acc, 5, n_ins)
-        q_all, q_ewma, q_cur, q_base, q_reg = np.maximum(np.einsum("akn,an->ka", xc, x), 0.0)
+        # five quadratic forms x' C x from each book's held instruments: full-window (parametric VaR
+        # and its Euler components, as in component_var), EWMA, current, baseline and regime-window
         k_cov = 1 if cfg.parametric_cov == "ewma" else 0
+        qf = np.empty((n_acc, 5))
+        h = np.ascontiguousarray(np.hstack([cov_all, cov_ewma, cov_cur, cov_base, cov_reg]))
+        _kernels.held_quadratic_forms(x, h, qf, cx, k_cov)
+        q_all, q_ewma, q_cur, q_base, q_reg = np.maximum(qf.T, 0.0)
         sigma = np.sqrt(q_ewma if k_cov else q_all)
-        z99 = float(ndtri(0.99))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            marginal = np.where(sigma[:, None] > 0, xc[:, k_cov, :] * (z99 / sigma)[:, None], 0.0)
         var99p = z99 * sigma
         if mean is not None:
-            marginal = marginal - mean[None, :]
+            mean_ins = mean
             var99p = var99p - x @ mean
         ewma_vol = np.sqrt(q_ewma * ppy)
         vol_ratio = np.where(holds, ratio(np.sqrt(q_cur), np.sqrt(q_base)), 1.0)
@@ -525,21 +526,13 @@ def compute_book_metrics(
     )
 
     # --- positions --------------------------------------------------------------------------------
-    a_safe = np.where(a_idx >= 0, a_idx, 0)
-    j_safe = np.where(j_idx >= 0, j_idx, 0)
+    a_safe = np.maximum(a_idx, 0)
     row_risk = risk_ok[a_safe] & held_row & hist_ok_row
-    eq_row = eq_safe[a_safe]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pvar = np.where(notional_v > 0, pos_var_long[j_safe], pos_var_short[j_safe]) * np.abs(notional_v) / eq_row
-        contrib = notional_v * marginal[a_safe, j_safe] / eq_row
-    pvar, contrib = pvar * np.sqrt(cfg.var_horizon_bars), contrib * np.sqrt(cfg.var_horizon_bars)
-    pvar = np.where(row_risk, pvar, np.where(risk_ok[a_safe] & (q == 0), 0.0, np.nan))
-    contrib = np.where(row_risk, contrib, np.where(risk_ok[a_safe] & (q == 0), 0.0, np.nan))
-    vscore = np.where(j_idx >= 0, ins_vol_ratio[j_safe], np.nan)
-    vscore = np.where(risk_ok[a_safe], vscore, np.nan)
-    slot = posmap[a_safe, j_safe]
-    crisk = np.where(row_risk, pair_out[a_safe, 3 + np.minimum(slot, n_ins - 1)] if n_ins else 0.0, np.nan)
-    crisk = np.where(risk_ok[a_safe] & (q == 0), 0.0, crisk)
+    pvar, contrib, vscore, crisk = (np.empty(a_idx.size) for _ in range(4))
+    _kernels.position_risk_rows(
+        a_idx, j_idx, q, notional_v, row_risk, risk_ok, eq_safe, cx, sigma, z99, mean_ins, pos_var_long,
+        pos_var_short, ins_vol_ratio, posmap, pair_out, float(np.sqrt(cfg.var_horizon_bars)), pvar, contrib, vscore, crisk,
+    )
     positions_out = pl.DataFrame(
         {
             "account_id": p["account_id"],

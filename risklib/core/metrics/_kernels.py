@@ -14,6 +14,10 @@ import numpy as np
 
 _OPTS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 
+# Loop indices of this type are never negative, so element access needs no wraparound
+# select and LLVM vectorises the loop (with signed indices it does not).
+_U = np.uint64
+
 
 @nb.njit(**_OPTS)
 def _lerp(a, b, t):
@@ -27,7 +31,13 @@ def _lerp(a, b, t):
 @nb.njit(**_OPTS)
 def select(a, lo, hi, k):
     """Partial in-place quickselect: afterwards a[k] holds the value of rank k of a[lo:hi],
-    everything in a[lo:k] is <= a[k] and everything in a[k+1:hi] is >= a[k]."""
+    everything in a[lo:k] is <= a[k] and everything in a[k+1:hi] is >= a[k].
+
+    Lomuto partitions written without branches (a branchy partition mispredicts
+    on about half the comparisons of random data). When a pivot has few values
+    below it, the values equal to it are split off in one more pass, so many
+    ties (a flat book's all-zero P&L) stay linear.
+    """
     hi -= 1
     while hi > lo:
         mid = (lo + hi) >> 1
@@ -39,25 +49,42 @@ def select(a, lo, hi, k):
         if a[mid] < a[hi]:
             a[mid], a[hi] = a[hi], a[mid]
         pivot = a[hi]
-        i = lo
-        j = hi - 1
-        while True:
-            while a[i] < pivot:
-                i += 1
-            while j > lo and a[j] > pivot:
-                j -= 1
-            if i >= j:
-                break
-            a[i], a[j] = a[j], a[i]
-            i += 1
-            j -= 1
-        a[i], a[hi] = a[hi], a[i]
-        if i == k:
+        s = lo
+        for i in range(lo, hi):
+            v = a[i]
+            a[i] = a[s]
+            a[s] = v
+            s += v < pivot
+        a[hi] = a[s]
+        a[s] = pivot
+        if s == k:
             return
-        if k < i:
-            hi = i - 1
+        if k < s:
+            hi = s - 1
+        elif (s - lo) * 8 < hi - lo:
+            # a[s+1:hi+1] are >= pivot: move the ones equal to it to the front
+            e = s + 1
+            for i in range(s + 1, hi + 1):
+                v = a[i]
+                a[i] = a[e]
+                a[e] = v
+                e += v <= pivot
+            if k < e:
+                return
+            lo = e
         else:
-            lo = i + 1
+            lo = s + 1
+
+
+@nb.njit(**_OPTS)
+def _copy_checked(x, buf):
+    # copy x into buf; False if x holds a NaN or an infinity (v - v is then NaN)
+    bad = 0
+    for i in range(_U(x.size)):
+        v = x[i]
+        bad |= (v - v) != 0.0
+        buf[i] = v
+    return bad == 0
 
 
 @nb.njit(**_OPTS)
@@ -71,13 +98,8 @@ def gather_tail(x, k, buf):
     (``buf`` may be ``x`` itself: writes never overtake reads).
     """
     n = x.size
-    total = 0.0
     if n < 128 or 8 * k >= n:
-        for i in range(n):
-            v = x[i]
-            total += v
-            buf[i] = v
-        return n if math.isfinite(total * 0.0) else -1
+        return n if _copy_checked(x, buf) else -1
     stride = n // 256 if n >= 4096 else max(1, n // 64)
     m = n // stride
     sub = np.empty(m, dtype=x.dtype)
@@ -86,23 +108,20 @@ def gather_tail(x, k, buf):
     expect = k * m / n
     r = int(expect + 3.0 * math.sqrt(expect) + 3.0)
     if r >= m:
-        for i in range(n):
-            v = x[i]
-            total += v
-            buf[i] = v
-        return n if math.isfinite(total * 0.0) else -1
-    select(sub, 0, m, r)
+        return n if _copy_checked(x, buf) else -1
+    select(sub, 0, m, r)  # a NaN in sub only makes the cut useless: it is caught below
     cut = sub[r]
     c = 0
-    for i in range(n):
+    bad = 0
+    for i in range(_U(n)):
         v = x[i]
-        total += v
         buf[c] = v
         c += v <= cut
-    if not math.isfinite(total * 0.0):
+        bad |= (v - v) != 0.0
+    if bad:
         return -1
     if c < k:
-        for i in range(n):
+        for i in range(_U(n)):
             buf[i] = x[i]
         return n
     return c
@@ -225,74 +244,194 @@ def series_risk_rows(r, q95, q99, ann, out, bad_col):
         tail_stats(row, q95, q99, buf, out[i], 2)
 
 
+@nb.njit(**_OPTS)
+def _accumulate(buf, lo, hi, ut, idx, w, c):
+    """buf[lo:hi] += sum over p < c of w[p] * ut[idx[p], lo:hi], four rows of ``ut`` per pass over ``buf``."""
+    p = 0
+    while p + 4 <= c:
+        r0, r1, r2, r3 = ut[idx[p]], ut[idx[p + 1]], ut[idx[p + 2]], ut[idx[p + 3]]
+        w0, w1, w2, w3 = w[p], w[p + 1], w[p + 2], w[p + 3]
+        for k in range(_U(lo), _U(hi)):
+            buf[k] += w0 * r0[k] + w1 * r1[k] + w2 * r2[k] + w3 * r3[k]
+        p += 4
+    while p < c:
+        r0, w0 = ut[idx[p]], w[p]
+        for k in range(_U(lo), _U(hi)):
+            buf[k] += w0 * r0[k]
+        p += 1
+
+
+#: Accounts per parallel task of :func:`exposure_tail_rows`, and scenarios per pass: a block's
+#: slice of every instrument's scenarios (50 x 1024 x 4 bytes) stays in cache while all its
+#: accounts use it, instead of every account streaming all scenarios from memory.
+_ACC_BLOCK = 16
+_SCEN_CHUNK = 1024
+
+
 @nb.njit(parallel=True, **_OPTS)
 def exposure_tail_rows(x, ut, q95, q99, out):
-    """Historical VaR95, VaR99, ES95, ES99 of every account's bar P&L ``x[a] @ ut`` without materialising it.
+    """Historical VaR95, VaR99, ES95, ES99 of every account's P&L ``x[a] @ ut`` without materialising the book's P&L.
 
-    ``x`` is (A, N) USD exposure, ``ut`` the (N, T) per-bar USD return factors.
-    Each account's P&L row is built from its non-zero exposures only (a book
-    holds a few of the instruments) and its tail selected in place.
-    out[a, :] as :func:`tail_rows`, in USD.
+    ``x`` is (A, N) exposure, ``ut`` the (N, T) per-bar (or per-scenario)
+    return factors; the P&L is accumulated in ``ut``'s dtype from each
+    account's non-zero exposures only (a book holds a few of the
+    instruments), then its tail is selected in place.
+    out[a, :] as :func:`tail_rows`, in the units of ``x``.
     """
     nacc, nins = x.shape
     t = ut.shape[1]
-    for a in nb.prange(nacc):
-        buf = np.zeros(t)
-        for j in range(nins):
-            w = x[a, j]
-            if w != 0.0:
-                for k in range(t):
-                    buf[k] += w * ut[j, k]
-        tail_stats(buf, q95, q99, buf, out[a], 0)
+    for blk in nb.prange((nacc + _ACC_BLOCK - 1) // _ACC_BLOCK):
+        a0 = blk * _ACC_BLOCK
+        nb_ = min(a0 + _ACC_BLOCK, nacc) - a0
+        pnl = np.zeros((nb_, t), dtype=ut.dtype)
+        idx = np.empty((nb_, nins), dtype=np.int64)
+        w = np.empty((nb_, nins), dtype=ut.dtype)
+        cnt = np.zeros(nb_, dtype=np.int64)
+        for b in range(nb_):
+            for j in range(nins):
+                v = x[a0 + b, j]
+                if v != 0.0:
+                    idx[b, cnt[b]] = j
+                    w[b, cnt[b]] = v
+                    cnt[b] += 1
+        for s0 in range(0, t, _SCEN_CHUNK):
+            s1 = min(s0 + _SCEN_CHUNK, t)
+            for b in range(nb_):
+                _accumulate(pnl[b], s0, s1, ut, idx[b], w[b], cnt[b])
+        for b in range(nb_):
+            tail_stats(pnl[b], q95, q99, pnl[b], out[a0 + b], 0)
+
+
+#: Accounts per parallel task of the per-account kernels below (scratch is allocated per block).
+_ROW_BLOCK = 256
 
 
 @nb.njit(parallel=True, **_OPTS)
 def held_pair_stats(x, corr, threshold, out, slot):
-    """:func:`pair_stats` reading the held instruments straight from the exposure matrix ``x`` (A, N).
+    """Signed correlations of each account's held instruments, read straight from the exposure matrix ``x`` (A, N).
 
-    ``slot[a, j]`` receives the position of instrument ``j`` in account ``a``'s
-    held list (for looking up out[a, 3 + slot]).
+    Held = non-zero exposure; a pair's signed correlation is ``corr[i, j]``
+    times the signs of both exposures. out[a, 0] mean over pairs, out[a, 1]
+    largest, out[a, 2] how many exceed ``threshold`` (all 0 with fewer than
+    two held), out[a, 3 + p] the mean signed correlation of held instrument
+    ``p`` with the others. ``slot[a, j]`` receives the position of instrument
+    ``j`` in account ``a``'s held list (0 if not held), for looking up
+    out[a, 3 + slot].
     """
     nacc, nins = x.shape
-    for a in nb.prange(nacc):
+    for blk in nb.prange((nacc + _ROW_BLOCK - 1) // _ROW_BLOCK):
         idx = np.empty(nins, dtype=np.int64)
         sgn = np.empty(nins)
-        c = 0
-        for j in range(nins):
-            v = x[a, j]
-            if v != 0.0:
-                idx[c] = j
-                sgn[c] = 1.0 if v > 0 else -1.0
-                slot[a, j] = c
-                c += 1
-            else:
-                slot[a, j] = 0
-        tot = 0.0
-        mx = -np.inf
-        above = 0
-        for p in range(c):
-            out[a, 3 + p] = 0.0
-        for p in range(c):
-            ip = idx[p]
-            for q in range(p + 1, c):
-                v = corr[ip, idx[q]] * sgn[p] * sgn[q]
-                tot += v
-                if v > mx:
-                    mx = v
-                if v > threshold:
-                    above += 1
-                out[a, 3 + p] += v
-                out[a, 3 + q] += v
-        npairs = c * (c - 1) // 2
-        if npairs > 0:
-            out[a, 0] = tot / npairs
-            out[a, 1] = mx
+        acc = np.empty(nins)
+        for a in range(blk * _ROW_BLOCK, min((blk + 1) * _ROW_BLOCK, nacc)):
+            c = 0
+            for j in range(nins):
+                v = x[a, j]
+                if v != 0.0:
+                    idx[c] = j
+                    sgn[c] = 1.0 if v > 0 else -1.0
+                    slot[a, j] = c
+                    c += 1
+                else:
+                    slot[a, j] = 0
+            tot = 0.0
+            mx = -np.inf
+            above = 0
             for p in range(c):
-                out[a, 3 + p] /= c - 1
+                acc[p] = 0.0
+            for p in range(c):
+                row = corr[idx[p]]
+                sp = sgn[p]
+                ap = acc[p]  # a register, not memory, carries the row's running sum
+                for q in range(p + 1, c):
+                    v = row[idx[q]] * sp * sgn[q]
+                    tot += v
+                    mx = max(mx, v)
+                    above += v > threshold
+                    ap += v
+                    acc[q] += v
+                acc[p] = ap
+            npairs = c * (c - 1) // 2
+            if npairs > 0:
+                out[a, 0] = tot / npairs
+                out[a, 1] = mx
+                for p in range(c):
+                    out[a, 3 + p] = acc[p] / (c - 1)
+            else:
+                out[a, 0] = 0.0
+                out[a, 1] = 0.0
+                for p in range(c):
+                    out[a, 3 + p] = acc[p]
+            out[a, 2] = above
+
+
+@nb.njit(parallel=True, **_OPTS)
+def held_quadratic_forms(x, h, q, cx, kc):
+    """Quadratic forms of every account's exposure with M symmetric (N, N) matrices, from its non-zero exposures.
+
+    ``h`` is the M matrices side by side, (N, M N). q[a, m] = x_a' C_m x_a
+    (no clipping); cx[a] = C_kc x_a. Symmetry lets row ``j`` of each matrix
+    stand for its column, so each held instrument adds one contiguous row.
+    """
+    nacc, n = x.shape
+    nm = h.shape[1] // n
+    for blk in nb.prange((nacc + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        y = np.empty(h.shape[1])
+        for a in range(blk * _ROW_BLOCK, min((blk + 1) * _ROW_BLOCK, nacc)):
+            y[:] = 0.0
+            for j in range(n):
+                w = x[a, j]
+                if w != 0.0:
+                    hj = h[j]
+                    for i in range(_U(y.size)):
+                        y[i] += w * hj[i]
+            for m in range(nm):
+                s = 0.0
+                for j in range(n):
+                    s += x[a, j] * y[m * n + j]
+                q[a, m] = s
+            for j in range(n):
+                cx[a, j] = y[kc * n + j]
+
+
+@nb.njit(**_OPTS)
+def scatter_add(a_idx, j_idx, values, keep, out):
+    """out[a_idx[i], j_idx[i]] += values[i] for the rows with keep[i] (``np.add.at``, in row order)."""
+    for i in range(a_idx.size):
+        if keep[i]:
+            out[a_idx[i], j_idx[i]] += values[i]
+
+
+@nb.njit(**_OPTS)
+def position_risk_rows(
+    a_idx, j_idx, q, notional, row_risk, risk_ok, eq, cx, sigma, z, mean, var_long, var_short, vol_ratio,
+    slot, pair, horizon, pvar, contrib, vscore, crisk,
+):
+    """Per position row: stand-alone VaR95, Euler contribution to parametric VaR, volatility score and
+    correlation risk as fractions of the account's equity (the book's position frame, see _book).
+
+    ``row_risk[i]`` says row i's figures are real; otherwise they are 0 for a
+    zero-quantity row of a risk-valid account (``risk_ok``) and NaN else.
+    Marginal VaR is ``cx z / sigma - mean`` (0 for a zero-variance book);
+    ``horizon`` is the square-root-of-time factor.
+    """
+    nins = vol_ratio.size
+    for i in range(a_idx.size):
+        a = max(a_idx[i], 0)
+        j = max(j_idx[i], 0)
+        x = notional[i]
+        ok = risk_ok[a]
+        if row_risk[i]:
+            sv = var_long[j] if x > 0 else var_short[j]
+            pvar[i] = sv * abs(x) / eq[a] * horizon
+            m = cx[a, j] * (z / sigma[a]) if sigma[a] > 0 else 0.0
+            contrib[i] = x * (m - mean[j]) / eq[a] * horizon
+            crisk[i] = pair[a, 3 + min(slot[a, j], nins - 1)] if nins > 0 else 0.0
+        elif ok and q[i] == 0:
+            pvar[i] = contrib[i] = crisk[i] = 0.0
         else:
-            out[a, 0] = 0.0
-            out[a, 1] = 0.0
-        out[a, 2] = above
+            pvar[i] = contrib[i] = crisk[i] = np.nan
+        vscore[i] = vol_ratio[j] if ok and j_idx[i] >= 0 else np.nan
 
 
 @nb.njit(**_OPTS)

@@ -407,19 +407,23 @@ def monte_carlo_var_es(
     levels: tuple[float, float] = (0.95, 0.99),
     chunk_rows: int = 1024,
 ) -> dict[str, np.ndarray]:
-    """VaR and ES in USD of many portfolios over simulated scenarios (M, N), chunked over accounts.
+    """VaR and ES in USD of many portfolios over simulated scenarios (M, N), as :func:`tail_losses` of the scenario P&L.
 
-    Each chunk's scenario P&L (chunk, M) is one matrix product in the
-    scenarios' dtype; the tails are selected without a full sort.
+    Each account's scenario P&L (M,) is accumulated in the scenarios' dtype
+    (exposures rounded to it) from its non-zero exposures, blocks of accounts
+    in parallel, and its tails selected without a full sort; the (A, M) P&L
+    matrix is never materialised. In float32 the P&L carries float32
+    rounding (about 1e-7 relative), as a float32 matrix product would.
+    ``chunk_rows`` is accepted for compatibility and has no effect.
     """
+    a, b = (check_level(v) for v in levels)
     x = np.atleast_2d(np.asarray(exposure_usd, dtype=np.float64))
     if x.shape[1] != scenarios.shape[1]:
         raise MetricsError(f"exposure_usd shape {x.shape} and scenarios shape {scenarios.shape}: N differs")
-    st = np.ascontiguousarray(scenarios.T)
-    xs = x.astype(scenarios.dtype)
-    parts: list[dict[str, np.ndarray]] = []
-    for lo in range(0, x.shape[0], chunk_rows):
-        parts.append(tail_losses(xs[lo : lo + chunk_rows] @ st, levels))
-    if not parts:
-        return tail_losses(np.zeros((0, scenarios.shape[0])), levels)
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if scenarios.dtype not in (np.float32, np.float64):
+        scenarios = scenarios.astype(np.float64)
+    if scenarios.shape[0] < MIN_BARS:
+        raise MetricsError(f"scenarios: expected (n_scenarios >= {MIN_BARS}, N), got shape {scenarios.shape}")
+    out = np.empty((x.shape[0], 4))
+    _kernels.exposure_tail_rows(np.ascontiguousarray(x), np.ascontiguousarray(scenarios.T), 1.0 - a, 1.0 - b, out)
+    return {f"var_{_key(a)}": out[:, 0], f"var_{_key(b)}": out[:, 1], f"es_{_key(a)}": out[:, 2], f"es_{_key(b)}": out[:, 3]}

@@ -1,0 +1,115 @@
+"""The compiled fast paths against straightforward numpy references (sort, matmul, loops)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from risklib.core.metrics import _kernels
+from risklib.metrics import monte_carlo_scenarios, monte_carlo_var_es, tail_losses
+
+
+def _reference_tails(pnl: np.ndarray) -> np.ndarray:
+    """VaR 95/99 (numpy linear percentile) and ES 95/99 (mean of the int((n-1)q)+1 smallest) by full sort."""
+    n = pnl.shape[1]
+    s = np.sort(pnl, axis=1)
+    out = []
+    for q in (0.05, 0.01):
+        out.append(-np.percentile(pnl, 100 * q, axis=1))
+    for q in (0.05, 0.01):
+        out.append(-s[:, : int((n - 1) * q) + 1].mean(axis=1))
+    return np.column_stack(out)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(2, 6000), st.integers(0, 2**31 - 1), st.sampled_from(["t", "ties", "few_values"]))
+def test_tail_selection_equals_a_full_sort(n, seed, kind):
+    rng = np.random.default_rng(seed)
+    if kind == "t":
+        pnl = rng.standard_t(3, size=(3, n))
+    elif kind == "ties":  # long runs of equal values (a flat book is all zeros)
+        pnl = np.where(rng.random((3, n)) < 0.9, 0.0, rng.normal(size=(3, n)))
+    else:
+        pnl = rng.integers(-3, 3, size=(3, n)).astype(np.float64)
+    got = tail_losses(pnl)
+    want = _reference_tails(pnl)
+    for i, key in enumerate(("var_95", "var_99", "es_95", "es_99")):
+        np.testing.assert_allclose(got[key], want[:, i], rtol=1e-12, atol=1e-15, err_msg=key)
+
+
+def test_select_places_the_rank_and_partitions_around_it():
+    rng = np.random.default_rng(1)
+    for a in (rng.normal(size=1000), np.zeros(1000), np.repeat(rng.normal(size=10), 100), np.arange(1000.0)[::-1].copy()):
+        for k in (0, 1, 499, 998, 999):
+            b = a.copy()
+            _kernels.select(b, 0, b.size, k)
+            assert b[k] == np.sort(a)[k]
+            assert (b[:k] <= b[k]).all() and (b[k + 1 :] >= b[k]).all()
+            assert np.array_equal(np.sort(b), np.sort(a))
+
+
+def test_non_finite_rows_give_nan_and_leave_the_others_exact():
+    rng = np.random.default_rng(2)
+    pnl = rng.normal(size=(4, 5000))
+    pnl[1, 77] = np.nan
+    pnl[2, 4000] = np.inf
+    got = tail_losses(pnl)
+    want = _reference_tails(pnl[[0, 3]])
+    for i, key in enumerate(("var_95", "var_99", "es_95", "es_99")):
+        assert np.isnan(got[key][[1, 2]]).all()
+        np.testing.assert_allclose(got[key][[0, 3]], want[:, i], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_monte_carlo_var_es_equals_matmul_then_tails(fx_returns, dtype):
+    """Fused P&L + tail kernel vs the obvious (A, M) product and a full sort (float32: float32 rounding only)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1e5, size=(40, fx_returns.shape[1])) * (rng.random((40, fx_returns.shape[1])) < 0.6)
+    x[0] = 0.0  # a flat book
+    scen = monte_carlo_scenarios(fx_returns, 3_000, seed=11, dist="t", dtype=dtype)
+    got = monte_carlo_var_es(x, scen)
+    want = _reference_tails(x @ scen.astype(np.float64).T)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    for i, key in enumerate(("var_95", "var_99", "es_95", "es_99")):
+        np.testing.assert_allclose(got[key], want[:, i], rtol=rtol, atol=1e-9, err_msg=key)
+    assert all(np.array_equal(got[k], monte_carlo_var_es(x, scen)[k]) for k in got)
+
+
+def test_held_quadratic_forms_equal_dense_products():
+    rng = np.random.default_rng(4)
+    n = 9
+    x = rng.normal(size=(30, n)) * (rng.random((30, n)) < 0.5)
+    covs = []
+    for _ in range(3):
+        a = rng.normal(size=(50, n))
+        covs.append(np.cov(a, rowvar=False))
+    q = np.empty((30, 3))
+    cx = np.empty((30, n))
+    _kernels.held_quadratic_forms(x, np.hstack(covs), q, cx, 1)
+    for m, c in enumerate(covs):
+        np.testing.assert_allclose(q[:, m], np.einsum("an,nk,ak->a", x, c, x), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(cx, x @ covs[1], rtol=1e-12, atol=1e-14)
+
+
+def test_held_pair_stats_equal_a_loop_over_pairs():
+    rng = np.random.default_rng(5)
+    n = 8
+    a = rng.normal(size=(100, n))
+    corr = np.corrcoef(a, rowvar=False)
+    x = rng.normal(size=(25, n)) * (rng.random((25, n)) < 0.5)
+    out = np.zeros((25, 3 + n))
+    slot = np.zeros((25, n), dtype=np.int64)
+    _kernels.held_pair_stats(x, corr, 0.1, out, slot)
+    for i in range(25):
+        held = np.flatnonzero(x[i])
+        sg = np.sign(x[i, held])
+        pairs = [corr[held[p], held[q]] * sg[p] * sg[q] for p in range(held.size) for q in range(p + 1, held.size)]
+        if pairs:
+            assert out[i, 0] == pytest.approx(np.mean(pairs), rel=1e-12, abs=1e-15)
+            assert out[i, 1] == max(pairs) and out[i, 2] == sum(v > 0.1 for v in pairs)
+        for p, j in enumerate(held):
+            assert slot[i, j] == p
+            others = [corr[j, k] * sg[p] * np.sign(x[i, k]) for k in held if k != j]
+            assert out[i, 3 + p] == pytest.approx(np.mean(others) if others else 0.0, rel=1e-12, abs=1e-15)

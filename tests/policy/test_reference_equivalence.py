@@ -60,7 +60,8 @@ OVERRIDES = [
 def account_row(draw, i: int, prev: dict | None) -> dict:
     if prev is not None and draw(st.booleans()):
         return prev  # same metrics again: confirmations and dwell progress
-    row = {"account_id": f"A{i}", "account_group": draw(st.sampled_from(["retail", "pro", None]))}
+    row = {"account_id": f"A{i}", "account_group": draw(st.sampled_from(["retail", "pro", None])),
+           "regime": draw(st.sampled_from(["sideways", "bear_high_vol", "unheard_of", None]))}
     if draw(st.integers(0, 2)) == 0:
         return row  # calm: breakers recover, modes resume
     for col, (lo, hi) in RANGES.items():
@@ -103,8 +104,9 @@ def test_evaluate_matches_reference_over_cycles(data):
         # Assert
         assert_same(new, old)
         pm = _positions(data, new.state["account_id"].to_list() + ["ghost"])
-        assert_frame_equal(size_positions(new.state, m, pm, cfg), ref.size_positions(old.state, m, pm, cfg),
-                           check_exact=True)
+        for state in (new.state, new.state.reverse()):  # rows as evaluate orders them, and any other order
+            assert_frame_equal(size_positions(state, m, pm, cfg), ref.size_positions(state, m, pm, cfg),
+                               check_exact=True)
         prev_new, prev_old = new.state, old.state
         now += timedelta(seconds=data.draw(st.sampled_from(DT)))
 
@@ -115,7 +117,7 @@ def _positions(data, accounts: list[str]) -> pl.DataFrame:
     return pl.DataFrame({
         "account_id": held,
         "instrument": data.draw(st.lists(st.sampled_from(["EUR/USD", "USD/JPY"]), min_size=k, max_size=k)),
-        "strategy": data.draw(st.lists(st.sampled_from(["swing_ma", "breakout"]), min_size=k, max_size=k)),
+        "strategy": data.draw(st.lists(st.sampled_from(["swing_ma", "breakout", None]), min_size=k, max_size=k)),
         "volatility_score": data.draw(st.lists(st.one_of(st.floats(0.1, 5), st.none()), min_size=k, max_size=k)),
         "correlation_risk": data.draw(st.lists(st.one_of(st.floats(0, 1), st.none()), min_size=k, max_size=k)),
     }, schema={"account_id": pl.String, "instrument": pl.String, "strategy": pl.String,

@@ -271,54 +271,89 @@ def size_positions(
         whose correlation_risk exceeds the threshold, else 0) and ``reason``.
     """
     sc = config.sizing
-    st_cols = ["account_id", "sizing_multiplier", "trading_mode", "max_position_frac", "valid"]
-    st = state.select([c for c in st_cols if c in state.columns])
-    for c, d in (("max_position_frac", config.risk_budget.max_single_position), ("valid", True)):
-        if c not in st.columns:
-            st = st.with_columns(pl.lit(d).alias(c))
-    mt = metrics.select("account_id", "equity_usd", "drawdown", "var_99", "var_99_parametric", "regime")
-    df = (
-        position_metrics.select("account_id", "instrument", "strategy", "volatility_score", "correlation_risk")
-        .join(st, on="account_id", how="left")
-        .join(mt, on="account_id", how="left")
-    )
+    if position_metrics.height == 0:
+        return pl.DataFrame(schema=SIZING)
+    # positions -> row of their account in state and in metrics: narrow joins, values gathered after
+    df = position_metrics.select("account_id", "instrument", "strategy", "volatility_score", "correlation_risk").join(
+        state.select("account_id").with_row_index("_st"), on="account_id", how="left")
+    m = metrics.height
+    if (df.height == position_metrics.height and state.height >= m
+            and state["account_id"].head(m).equals(metrics["account_id"])):
+        # state rows start with the metrics rows (as evaluate returns them) and no position matched twice
+        df = df.with_columns(pl.when(pl.col("_st") < m).then(pl.col("_st")).alias("_mt"))
+    else:
+        df = df.join(metrics.select("account_id").with_row_index("_mt"), on="account_id", how="left")
     if df.height == 0:
         return pl.DataFrame(schema=SIZING)
-    var = np.fmax(df["var_99"].cast(pl.Float64).to_numpy(), df["var_99_parametric"].cast(pl.Float64).to_numpy())
+    i_st, i_mt = df["_st"], df["_mt"]
+
+    def st(c: str) -> pl.Series:
+        return state[c].gather(i_st)
+
+    def mt(c: str) -> pl.Series:
+        return metrics[c].gather(i_mt)
+
+    var = np.fmax(mt("var_99").cast(pl.Float64).to_numpy(), mt("var_99_parametric").cast(pl.Float64).to_numpy())
     corr = np.nan_to_num(df["correlation_risk"].cast(pl.Float64).fill_null(0.0).to_numpy(), nan=0.0)
     dyn = dynamic_multiplier(
         df["volatility_score"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-        df["drawdown"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+        mt("drawdown").cast(pl.Float64).fill_null(np.nan).to_numpy(),
         np.clip(corr, 0.0, 1.0),
         np.nan_to_num(var, nan=np.nan),
-        df["regime"].fill_null("").replace_strict(sc.regime_multipliers, default=sc.unknown_regime_multiplier,
-                                                  return_dtype=pl.Float64).to_numpy(),
+        _per_row(_lookup(metrics["regime"].fill_null(""), sc.regime_multipliers, sc.unknown_regime_multiplier),
+                 i_mt, sc.unknown_regime_multiplier),
         sc,
     )
-    strat = df["strategy"].to_numpy().astype(object)
-    s_mult = np.array([config.strategies[s].sizing_multiplier if s in config.strategies else 1.0 for s in strat]) \
-        if config.strategies else np.ones(df.height)
-    s_cap = np.array([config.strategies[s].max_position_usd or np.inf if s in config.strategies else np.inf
-                      for s in strat]) if config.strategies else np.full(df.height, np.inf)
+    strategy = df["strategy"]
+    s_mult = _lookup(strategy, {k: v.sizing_multiplier for k, v in config.strategies.items()}, 1.0)
+    s_cap = _lookup(strategy, {k: v.max_position_usd or np.inf for k, v in config.strategies.items()}, np.inf)
     correlated = corr > sc.correlation_threshold
-    state_mult = df["sizing_multiplier"].cast(pl.Float64).fill_null(0.0).to_numpy()
-    active = (df["trading_mode"].fill_null("").to_numpy() == TradingMode.ACTIVE.value) & \
-        df["valid"].fill_null(False).to_numpy().astype(bool)
+    state_mult = st("sizing_multiplier").cast(pl.Float64).fill_null(0.0).to_numpy()
+    active = (st("trading_mode") == TradingMode.ACTIVE.value).fill_null(False).to_numpy()
+    if "valid" in state.columns:  # a missing column counts as valid, a missing account as invalid
+        active &= st("valid").fill_null(False).to_numpy().astype(bool)
+    else:
+        active &= i_st.is_not_null().to_numpy()
     mult = state_mult * dyn * s_mult * np.where(correlated, 1.0 - sc.correlated_cut, 1.0)
     mult = np.where(active & np.isfinite(mult), np.clip(mult, 0.0, 1.0), 0.0)
-    equity = df["equity_usd"].cast(pl.Float64).fill_null(0.0).to_numpy()
-    cap_frac = df["max_position_frac"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    equity = mt("equity_usd").cast(pl.Float64).fill_null(0.0).to_numpy()
+    if "max_position_frac" in state.columns:
+        cap_frac = st("max_position_frac").cast(pl.Float64).fill_null(0.0).to_numpy()
+    else:
+        cap_frac = np.where(i_st.is_null().to_numpy(), 0.0, config.risk_budget.max_single_position)
     max_pos = np.minimum(np.where(equity > 0, equity, 0.0) * cap_frac * mult, s_cap)
     cut = np.where(correlated, sc.correlated_cut, 0.0)
-    out = pl.DataFrame({
+    return pl.DataFrame({
         "account_id": df["account_id"], "instrument": df["instrument"], "strategy": df["strategy"],
         "sizing_multiplier": mult, "max_position_usd": max_pos, "target_cut_fraction": cut,
-        "dyn": dyn, "state_mult": state_mult, "correlated": correlated, "active": active,
+        "reason": _reasons(state_mult, dyn, correlated, active),
     })
-    return out.select(
-        "account_id", "instrument", "strategy", "sizing_multiplier", "max_position_usd", "target_cut_fraction",
+
+
+def _per_row(per_account: np.ndarray, rows: pl.Series, missing: float) -> np.ndarray:
+    """An account-level array taken at each position's account row (``missing`` where there is none)."""
+    i = rows.fill_null(-1).cast(pl.Int64).to_numpy()
+    return np.where(i >= 0, per_account[np.maximum(i, 0)] if per_account.size else missing, missing)
+
+
+def _lookup(names: pl.Series, table: dict[str, float], default: float) -> np.ndarray:
+    """Each name's value in a small table (null or unknown: ``default``)."""
+    if not table:
+        return np.full(names.len(), default, dtype=float)
+    # an enum cast is one hash lookup per row; unknown names become null
+    code = names.cast(pl.Enum(list(table)), strict=False).to_physical().cast(pl.Int64).fill_null(len(table))
+    return np.array([*table.values(), default], dtype=float)[code.to_numpy()]
+
+
+def _reasons(state_mult: np.ndarray, dyn: np.ndarray, correlated: np.ndarray, active: np.ndarray) -> pl.Series:
+    """``state x<m> * dynamic x<d>[ * correlated cut 30%]``, the state part formatted once per distinct value."""
+    sm_u, sm_code = np.unique(state_mult, return_inverse=True)
+    head = pl.select(pl.format("state x{} * dynamic x", pl.lit(pl.Series(sm_u, dtype=pl.Float64)).round(4)))
+    frame = pl.DataFrame({"head": head.to_series().gather(pl.Series(sm_code.reshape(-1))), "dyn": dyn,
+                          "correlated": correlated, "active": active})
+    return frame.select(
         pl.when(~pl.col("active")).then(pl.lit("no new risk: account not ACTIVE or data invalid"))
-        .otherwise(pl.format("state x{} * dynamic x{}{}", pl.col("state_mult").round(4), pl.col("dyn").round(4),
+        .otherwise(pl.format("{}{}{}", pl.col("head"), pl.col("dyn").round(4),
                              pl.when(pl.col("correlated")).then(pl.lit(" * correlated cut 30%")).otherwise(pl.lit(""))))
         .alias("reason"),
-    )
+    ).to_series()

@@ -144,4 +144,5 @@ def risk_monitor(
         if progress is not None:
             progress(result, summary, interval, overran)
     report.sim_seconds = (session.clock.now() - started_sim).total_seconds()
+    session.flush()  # a monitor run ends with every cycle it recorded visible in the warehouse
     return report

@@ -44,3 +44,14 @@ class MonitorConfig(BaseModel):
     # normal cadence.
     heartbeat_max_age_s: float = Field(600.0, gt=0.0)
     dashboard_rows: int = Field(15, ge=1)  # accounts/positions listed on the dashboard
+    # The record stage writes each cycle to a local journal (durable, checked
+    # against the schema) and a lander thread commits it to the warehouse behind
+    # the cycle: a DuckLake commit costs 50-200 ms, more than a 100-account cycle
+    # may take. False commits inside the record stage instead.
+    record_behind: bool = True
+    # Cycles allowed to wait for the lander before the record stage waits too:
+    # at the fastest cadence (4 cycles/s) the warehouse is at most ~2 s behind.
+    journal_max_backlog: int = Field(8, ge=1)
+    # Flush each journal entry to the disk before the cycle goes on, so a power
+    # loss, not only a crash, loses no cycle.
+    journal_fsync: bool = True

@@ -62,6 +62,7 @@ class Session:
         session_id: str | None = None,
         notifiers: dict | None = None,
         state: pl.DataFrame | None = None,
+        journal: Any = None,
     ) -> None:
         from risklib.adapters.validation import SnapshotValidator
 
@@ -69,6 +70,7 @@ class Session:
         self.feed = feed
         self.broker = broker
         self.warehouse = warehouse
+        self.journal = journal  # write-behind of cycle records (CycleJournal), or None: commit in the cycle
         self.sender = sender
         self.clock = clock
         self.speed = clock.speed
@@ -108,12 +110,11 @@ class Session:
         self.failure_interval_s = mon.failure_interval_s
         self._bar_s = getattr(getattr(feed, "config", None), "bar_s", 60.0)
         self.metrics_config = self._metrics_config(config)
-        from risklib.adapters.warehouse import ChangeWatch
-
-        layout = getattr(warehouse, "layout", None)
-        self.watch = ChangeWatch(layout.sqlite_file if layout is not None else None)
-        self._table_cache: dict[str, pl.DataFrame] = {}
         from risklib.adapters.notifiers import EscalationStateCache
+        from risklib.cycle.shared_tables import SharedTables
+
+        self.shared = SharedTables(warehouse)  # overrides, threshold changes, operator requests
+        self.watch = self.shared.watch
 
         self._escalation_state = EscalationStateCache(self.watch)
         if getattr(sender, "watch", False) is None:
@@ -184,6 +185,12 @@ class Session:
             broker_config=cfg.pipeline.broker,
         )
         wh = Warehouse.open(warehouse, config=cfg.warehouse, clock=clock)
+        journal = None
+        if cfg.monitor.record_behind:
+            from risklib.adapters.warehouse import CycleJournal
+
+            # Opening it lands whatever an earlier run left in the journal, before any state is read.
+            journal = CycleJournal(wh, max_backlog=cfg.monitor.journal_max_backlog, fsync=cfg.monitor.journal_fsync)
         creds = load_credentials(cfg.escalation)
         notifiers = build_notifiers(cfg.escalation, creds, console_path=console_path)
         if notify_stream is not None and "console" in notifiers:
@@ -200,6 +207,7 @@ class Session:
             session_id=f"s{seed}-{uuid.uuid4().hex[:6]}",
             notifiers=notifiers,
             state=state,
+            journal=journal,
         )
         if resume:
             keys = wh.query("SELECT DISTINCT idempotency_key FROM emergency_actions")["idempotency_key"].to_list()
@@ -208,7 +216,14 @@ class Session:
         holder["session"] = session
         return session
 
+    def flush(self) -> None:
+        """Wait until every recorded cycle is committed to the warehouse (readers see it)."""
+        if self.journal is not None:
+            self.journal.flush()
+
     def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
         self.watch.close()
         self.warehouse.close()
 
@@ -277,30 +292,11 @@ class Session:
         self._previous_regime = regime
         return inputs
 
-    def _read_table(self, table: str, sql: str) -> pl.DataFrame:
-        """``sql`` over one small table that other processes write, re-run only when the table changed.
-
-        The API records overrides, threshold changes and operator requests; the
-        pipeline reads them every cycle. The whole (small) table is kept and each
-        cycle filters it by its own ``now``, so a row that becomes due later is
-        still seen without a new query.
-        """
-        changed = self.watch.changed(table, [table])
-        if not changed and table in self._table_cache:
-            return self._table_cache[table]
-        try:
-            rows = self.warehouse.query(sql)
-        except Exception:
-            self.watch.forget(table)
-            raise
-        self._table_cache[table] = rows
-        return rows
-
     def active_overrides(self, now: datetime) -> pl.DataFrame | None:
         """Manual overrides in force at ``now`` (they always expire)."""
         # The table keeps the operator's request as written (new_value is text);
         # the policy reads an "adjust" as a scale factor on the rule's thresholds.
-        rows = self._read_table(
+        rows = self.shared.read(
             "overrides",
             "SELECT override_id, coalesce(account_id, '*') AS account_id, rule, action, "
             "TRY_CAST(new_value AS DOUBLE) AS threshold_scale, authority_level, "
@@ -316,7 +312,7 @@ class Session:
         from risklib.config_changes import apply_threshold_changes
         from risklib.errors import ConfigError
 
-        changes = self._read_table("threshold_changes", 'SELECT "key", new_value, "at" FROM threshold_changes ORDER BY "at"')
+        changes = self.shared.read("threshold_changes", 'SELECT "key", new_value, "at" FROM threshold_changes ORDER BY "at"')
         changes = changes.filter(pl.col("at") <= now) if changes.height else changes
         if changes.height == self._changes_seen:
             return
@@ -338,7 +334,7 @@ class Session:
         """Operators' emergency requests (POST /api/emergency/*) not executed yet, as ACTIONS rows."""
         from risklib.core.manual import pending_manual_actions
 
-        requests = self._read_table("manual_action_requests", "SELECT * FROM manual_action_requests")
+        requests = self.shared.read("manual_action_requests", "SELECT * FROM manual_action_requests")
         requests = requests.filter(pl.col("requested_at") <= now) if requests.height else requests
         if requests.height == 0:
             return frames.empty(frames.ACTIONS)
@@ -468,7 +464,8 @@ class Session:
             tables["correlation_snapshots"] = correlation_rows(book.instruments, book.correlation, now)
         if activity is not None and activity.denials.height:
             tables["gate_denials"] = activity.denials
-        self.warehouse.write_cycle(
+        write = self.journal.submit if self.journal is not None else self.warehouse.write_cycle
+        write(
             CycleRecords(
                 cycle_id=result.cycle_id,
                 flow_run_id=flow_run_id,
@@ -496,7 +493,7 @@ class Session:
                 next_interval_s=float(ev.next_interval_s),
             )
         )
-        # Carried to the next cycle only once the cycle is durable.
+        # Carried to the next cycle only once the cycle is durable (journal or warehouse).
         self.state = state
         self.refresh_gate(now, result)
 

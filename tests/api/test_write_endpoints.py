@@ -257,11 +257,13 @@ def test_override_written_by_the_api_is_what_the_pipeline_reads(wh, client, cloc
     from risklib.config import load_config
     from risklib.core.policy import check_override
     from risklib.cycle.session import Session
+    from risklib.cycle.shared_tables import SharedTables
 
     oid = client.post("/api/alerts/override", json=OVERRIDE).json()["override_id"]
     # Act: the pipeline's own reader, at a time inside and after the override's life
-    live = Session.active_overrides(SimpleNamespace(warehouse=wh), clock.now() + timedelta(seconds=60))
-    gone = Session.active_overrides(SimpleNamespace(warehouse=wh), clock.now() + timedelta(seconds=3601))
+    reader = SimpleNamespace(warehouse=wh, shared=SharedTables(wh))
+    live = Session.active_overrides(reader, clock.now() + timedelta(seconds=60))
+    gone = Session.active_overrides(reader, clock.now() + timedelta(seconds=3601))
     # Assert
     assert live.select("override_id", "account_id", "rule", "action", "threshold_scale", "operator_id").rows() == [
         (oid, "*", "var", "adjust", 1.1, "alice")]

@@ -5,6 +5,7 @@ Public names are re-exported from :mod:`risklib.warehouse`.
 
 from risklib.adapters.warehouse._audit import VerifyResult
 from risklib.adapters.warehouse._changes import ChangeWatch
+from risklib.adapters.warehouse._journal import CycleJournal
 from risklib.adapters.warehouse._config import WarehouseConfig, load_config
 from risklib.adapters.warehouse._warehouse import APPEND_TABLES, CYCLE_TABLES, CycleRecords, Warehouse
 
@@ -28,6 +29,7 @@ __all__ = [
     "APPEND_TABLES",
     "CYCLE_TABLES",
     "ChangeWatch",
+    "CycleJournal",
     "CycleRecords",
     "VerifyResult",
     "Warehouse",

@@ -1,0 +1,312 @@
+"""Write-behind for cycle records: durable on local disk at once, landed in the warehouse behind the cycle.
+
+A DuckLake commit of one cycle (a dozen tables, a Parquet file each, a catalog
+transaction) takes 50-200 ms, longer than a whole 100-account cycle may. The
+record stage therefore checks the cycle's frames against the schema (a refusal is
+still raised in the cycle and recorded as a failed cycle), writes them to a
+journal entry on local disk, and returns. A lander thread commits the entries to
+the warehouse in order, one cycle per transaction, exactly as
+:meth:`Warehouse.write_cycle` would have, and deletes each entry once committed.
+
+- Nothing is lost by a crash: entries left on disk are landed when the journal is
+  opened again, and an entry whose cycle is already in ``cycle_runs`` (a crash
+  between COMMIT and delete) is not landed twice.
+- Readers never see half a cycle: each entry lands in one transaction.
+- The backlog is bounded: :meth:`CycleJournal.submit` waits while
+  ``max_backlog`` entries are waiting, so the warehouse is never far behind.
+- A cycle that cannot be landed after ``retries`` attempts is moved to
+  ``failed/`` (kept, never dropped) and the next :meth:`submit` raises, so the
+  cycle after it is recorded as failed and the gate's dead man's switch counts.
+
+Entry layout: ``<journal>/<seq>-<cycle_id>/`` with ``meta.json`` (the cycle's
+fields and audit entries) and one Arrow IPC file per table, written to a
+temporary name, fsync'ed, then renamed: an entry is either whole or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from risklib.adapters.warehouse._warehouse import CYCLE_TABLES, CycleRecords
+from risklib.errors import WarehouseError
+
+log = logging.getLogger(__name__)
+
+_META = "meta.json"
+_TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode_audit(entries: list[dict]) -> list[dict]:
+    out = []
+    for e in entries:
+        at = e.get("at")
+        # Details go through JSON as the audit chain hashes them (non-JSON values as text).
+        detail = json.loads(json.dumps(e.get("detail"), default=str))
+        out.append({**e, "at": at.isoformat() if isinstance(at, datetime) else None, "detail": detail})
+    return out
+
+
+def _decode_audit(entries: list[dict]) -> list[dict]:
+    return [{**e, "at": datetime.fromisoformat(e["at"]) if e.get("at") else None} for e in entries]
+
+
+def write_entry(directory: Path, seq: int, records: CycleRecords, *, fsync: bool = True) -> Path:
+    """Write one cycle's records as a journal entry; returns its folder (whole, or absent on error)."""
+    name = f"{seq:012d}-{records.cycle_id}"
+    tmp = directory / f"{_TMP_PREFIX}{name}"
+    final = directory / name
+    tmp.mkdir(parents=True)
+    try:
+        for table, frame in records.tables.items():
+            path = tmp / f"{table}.arrow"
+            frame.write_ipc(path, compression="uncompressed")
+            if fsync:
+                with open(path, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        meta = {
+            "cycle_id": records.cycle_id,
+            "flow_run_id": records.flow_run_id,
+            "started_at": records.started_at.isoformat(),
+            "finished_at": records.finished_at.isoformat(),
+            "status": records.status,
+            "stage_ms": records.stage_ms,
+            "tables": list(records.tables),
+            "audit": _encode_audit(records.audit),
+            "n_accounts": records.n_accounts,
+            "next_interval_s": records.next_interval_s,
+            "error": records.error,
+        }
+        with open(tmp / _META, "w") as fh:
+            json.dump(meta, fh)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.rename(tmp, final)
+        if fsync:
+            _fsync_dir(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_entry(path: Path) -> CycleRecords:
+    """The :class:`CycleRecords` a journal entry holds."""
+    meta = json.loads((path / _META).read_text())
+    tables = {t: pl.read_ipc(path / f"{t}.arrow") for t in meta["tables"]}
+    return CycleRecords(
+        cycle_id=meta["cycle_id"],
+        flow_run_id=meta["flow_run_id"],
+        started_at=datetime.fromisoformat(meta["started_at"]),
+        finished_at=datetime.fromisoformat(meta["finished_at"]),
+        status=meta["status"],
+        stage_ms=meta["stage_ms"],
+        tables=tables,
+        audit=_decode_audit(meta["audit"]),
+        n_accounts=meta["n_accounts"],
+        next_interval_s=meta["next_interval_s"],
+        error=meta["error"],
+    )
+
+
+class CycleJournal:
+    """Durable write-behind of :class:`CycleRecords` into a :class:`Warehouse`.
+
+    Parameters
+    ----------
+    warehouse
+        The session's writer. Used on the caller's thread for the schema check and
+        for recording a refused cycle; the lander opens its own connection to the
+        same warehouse (a DuckDB connection is not shared between threads).
+    directory
+        Where entries are kept; default ``journal/`` in the warehouse folder.
+    max_backlog
+        Entries allowed to wait for landing before :meth:`submit` waits.
+    fsync
+        Flush each entry to the disk before :meth:`submit` returns (survives a
+        power loss, not only a crash of the process).
+    retries
+        Landing attempts per entry before it is moved to ``failed/``.
+    """
+
+    def __init__(
+        self,
+        warehouse: Any,
+        directory: str | Path | None = None,
+        *,
+        max_backlog: int = 8,
+        fsync: bool = True,
+        retries: int = 5,
+    ) -> None:
+        from risklib.adapters.warehouse._warehouse import Warehouse
+
+        self.warehouse = warehouse
+        layout = warehouse.layout
+        self.directory = Path(directory) if directory is not None else layout.lock_file.parent / (
+            "journal" if layout.local_root is not None else layout.lock_file.stem + ".journal"
+        )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "failed").mkdir(exist_ok=True)
+        self.max_backlog = max(1, int(max_backlog))
+        self.fsync = fsync
+        self.retries = max(1, int(retries))
+        self._lander = Warehouse.open(
+            layout.local_root if layout.local_root is not None else layout.catalog_uri,
+            migrate=False,
+            config=warehouse.config,
+            clock=warehouse.clock,
+        )
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[Path, CycleRecords | None, bool]] = deque()
+        self._busy = False
+        self._failure: str | None = None
+        self._closed = False
+        self.landed = 0
+        self._submitted_at: dict[str, float] = {}
+        self.lag_ms: deque[float] = deque(maxlen=1000)  # submit -> committed, per entry
+        for stale in self.directory.glob(f"{_TMP_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)  # never renamed: the cycle did not complete its record
+        leftovers = sorted(p for p in self.directory.iterdir() if p.is_dir() and p.name[:1].isdigit())
+        self._seq = int(leftovers[-1].name.split("-", 1)[0]) if leftovers else 0
+        for path in leftovers:
+            self._queue.append((path, None, True))
+        self._thread = threading.Thread(target=self._run, name="warehouse-lander", daemon=True)
+        self._thread.start()
+        if leftovers:
+            log.warning("landing %d cycle(s) left in %s by an earlier run", len(leftovers), self.directory)
+            self.flush()
+
+    # --- the caller's side ---------------------------------------------------------
+
+    def submit(self, records: CycleRecords) -> None:
+        """Check ``records`` against the schema, write them to the journal, queue them for landing.
+
+        Raises
+        ------
+        WarehouseError
+            A frame breaks the schema (the cycle is recorded as failed, as
+            :meth:`Warehouse.write_cycle` does), or an earlier cycle could not be landed.
+        """
+        with self._cond:
+            failure, self._failure = self._failure, None
+        if failure is not None:
+            raise WarehouseError(failure)
+        prepared: dict[str, pl.DataFrame] = {}
+        for table, frame in records.tables.items():
+            try:
+                if table not in CYCLE_TABLES:
+                    raise WarehouseError(f"table={table!r}: not a cycle table")
+                prepared[table] = self.warehouse.prepare(table, frame, cycle_id=records.cycle_id)
+            except WarehouseError:
+                self.warehouse.write_cycle(records)  # refuses again, records the failed cycle, raises
+                raise  # pragma: no cover - write_cycle raised above
+        records = replace(records, tables=prepared)  # already in the warehouse's columns and types
+        with self._cond:
+            while len(self._queue) >= self.max_backlog and not self._closed:
+                self._cond.wait(0.5)
+            self._seq += 1
+            seq = self._seq
+        path = write_entry(self.directory, seq, records, fsync=self.fsync)
+        with self._cond:
+            self._submitted_at[path.name] = time.monotonic()
+            self._queue.append((path, records, False))
+            self._cond.notify_all()
+
+    @property
+    def backlog(self) -> int:
+        """Entries written but not yet committed to the warehouse."""
+        with self._cond:
+            return len(self._queue) + (1 if self._busy else 0)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every submitted entry is committed (or moved to ``failed/``); False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._queue or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(0.5 if left is None else min(0.5, left))
+        return True
+
+    def close(self) -> None:
+        """Land everything still queued, then stop the lander (idempotent)."""
+        if self._closed:
+            return
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+        self._lander.close()
+
+    # --- the lander thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                path, records, recovered = self._queue[0]
+                self._busy = True
+            try:
+                self._land(path, records, recovered)
+            finally:
+                with self._cond:
+                    self._queue.popleft()
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _land(self, path: Path, records: CycleRecords | None, recovered: bool) -> None:
+        error = ""
+        for attempt in range(1, self.retries + 1):
+            try:
+                rec = records if records is not None else read_entry(path)
+                if recovered and self._already_landed(rec.cycle_id):
+                    log.info("cycle %s was already in the warehouse; journal entry removed", rec.cycle_id)
+                else:
+                    self._lander.write_cycle(rec)
+                shutil.rmtree(path, ignore_errors=True)
+                self.landed += 1
+                started = self._submitted_at.pop(path.name, None)
+                if started is not None:
+                    self.lag_ms.append((time.monotonic() - started) * 1e3)
+                return
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, then kept and reported
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("landing %s failed (attempt %d/%d): %s", path.name, attempt, self.retries, error)
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        kept = self.directory / "failed" / path.name
+        shutil.move(str(path), kept)
+        self._submitted_at.pop(path.name, None)
+        log.error("cycle record %s could not be landed; kept in %s: %s", path.name, kept, error)
+        with self._cond:
+            self._failure = f"journal entry {path.name!r} could not be landed (kept in {str(kept)!r}): {error}"
+
+    def _already_landed(self, cycle_id: str) -> bool:
+        rows = self._lander.query(
+            "SELECT count(*) AS n FROM cycle_runs WHERE cycle_id = ? AND status = 'completed'", [cycle_id]
+        )
+        return bool(rows["n"][0])

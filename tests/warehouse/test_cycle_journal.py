@@ -1,0 +1,103 @@
+"""CycleJournal: cycles are durable at once, land in the warehouse in order, and survive crashes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+from risklib.adapters.warehouse import _connect
+from risklib.adapters.warehouse._journal import read_entry, write_entry
+from risklib.errors import WarehouseError
+from risklib.warehouse import CycleJournal, Warehouse
+from warehouse_builders import T0, account_metrics, alert_rows, cycle, position_metrics
+
+
+def _entries(journal: CycleJournal) -> list[str]:
+    return sorted(p.name for p in journal.directory.iterdir() if p.is_dir() and p.name[:1].isdigit())
+
+
+def _cycle_ids(wh: Warehouse) -> list[str]:
+    return wh.query("SELECT cycle_id FROM cycle_runs WHERE status = 'completed' ORDER BY cycle_id")["cycle_id"].to_list()
+
+
+def test_submitted_cycles_land_whole_and_in_order_and_leave_no_entry(wh):
+    journal = CycleJournal(wh)
+    for i in range(3):
+        at = T0 + timedelta(minutes=i)
+        journal.submit(cycle(f"c{i}", at, realtime_risk_metrics=account_metrics(at), position_risk_metrics=position_metrics(at)))
+    assert journal.flush(timeout_s=60)
+    assert _cycle_ids(wh) == ["c0", "c1", "c2"]
+    counts = wh.query("SELECT cycle_id, count(*) AS n FROM position_risk_metrics GROUP BY cycle_id ORDER BY cycle_id")
+    assert counts["n"].to_list() == [6, 6, 6]
+    assert _entries(journal) == []
+    assert wh.verify().ok
+    # the cycle's audit entries landed too, in submission order
+    subjects = wh.query("SELECT subject FROM audit_log WHERE action = 'cycle.record' ORDER BY seq")["subject"].to_list()
+    assert subjects == ["c0", "c1", "c2"]
+    journal.close()
+
+
+def test_a_cycle_that_breaks_the_schema_is_refused_in_the_cycle_and_recorded_failed(wh):
+    journal = CycleJournal(wh)
+    bad = account_metrics(T0).with_columns(pl.lit("lots").alias("equity_usd"))
+    with pytest.raises(WarehouseError, match="equity"):
+        journal.submit(cycle("bad", T0, realtime_risk_metrics=bad))
+    journal.flush(timeout_s=60)
+    runs = wh.query("SELECT status, error FROM cycle_runs WHERE cycle_id = 'bad'")
+    assert runs["status"].to_list() == ["failed"] and "equity" in runs["error"][0]
+    assert wh.query("SELECT count(*) AS n FROM realtime_risk_metrics")["n"][0] == 0
+    assert _entries(journal) == []
+    journal.close()
+
+
+def test_entries_left_by_a_crash_are_landed_once_when_the_journal_opens_again(wh, wh_path):
+    folder = wh_path / "journal"
+    folder.mkdir(exist_ok=True)
+    # c1 was committed before the crash but its entry not yet removed; c2 never landed.
+    first = cycle("c1", T0, alerts=alert_rows(T0))
+    wh.write_cycle(first)
+    write_entry(folder, 1, first)
+    write_entry(folder, 2, cycle("c2", T0 + timedelta(minutes=1), alerts=alert_rows(T0, incident_key="A2:var:1")))
+    (folder / ".tmp-000000000003-c3").mkdir()  # a write cut short: never renamed, so never a cycle
+    # Act: opening the journal lands what it finds before returning
+    journal = CycleJournal(wh)
+    # Assert
+    assert _cycle_ids(wh) == ["c1", "c2"]
+    assert wh.query("SELECT count(*) AS n FROM alerts")["n"][0] == 2
+    assert _entries(journal) == [] and not (folder / ".tmp-000000000003-c3").exists()
+    journal.close()
+
+
+def test_an_entry_reads_back_as_the_cycle_that_was_written(tmp_path):
+    records = cycle("c9", T0, realtime_risk_metrics=account_metrics(T0))
+    records.audit[0]["at"] = T0
+    records.audit[0]["detail"] = {"when": T0, "ratio": 0.1, "keys": ["a", "b"]}
+    back = read_entry(write_entry(tmp_path, 7, records, fsync=False))
+    assert back.cycle_id == "c9" and back.started_at == records.started_at and back.finished_at == records.finished_at
+    assert back.tables["realtime_risk_metrics"].equals(records.tables["realtime_risk_metrics"])
+    assert back.audit[0]["at"] == T0
+    assert back.audit[0]["detail"] == {"when": str(T0), "ratio": 0.1, "keys": ["a", "b"]}  # as the chain hashes it
+
+
+def test_a_cycle_that_cannot_be_landed_is_kept_and_the_next_submit_fails(wh_path, clock):
+    from risklib.adapters.warehouse import load_config
+
+    cfg = load_config().model_copy(update={"writer_lock_timeout_s": 0.2})
+    wh = Warehouse.open(wh_path, config=cfg, clock=clock)
+    journal = CycleJournal(wh, retries=2)
+    try:
+        # Another writer holds the lock for longer than the lander will wait.
+        with _connect.writer_lock(wh.layout.lock_file, 5):
+            journal.submit(cycle("stuck", T0, alerts=alert_rows(T0)))
+            assert journal.flush(timeout_s=60)
+        assert (journal.directory / "failed").is_dir()
+        kept = [p.name for p in (journal.directory / "failed").iterdir()]
+        assert len(kept) == 1 and kept[0].endswith("-stuck")
+        with pytest.raises(WarehouseError, match="could not be landed"):
+            journal.submit(cycle("next", T0, alerts=alert_rows(T0)))
+        assert "stuck" not in _cycle_ids(wh)
+    finally:
+        journal.close()
+        wh.close()

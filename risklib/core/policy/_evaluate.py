@@ -41,7 +41,7 @@ from risklib.core.policy import _breaker as brk
 from risklib.core.policy._config import RULES, PolicyConfig
 from risklib.core.policy._enums import MODES_BY_RANK, RISK_LEVELS_BY_RANK, TradingMode
 from risklib.core.policy._hysteresis import step_ladder
-from risklib.core.policy._ladders import EPS, catalog
+from risklib.core.policy._ladders import EPS, Catalog, catalog
 from risklib.core.policy._overrides import apply_overrides, check_override
 from risklib.core.policy._records import (
     BREAKER_SERIES,
@@ -130,11 +130,6 @@ class _Reader:
         self.cols[name] = a
         return a
 
-    def nan(self, name: str) -> np.ndarray:
-        """The column as floats with NaN for null or absent."""
-        a = self.raw(name)
-        return np.full(self.n, np.nan) if a is None else a
-
     def __call__(self, name: str, default: float, dtype=float) -> np.ndarray:
         a = self.raw(name)
         if a is None:
@@ -142,6 +137,39 @@ class _Reader:
         if default == default:  # not NaN: nulls take the default
             a = np.where(np.isnan(a), default, a)
         return a.astype(dtype, copy=False)
+
+
+class _Book:
+    """The previous state's bookkeeping columns read in one conversion: accounts x columns, column-major
+    floats (null is NaN); a name the state lacks maps to a trailing all-NaN column."""
+
+    def __init__(self, frame: pl.DataFrame, names: list[str]) -> None:
+        schema = frame.schema
+        present = [c for c in names if c in schema and schema[c].is_numeric()]
+        self.index = {c: i for i, c in enumerate(present)}
+        self.missing = len(present)
+        if present:
+            self.values = frame.select(*present, pl.lit(np.nan, pl.Float64).alias("_absent")).to_numpy(order="fortran")
+        else:  # a select of literals alone would have one row
+            self.values = np.full((frame.height, 1), np.nan, order="F")
+        assert self.values.shape == (frame.height, len(present) + 1) and self.values.dtype == np.float64
+
+    def col(self, name: str) -> int:
+        return self.index.get(name, self.missing)
+
+    def __call__(self, name: str) -> np.ndarray:
+        return self.values[:, self.col(name)]
+
+
+def _book_columns(cat: Catalog) -> list[str]:
+    """Every bookkeeping column the evaluation reads back from the previous state."""
+    names = ["cut_total", "brk_opened_s", "brk_clear_s", "brk_half_s"]
+    for rule in RULES:
+        a = cat.ladders[rule]
+        names += [f"lvl_{rule}", f"below_{rule}", f"since_{rule}", f"conf_{rule}"]
+        for k in np.flatnonzero(a.cut_step):
+            names += [f"n_{rule}_{k}", f"t_{rule}_{k}"]
+    return names
 
 
 def _thresholds(rule: str, cfg: PolicyConfig, groups: pl.Series, scale: np.ndarray | None) -> np.ndarray:
@@ -250,7 +278,7 @@ def evaluate(
 
     n = m.height
     mcol = _Reader(m)
-    pcol = _Reader(p)
+    book = _Book(p, _book_columns(cat))
     acct = m["account_id"]
     groups = m["account_group"].fill_null("")
     stress = detect_market_stress(now, market, config.stress_detection)
@@ -295,7 +323,7 @@ def evaluate(
     budget = np.ones(n)
     trip = np.zeros(n, bool)
     pending = np.zeros(n, bool)
-    prev_cut = np.clip(pcol("cut_total", 0.0), 0.0, 1.0)
+    prev_cut = np.clip(np.where(np.isnan(book("cut_total")), 0.0, book("cut_total")), 0.0, 1.0)
     target = prev_cut.copy()
     target_rule = np.zeros(n, np.int64)
     target_level = np.zeros(n, np.int64)
@@ -308,30 +336,30 @@ def evaluate(
         v = values[rule]
         th = _thresholds(rule, config, groups, scale[rule])
         cut_ks = np.flatnonzero(a.cut_step)
-        prev_streak = np.full((a.k + 1, n), np.nan)
-        prev_first = np.full((a.k + 1, n), np.nan)
-        for k in cut_ks:
-            prev_streak[k] = pcol.nan(f"n_{rule}_{k}")
-            prev_first[k] = pcol.nan(f"t_{rule}_{k}")
+        cut_row = np.full(a.k + 1, -1, np.int64)
+        cut_row[cut_ks] = np.arange(cut_ks.size)
+        c_streak = np.array([book.col(f"n_{rule}_{k}") for k in range(a.k + 1)], np.int64)
+        c_first = np.array([book.col(f"t_{rule}_{k}") for k in range(a.k + 1)], np.int64)
         held = np.empty(n, np.int64)
         raw = np.empty(n, np.int64)
         below = np.empty(n)
         since = np.empty(n)
         conf = np.empty(n, np.int64)
-        streak = np.zeros((a.k + 1, n), np.int64)
-        first = np.full((a.k + 1, n), np.nan)
+        streak = np.empty((cut_ks.size, n), np.int64)
+        first = np.empty((cut_ks.size, n))
         step_ladder(
             now_s, v, np.ascontiguousarray(th), L.inclusive, 1.0 - L.clear_margin, L.dwell_s,
             rule not in ("stress", "feed"), valid, ~suspended[rule],
-            pcol.nan(f"lvl_{rule}"), pcol.nan(f"below_{rule}"), pcol.nan(f"since_{rule}"), pcol.nan(f"conf_{rule}"),
-            prev_streak, prev_first, a.cut_step, a.confirm_n, a.confirm_s, a.cumcut,
+            book.values, book.col(f"lvl_{rule}"), book.col(f"below_{rule}"), book.col(f"since_{rule}"),
+            book.col(f"conf_{rule}"), c_streak, c_first,
+            cut_row, a.confirm_n, a.confirm_s, a.cumcut,
             a.alert, a.sizing, a.mode, a.flatten, a.cadence, a.signal, a.budget, a.trip, TradingMode.HALTED.rank,
             r_id, held, raw, below, since, conf, streak, first,
             alert, sizing, mode, cadence, signal, budget, trip, pending, target, target_rule, target_level,
         )
-        for k in cut_ks:
-            out[f"n_{rule}_{k}"] = streak[k]
-            out[f"t_{rule}_{k}"] = first[k]
+        for row, k in enumerate(cut_ks):
+            out[f"n_{rule}_{k}"] = streak[row]
+            out[f"t_{rule}_{k}"] = first[row]
         out[f"lvl_{rule}"] = held
         out[f"below_{rule}"] = below
         out[f"since_{rule}"] = since
@@ -352,7 +380,7 @@ def evaluate(
     prev_brk = _codes_of(p, "breaker_state", brk.CODES, "CLOSED", brk.OPEN, n)
     new_brk, opened, clear, half = brk.step_breakers(
         now_s, prev_brk.astype(np.int64), trip, valid,
-        pcol("brk_opened_s", np.nan), pcol("brk_clear_s", np.nan), pcol("brk_half_s", np.nan),
+        book("brk_opened_s"), book("brk_clear_s"), book("brk_half_s"),
         reset, config.breaker,
     )
     is_open = new_brk == brk.OPEN

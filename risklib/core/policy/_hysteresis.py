@@ -5,7 +5,8 @@ replaces some forty whole-array numpy operations. The rules it applies are descr
 :mod:`risklib.core.policy._evaluate`; every comparison is written exactly as there (same
 operands, same order) so results are bit-for-bit those of the array form.
 
-Previous-state inputs are float arrays in which NaN means "absent" (a null or missing column).
+Previous-state inputs are columns of one float array (accounts x columns, column-major) in which
+NaN means "absent" (a null or missing column).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def _count(x: float, th: np.ndarray, i: int, factor: float, inclusive: bool) -> 
 @numba.njit(cache=True, nogil=True)
 def step_ladder(
     now_s, v, th, inclusive, clear_factor, dwell_s, needs_valid, valid, active,
-    prev_level, prev_below, prev_since, prev_conf, prev_streak, prev_first,
-    cut_step, confirm_n, confirm_s, cumcut,
+    prev, c_level, c_below, c_since, c_conf, c_streak, c_first,
+    cut_row, confirm_n, confirm_s, cumcut,
     t_alert, t_sizing, t_mode, t_flatten, t_cadence, t_signal, t_budget, t_trip, halted_rank, rule_id,
     held, raw, below, since, conf, streak, first,
     alert, sizing, mode, cadence, signal, budget, trip, pending, target, target_rule, target_level,
@@ -39,9 +40,10 @@ def step_ladder(
     """Advance one ladder for every account and fold its effects into the combined decision.
 
     Inputs per account: metric ``v``, thresholds ``th`` (accounts x steps), ``valid`` data,
-    ``active`` (not suspended), previous held level, clearing start, incident start, confirmed
-    level, and per step (rows of ``prev_streak``/``prev_first``, row 0 unused) the confirmation
-    streak length and start. Step tables (index 0 = no step) describe the ladder.
+    ``active`` (not suspended), and from ``prev`` (columns ``c_*``) the previous held level,
+    clearing start, incident start, confirmed level and, per step, the confirmation streak length
+    and start. Step tables (index 0 = no step) describe the ladder; ``cut_row[k]`` is the row of
+    step k's streak in ``streak``/``first`` (-1 for a step without a cut).
 
     Outputs written in place: ``held``, ``raw``, ``below``, ``since``, ``conf`` and the streaks;
     the combined ``alert``/``sizing``/``mode``/``cadence``/``signal``/``budget``/``trip``/
@@ -53,7 +55,7 @@ def step_ladder(
         x = v[i]
         r = _count(x, th, i, 1.0, inclusive)
         clear_lvl = _count(x, th, i, clear_factor, inclusive)
-        p = prev_level[i]
+        p = prev[i, c_level]
         lvl = 0 if p != p else min(max(int(p), 0), k_max)
         known = np.isfinite(x) and (valid[i] or not needs_valid)
 
@@ -61,7 +63,7 @@ def step_ladder(
         h = r if r >= lvl else lvl
         b = np.nan
         if r < lvl and known and clear_lvl < lvl:
-            b = prev_below[i]
+            b = prev[i, c_below]
             if b != b:
                 b = now_s
             if now_s - b >= dwell_s:
@@ -72,27 +74,28 @@ def step_ladder(
         confirmed = 0
         chain = True
         for k in range(1, k_max + 1):
-            if cut_step[k]:
-                sp = prev_streak[k, i]
+            row = cut_row[k]
+            if row >= 0:
+                sp = prev[i, c_streak[k]]
                 s_prev = 0 if sp != sp else int(sp)
-                f_prev = prev_first[k, i]
+                f_prev = prev[i, c_first[k]]
                 at = r >= k
                 s_k = s_prev + 1 if at else 0
                 f_k = np.nan
                 if at:
                     f_k = f_prev if (s_prev > 0 and np.isfinite(f_prev)) else now_s
                 chain = chain and at and s_k >= confirm_n[k] and now_s - f_k >= confirm_s[k] - EPS
-                streak[k, i] = s_k
-                first[k, i] = f_k
+                streak[row, i] = s_k
+                first[row, i] = f_k
             if chain and h >= k:
                 confirmed = k
 
         s = np.nan
         c = 0
         if h > 0:
-            sp = prev_since[i]
+            sp = prev[i, c_since]
             s = sp if (lvl > 0 and np.isfinite(sp)) else now_s
-            cp = prev_conf[i]
+            cp = prev[i, c_conf]
             c = min(max(0 if cp != cp else int(cp), confirmed), h)
         held[i] = h
         raw[i] = r

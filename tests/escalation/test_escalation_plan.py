@@ -218,3 +218,16 @@ def test_reopened_incident_is_a_new_conversation_not_a_duplicate():
     assert again.height == first.height == 4
     assert set(first["dedup_key"].to_list()).isdisjoint(again["dedup_key"].to_list())
     assert plans[2].incident_events["status"].to_list() == ["open"]
+
+
+def test_a_quiet_cycle_plans_nothing_with_the_same_frame_schemas_as_a_busy_one():
+    # Arrange: a busy plan shows the schemas the outbox writer expects
+    busy = plan_escalation(T0, alerts([("A1", 3)]), no_open(), no_acks(), CFG)
+    # Act
+    quiet = plan_escalation(T0, no_alerts(), no_open(), no_acks(), CFG)
+    # Assert
+    for name in ("incident_events", "notifications", "notification_events"):
+        q, b = getattr(quiet, name), getattr(busy, name)
+        assert q.height == 0, name
+        assert q.schema == b.schema, name
+    assert busy.notifications.height > 0

@@ -174,6 +174,9 @@ def plan_escalation(
     _check_now(now)
     alerts = frames.conform(alerts, frames.ALERTS, "alerts")
     opened = frames.conform(open_incidents, OPEN_INCIDENTS, "open_incidents").filter(pl.col("status") != "resolved")
+    if alerts.height == 0 and opened.height == 0:
+        # Nothing firing and nothing open: the common calm cycle decides nothing.
+        return EscalationPlan(frames.empty(INCIDENT_EVENTS), frames.empty(NOTIFICATIONS), frames.empty(NOTIFICATION_EVENTS))
     acks = frames.conform(acks, ACKS, "acks")
     now_lit = pl.lit(now).cast(TS)
 

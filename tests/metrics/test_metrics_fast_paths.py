@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from risklib.core.metrics import _kernels
+from risklib.core.metrics import _book_kernels, _kernels
 from risklib.metrics import monte_carlo_scenarios, monte_carlo_var_es, tail_losses
 
 
@@ -77,39 +77,32 @@ def test_monte_carlo_var_es_equals_matmul_then_tails(fx_returns, dtype):
     assert all(np.array_equal(got[k], monte_carlo_var_es(x, scen)[k]) for k in got)
 
 
-def test_held_quadratic_forms_equal_dense_products():
+def test_account_pass_equals_dense_products_and_pair_loops():
     rng = np.random.default_rng(4)
-    n = 9
-    x = rng.normal(size=(30, n)) * (rng.random((30, n)) < 0.5)
-    covs = []
-    for _ in range(3):
-        a = rng.normal(size=(50, n))
-        covs.append(np.cov(a, rowvar=False))
-    q = np.empty((30, 3))
-    cx = np.empty((30, n))
-    _kernels.held_quadratic_forms(x, np.hstack(covs), q, cx, 1)
+    n, n_acc = 9, 40
+    x = rng.normal(0, 1e4, size=(n_acc, n)) * (rng.random((n_acc, n)) < 0.5)
+    x[0] = 0.0
+    u = rng.standard_t(4, size=(300, n)) * 0.01
+    covs = [np.cov(u[lo:], rowvar=False) for lo in (0, 100, 200)]
+    means = np.vstack([u.mean(axis=0), u[200:].mean(axis=0)])
+    corr = np.corrcoef(u, rowvar=False)
+    tail, qf, xm = np.empty((n_acc, 4)), np.empty((n_acc, 3)), np.empty((n_acc, 2))
+    cx, pair, slot = np.empty((n_acc, n)), np.zeros((n_acc, 3 + n)), np.zeros((n_acc, n), dtype=np.int64)
+    _book_kernels.account_rows(x, np.ascontiguousarray(u.T), 0.05, 0.01, np.hstack(covs), 1, means, corr, 0.1,
+                               tail, qf, cx, xm, pair, slot)
+    np.testing.assert_allclose(tail, _reference_tails(x @ u.T), rtol=1e-12, atol=1e-9)
     for m, c in enumerate(covs):
-        np.testing.assert_allclose(q[:, m], np.einsum("an,nk,ak->a", x, c, x), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(cx, x @ covs[1], rtol=1e-12, atol=1e-14)
-
-
-def test_held_pair_stats_equal_a_loop_over_pairs():
-    rng = np.random.default_rng(5)
-    n = 8
-    a = rng.normal(size=(100, n))
-    corr = np.corrcoef(a, rowvar=False)
-    x = rng.normal(size=(25, n)) * (rng.random((25, n)) < 0.5)
-    out = np.zeros((25, 3 + n))
-    slot = np.zeros((25, n), dtype=np.int64)
-    _kernels.held_pair_stats(x, corr, 0.1, out, slot)
-    for i in range(25):
+        np.testing.assert_allclose(qf[:, m], np.einsum("an,nk,ak->a", x, c, x), rtol=1e-12, atol=1e-6)
+    np.testing.assert_allclose(cx, x @ covs[1], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(xm, x @ means.T, rtol=1e-12, atol=1e-9)
+    for i in range(n_acc):
         held = np.flatnonzero(x[i])
         sg = np.sign(x[i, held])
         pairs = [corr[held[p], held[q]] * sg[p] * sg[q] for p in range(held.size) for q in range(p + 1, held.size)]
         if pairs:
-            assert out[i, 0] == pytest.approx(np.mean(pairs), rel=1e-12, abs=1e-15)
-            assert out[i, 1] == max(pairs) and out[i, 2] == sum(v > 0.1 for v in pairs)
+            assert pair[i, 0] == pytest.approx(np.mean(pairs), rel=1e-12, abs=1e-15)
+            assert pair[i, 1] == max(pairs) and pair[i, 2] == sum(v > 0.1 for v in pairs)
         for p, j in enumerate(held):
             assert slot[i, j] == p
             others = [corr[j, k] * sg[p] * np.sign(x[i, k]) for k in held if k != j]
-            assert out[i, 3 + p] == pytest.approx(np.mean(others) if others else 0.0, rel=1e-12, abs=1e-15)
+            assert pair[i, 3 + p] == pytest.approx(np.mean(others) if others else 0.0, rel=1e-12, abs=1e-15)

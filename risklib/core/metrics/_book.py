@@ -44,14 +44,13 @@ from scipy.special import ndtri
 
 from risklib.core import frames
 from risklib.core.instruments import FX_MAJORS, Instrument
-from risklib.core.metrics import _kernels
+from risklib.core.metrics import _book_kernels, _kernels
 from risklib.core.metrics._config import MetricsConfig
 from risklib.core.metrics._correlation import correlation_index as _corr_index
 from risklib.core.metrics._correlation import cov_to_corr
 from risklib.core.metrics._exposure import account_exposure, concentration
 from risklib.core.metrics._regime import regime_from_moments
 from risklib.core.metrics._risk_score import risk_score
-from risklib.core.metrics._var import tail_losses
 from risklib.core.metrics._volatility import BACKCAST_BARS, BACKCAST_DECAY, ewma_variance, ratio
 from risklib.errors import MetricsError, SchemaError
 
@@ -100,6 +99,22 @@ def _first_bad(values: np.ndarray) -> tuple[int, float] | None:
         return None
     i = int(np.argmax(bad))
     return i, float(values[i])
+
+
+def _index_of(values: pl.Series, keys: pl.Series) -> np.ndarray:
+    """Row of ``keys`` (unique) holding each of ``values``, -1 where absent (null matches a null key).
+
+    A cast to an Enum of the keys: one hash lookup per value, cheaper than a join.
+    """
+    out = np.full(values.len(), -1, dtype=np.int64)
+    present = keys.is_not_null().to_numpy()
+    if present.any():
+        code = values.cast(pl.Enum(keys.filter(pl.Series(present))), strict=False).to_physical()
+        hit = code.is_not_null().to_numpy()
+        out[hit] = np.flatnonzero(present)[code.drop_nulls().to_numpy().astype(np.int64)]
+    if not present.all():
+        out[values.is_null().to_numpy()] = int(np.argmin(present))
+    return out
 
 
 def _reason(cond: pl.Expr, text: pl.Expr) -> pl.Expr:
@@ -208,8 +223,9 @@ def compute_book_metrics(
             "_j": np.arange(n_ins, dtype=np.int64),
             "_uq": usd_quote,
             "_col_reason": col_reason,
+            "_col_bad": [c is not None for c in col_reason],
         },
-        schema={"instrument": pl.String, "_j": pl.Int64, "_uq": pl.Boolean, "_col_reason": pl.String},
+        schema={"instrument": pl.String, "_j": pl.Int64, "_uq": pl.Boolean, "_col_reason": pl.String, "_col_bad": pl.Boolean},
     )
     known = pl.DataFrame(
         {
@@ -224,29 +240,29 @@ def compute_book_metrics(
     bal = bal.with_columns(pl.col("account_id").is_duplicated().alias("_dup")).unique(
         "account_id", keep="first", maintain_order=True
     )
-    extra = (
-        pos.select("account_id").unique(maintain_order=True).join(bal.select("account_id"), on="account_id", how="anti")
-    )
-    acc = pl.concat(
-        [
-            bal.with_columns(pl.lit(True).alias("_has_balance")),
-            extra.with_columns(pl.lit(True).alias("_no_balance")),
-        ],
-        how="diagonal_relaxed",
-    ).with_columns(
-        pl.col("_has_balance").fill_null(False),
-        pl.col("_dup").fill_null(False),
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("_a"),
-    )
-    n_acc = acc.height
+    n_bal = bal.height
+    # position rows -> balance rows through an Enum of the balance ids: one hash lookup per row, no join
+    a_idx = _index_of(pos["account_id"], bal["account_id"])
+    # accounts with positions but no balance row follow the balance rows, in order of first appearance
+    no_bal = a_idx < 0
+    extra_ids = pos["account_id"].filter(pl.Series(no_bal)).unique(maintain_order=True)
+    if extra_ids.len():
+        a_idx[no_bal] = n_bal + _index_of(pos["account_id"].filter(pl.Series(no_bal)), extra_ids)
+    n_acc = n_bal + extra_ids.len()
+    ids = pl.concat([bal["account_id"], extra_ids])
+    pad = np.full(extra_ids.len(), np.nan)
+    cash = np.concatenate([bal["cash_usd"].to_numpy(), pad])
+    sod = np.concatenate([bal["start_of_day_equity_usd"].to_numpy(), pad])
+    has_bal = np.arange(n_acc) < n_bal
+    dup = np.concatenate([bal["_dup"].to_numpy(), np.zeros(extra_ids.len(), dtype=bool)])
     if peaks is not None:
         pk = frames.conform(peaks, frames.PEAKS, "peaks").unique("account_id", keep="last")
-        acc = acc.join(pk, on="account_id", how="left")
+        carried = ids.to_frame().join(pk, on="account_id", how="left", maintain_order="left")["peak_equity_usd"].to_numpy()
     else:
-        acc = acc.with_columns(pl.lit(None, dtype=pl.Float64).alias("peak_equity_usd"))
+        carried = np.full(n_acc, np.nan)
 
-    # --- positions: join everything, per-row validity ------------------------------------------
-    # one small frame per instrument (reference data, quote, return column), joined once
+    # --- positions: instrument data by lookup, per-row validity ----------------------------------
+    # one small frame per instrument (reference data, quote, return column)
     ins_info = (
         pl.concat([known.select("instrument"), px.select("instrument"), ins_frame.select("instrument")])
         .unique(maintain_order=True)
@@ -254,59 +270,23 @@ def compute_book_metrics(
         .join(px, on="instrument", how="left")
         .join(ins_frame, on="instrument", how="left")
     )
-    p = pos.join(acc.select("account_id", "_a"), on="account_id", how="left", maintain_order="left").join(
-        ins_info, on="instrument", how="left", maintain_order="left"
-    )
-    finite = lambda c: pl.col(c).is_not_null() & pl.col(c).is_finite()  # noqa: E731
-    bad_checks = (
-        ~pl.col("_known").fill_null(False),
-        ~finite("quantity"),
-        ~(finite("mid") & (pl.col("mid") > 0)),
-        ~(finite("entry_price") & (pl.col("entry_price") > 0)),
-    )
-    p = p.with_columns(
-        pl.any_horizontal(*bad_checks).alias("_bad_val"),
-        (pl.col("_col_reason").is_not_null() | pl.col("_j").is_null()).alias("_bad_hist"),
-    )
-    # messages are built for the offending rows only (a handful), never for the whole book
-    pb = p.filter(pl.col("_bad_val") | pl.col("_bad_hist")).with_columns(
-        pl.coalesce(
-            _reason(
-                bad_checks[0],
-                pl.format("instrument={}: unknown instrument", pl.col("instrument")),
-            ),
-            _reason(
-                bad_checks[1],
-                pl.format(
-                    "quantity[instrument={}, strategy={}]={}: must be finite",
-                    pl.col("instrument"), pl.col("strategy"), _fmt("quantity"),
-                ),
-            ),
-            _reason(
-                bad_checks[2],
-                pl.format("price[instrument={}]={}: must be a finite price > 0", pl.col("instrument"), _fmt("mid")),
-            ),
-            _reason(
-                bad_checks[3],
-                pl.format(
-                    "entry_price[instrument={}, strategy={}]={}: must be > 0",
-                    pl.col("instrument"), pl.col("strategy"), _fmt("entry_price"),
-                ),
-            ),
-        ).alias("_val_reason"),
-        pl.coalesce(
-            pl.col("_col_reason"),
-            _reason(pl.col("_j").is_null(), pl.format("instrument={}: no return history", pl.col("instrument"))),
-        ).alias("_hist_reason"),
-    )
-    a_idx = p["_a"].to_numpy().astype(np.int64)
-    q = p["quantity"].to_numpy().astype(np.float64)
-    mid = p["mid"].fill_null(np.nan).to_numpy().astype(np.float64)
-    entry = p["entry_price"].to_numpy().astype(np.float64)
-    uq = p["_uq_ref"].fill_null(True).to_numpy().astype(bool)
-    row_ok = ~p["_bad_val"].to_numpy()
-    j_idx = p["_j"].fill_null(-1).to_numpy().astype(np.int64)
-    hist_ok_row = ~p["_bad_hist"].to_numpy()
+    i_row = _index_of(pos["instrument"], ins_info["instrument"])
+    found = i_row >= 0
+    i_safe = np.where(found, i_row, 0)
+
+    def per_row(col: str, missing: object) -> np.ndarray:
+        values = ins_info[col].fill_null(missing).to_numpy()
+        return np.where(found, values[i_safe], missing) if values.size else np.full(i_row.size, missing)
+
+    q = pos["quantity"].to_numpy().astype(np.float64)  # nulls read as NaN
+    entry = pos["entry_price"].to_numpy().astype(np.float64)
+    mid = per_row("mid", np.nan).astype(np.float64)
+    uq = per_row("_uq_ref", True).astype(bool)
+    j_idx = per_row("_j", -1).astype(np.int64)
+    known_row = per_row("_known", False).astype(bool)
+    with np.errstate(invalid="ignore"):
+        row_ok = known_row & np.isfinite(q) & np.isfinite(mid) & (mid > 0) & np.isfinite(entry) & (entry > 0)
+    hist_ok_row = (j_idx >= 0) & ~per_row("_col_bad", True).astype(bool)
 
     with np.errstate(all="ignore"):
         notional = np.where(uq, q * mid, q)
@@ -315,23 +295,62 @@ def compute_book_metrics(
     upnl_v = np.where(row_ok, upnl, 0.0)
     held_row = row_ok & (q != 0)
 
-    # account-level reasons (first offending position row per account)
-    val_r = pb.filter(pl.col("_val_reason").is_not_null()).group_by("_a").agg(pl.col("_val_reason").first())
-    hist_r = (
-        pb.filter(pl.col("_hist_reason").is_not_null() & ~(pl.col("quantity") == 0))
-        .group_by("_a")
-        .agg(pl.col("_hist_reason").first())
-    )
-    acc = acc.join(val_r, on="_a", how="left").join(hist_r, on="_a", how="left").sort("_a")
-
-    cash = acc["cash_usd"].fill_null(np.nan).to_numpy().astype(np.float64)
-    sod = acc["start_of_day_equity_usd"].fill_null(np.nan).to_numpy().astype(np.float64)
-    carried = acc["peak_equity_usd"].fill_null(np.nan).to_numpy().astype(np.float64)
-    has_bal = acc["_has_balance"].to_numpy()
-    dup = acc["_dup"].to_numpy()
-    acc_val_reason = np.array(acc["_val_reason"].to_list(), dtype=object)
-    acc_hist_reason = np.array(acc["_hist_reason"].to_list(), dtype=object)
-    ids = acc["account_id"].to_list()
+    # account-level reasons (first offending position row per account); messages are built for
+    # the offending rows only (a handful), never for the whole book
+    acc_val_reason = np.full(n_acc, None, dtype=object)
+    acc_hist_reason = np.full(n_acc, None, dtype=object)
+    bad_rows = np.flatnonzero(~row_ok | ~hist_ok_row)
+    if bad_rows.size:
+        finite = lambda c: pl.col(c).is_not_null() & pl.col(c).is_finite()  # noqa: E731
+        bad_checks = (
+            ~pl.col("_known").fill_null(False),
+            ~finite("quantity"),
+            ~(finite("mid") & (pl.col("mid") > 0)),
+            ~(finite("entry_price") & (pl.col("entry_price") > 0)),
+        )
+        pb = (
+            pos[bad_rows]
+            .with_columns(pl.Series("_a", a_idx[bad_rows]))
+            .join(ins_info, on="instrument", how="left", maintain_order="left")
+            .with_columns(
+                pl.coalesce(
+                    _reason(
+                        bad_checks[0],
+                        pl.format("instrument={}: unknown instrument", pl.col("instrument")),
+                    ),
+                    _reason(
+                        bad_checks[1],
+                        pl.format(
+                            "quantity[instrument={}, strategy={}]={}: must be finite",
+                            pl.col("instrument"), pl.col("strategy"), _fmt("quantity"),
+                        ),
+                    ),
+                    _reason(
+                        bad_checks[2],
+                        pl.format("price[instrument={}]={}: must be a finite price > 0", pl.col("instrument"), _fmt("mid")),
+                    ),
+                    _reason(
+                        bad_checks[3],
+                        pl.format(
+                            "entry_price[instrument={}, strategy={}]={}: must be > 0",
+                            pl.col("instrument"), pl.col("strategy"), _fmt("entry_price"),
+                        ),
+                    ),
+                ).alias("_val_reason"),
+                pl.coalesce(
+                    pl.col("_col_reason"),
+                    _reason(pl.col("_j").is_null(), pl.format("instrument={}: no return history", pl.col("instrument"))),
+                ).alias("_hist_reason"),
+            )
+        )
+        val_r = pb.filter(pl.col("_val_reason").is_not_null()).group_by("_a").agg(pl.col("_val_reason").first())
+        hist_r = (
+            pb.filter(pl.col("_hist_reason").is_not_null() & ~(pl.col("quantity") == 0))
+            .group_by("_a")
+            .agg(pl.col("_hist_reason").first())
+        )
+        acc_val_reason[val_r["_a"].to_numpy()] = val_r["_val_reason"].to_list()
+        acc_hist_reason[hist_r["_a"].to_numpy()] = hist_r["_hist_reason"].to_list()
 
     # --- valuation -------------------------------------------------------------------------------
     upnl_acc = np.bincount(a_idx, weights=upnl_v, minlength=n_acc)
@@ -370,7 +389,7 @@ def compute_book_metrics(
 
     # --- exposure matrix and history reasons ------------------------------------------------------
     x = np.zeros((n_acc, n_ins))
-    _kernels.scatter_add(a_idx, j_idx, notional_v, held_row & hist_ok_row, x)
+    _book_kernels.scatter_add(a_idx, j_idx, notional_v, held_row & hist_ok_row, x)
     holds = n_pos > 0
     hist_bad = acc_hist_reason != None  # noqa: E711
     if history_reason is not None:
@@ -432,38 +451,38 @@ def compute_book_metrics(
         corr[np.ix_(ok_idx, ok_idx)] = c_ok
         book_corr_index = float(_corr_index(c_ok)) if ok_idx.size >= 2 else 0.0
 
-        # historical VaR / ES of every account's P&L in every bar (USD), fused with the P&L product
-        tail = np.full((n_acc, 4), np.nan)
-        _kernels.exposure_tail_rows(x, np.ascontiguousarray(u.T), 0.05, 0.01, tail)
+        # one compiled pass over the accounts' held instruments: historical VaR / ES of the P&L in
+        # every bar (USD); five quadratic forms x' C x, full-window (parametric VaR and its Euler
+        # components, as in component_var), EWMA, current, baseline and regime-window covariances;
+        # the P&L means; signed pair correlations of held positions
+        mean = u.mean(axis=0) if cfg.include_mean else None
+        if mean is not None:
+            mean_ins = mean
+        k_cov = 1 if cfg.parametric_cov == "ewma" else 0
+        h = np.ascontiguousarray(np.hstack([cov_all, cov_ewma, cov_cur, cov_base, cov_reg]))
+        tail, qf, xm = np.empty((n_acc, 4)), np.empty((n_acc, 5)), np.empty((n_acc, 2))
+        _book_kernels.account_rows(
+            x, np.ascontiguousarray(u.T), 0.05, 0.01, h, k_cov, np.vstack([mean_reg, mean_ins]),
+            np.nan_to_num(corr, nan=0.0), float(cfg.correlation_threshold), tail, qf, cx, xm, pair_out, posmap,
+        )
         var95, var99, es99 = tail[:, 0].copy(), tail[:, 1].copy(), tail[:, 3].copy()
         flat = risk_ok & ~holds
         var95[flat] = var99[flat] = es99[flat] = 0.0
-        # parametric VaR 99 and its Euler components
-        mean = u.mean(axis=0) if cfg.include_mean else None
-        # five quadratic forms x' C x from each book's held instruments: full-window (parametric VaR
-        # and its Euler components, as in component_var), EWMA, current, baseline and regime-window
-        k_cov = 1 if cfg.parametric_cov == "ewma" else 0
-        qf = np.empty((n_acc, 5))
-        h = np.ascontiguousarray(np.hstack([cov_all, cov_ewma, cov_cur, cov_base, cov_reg]))
-        _kernels.held_quadratic_forms(x, h, qf, cx, k_cov)
         q_all, q_ewma, q_cur, q_base, q_reg = np.maximum(qf.T, 0.0)
         sigma = np.sqrt(q_ewma if k_cov else q_all)
         var99p = z99 * sigma
         if mean is not None:
-            mean_ins = mean
-            var99p = var99p - x @ mean
+            var99p = var99p - xm[:, 1]
         ewma_vol = np.sqrt(q_ewma * ppy)
         vol_ratio = np.where(holds, ratio(np.sqrt(q_cur), np.sqrt(q_base)), 1.0)
         regime = regime_from_moments(
-            x @ mean_reg, np.sqrt(q_reg), vol_ratio,
+            xm[:, 0], np.sqrt(q_reg), vol_ratio,
             periods_per_year=ppy, sideways_sharpe=cfg.regime_sideways_sharpe, high_vol_ratio=cfg.regime_high_vol_ratio,
         )
         # stand-alone historical VaR95 per USD of a long and of a short position in each instrument
-        sl = tail_losses(np.ascontiguousarray(np.concatenate([u.T, -u.T])), (0.95, 0.99))["var_95"]
-        pos_var_long, pos_var_short = sl[:n_ins], sl[n_ins:]
-        # signed pair correlations of held positions
-        corr0 = np.nan_to_num(corr, nan=0.0)
-        _kernels.held_pair_stats(x, corr0, float(cfg.correlation_threshold), pair_out, posmap)
+        sl = np.empty((2 * n_ins, 4))
+        _kernels.tail_rows_serial(np.ascontiguousarray(np.concatenate([u.T, -u.T])), 0.05, 0.01, sl)
+        pos_var_long, pos_var_short = sl[:n_ins, 0], sl[n_ins:, 0]
         corr_idx, corr_max = pair_out[:, 0].copy(), pair_out[:, 1].copy()
 
         horizon = np.sqrt(cfg.var_horizon_bars)  # square-root-of-time from one bar
@@ -493,7 +512,7 @@ def compute_book_metrics(
     accounts = pl.DataFrame(
         {
             "account_id": ids,
-            "account_group": acc["account_group"],
+            "account_group": pl.concat([bal["account_group"], pl.Series([None] * extra_ids.len(), dtype=pl.String)]),
             "equity_usd": equity_out,
             "start_of_day_equity_usd": sod,
             "peak_equity_usd": peak,
@@ -529,15 +548,15 @@ def compute_book_metrics(
     a_safe = np.maximum(a_idx, 0)
     row_risk = risk_ok[a_safe] & held_row & hist_ok_row
     pvar, contrib, vscore, crisk = (np.empty(a_idx.size) for _ in range(4))
-    _kernels.position_risk_rows(
+    _book_kernels.position_risk_rows(
         a_idx, j_idx, q, notional_v, row_risk, risk_ok, eq_safe, cx, sigma, z99, mean_ins, pos_var_long,
         pos_var_short, ins_vol_ratio, posmap, pair_out, float(np.sqrt(cfg.var_horizon_bars)), pvar, contrib, vscore, crisk,
     )
     positions_out = pl.DataFrame(
         {
-            "account_id": p["account_id"],
-            "strategy": p["strategy"],
-            "instrument": p["instrument"],
+            "account_id": pos["account_id"],
+            "strategy": pos["strategy"],
+            "instrument": pos["instrument"],
             "quantity": q,
             "price": mid,
             "notional_usd": np.where(row_ok, notional, np.nan),

@@ -195,6 +195,16 @@ def tail_rows(x, q95, q99, out):
         tail_stats(x[i], q95, q99, buf, out[i], 0)
 
 
+@nb.njit(**_OPTS)
+def tail_rows_serial(x, q95, q99, out):
+    """:func:`tail_rows` on the calling thread: for small inputs, where starting a parallel region
+    (worker threads to be scheduled, on a shared machine perhaps after other processes) costs more
+    than the work."""
+    buf = np.empty(x.shape[1], dtype=x.dtype)
+    for i in range(x.shape[0]):
+        tail_stats(x[i], q95, q99, buf, out[i], 0)
+
+
 @nb.njit(parallel=True, **_OPTS)
 def series_risk_rows(r, q95, q99, ann, out, bad_col):
     """Fused per-row metric set over simple returns ``r`` (rows = series, oldest first).
@@ -300,138 +310,6 @@ def exposure_tail_rows(x, ut, q95, q99, out):
                 _accumulate(pnl[b], s0, s1, ut, idx[b], w[b], cnt[b])
         for b in range(nb_):
             tail_stats(pnl[b], q95, q99, pnl[b], out[a0 + b], 0)
-
-
-#: Accounts per parallel task of the per-account kernels below (scratch is allocated per block).
-_ROW_BLOCK = 256
-
-
-@nb.njit(parallel=True, **_OPTS)
-def held_pair_stats(x, corr, threshold, out, slot):
-    """Signed correlations of each account's held instruments, read straight from the exposure matrix ``x`` (A, N).
-
-    Held = non-zero exposure; a pair's signed correlation is ``corr[i, j]``
-    times the signs of both exposures. out[a, 0] mean over pairs, out[a, 1]
-    largest, out[a, 2] how many exceed ``threshold`` (all 0 with fewer than
-    two held), out[a, 3 + p] the mean signed correlation of held instrument
-    ``p`` with the others. ``slot[a, j]`` receives the position of instrument
-    ``j`` in account ``a``'s held list (0 if not held), for looking up
-    out[a, 3 + slot].
-    """
-    nacc, nins = x.shape
-    for blk in nb.prange((nacc + _ROW_BLOCK - 1) // _ROW_BLOCK):
-        idx = np.empty(nins, dtype=np.int64)
-        sgn = np.empty(nins)
-        acc = np.empty(nins)
-        for a in range(blk * _ROW_BLOCK, min((blk + 1) * _ROW_BLOCK, nacc)):
-            c = 0
-            for j in range(nins):
-                v = x[a, j]
-                if v != 0.0:
-                    idx[c] = j
-                    sgn[c] = 1.0 if v > 0 else -1.0
-                    slot[a, j] = c
-                    c += 1
-                else:
-                    slot[a, j] = 0
-            tot = 0.0
-            mx = -np.inf
-            above = 0
-            for p in range(c):
-                acc[p] = 0.0
-            for p in range(c):
-                row = corr[idx[p]]
-                sp = sgn[p]
-                ap = acc[p]  # a register, not memory, carries the row's running sum
-                for q in range(p + 1, c):
-                    v = row[idx[q]] * sp * sgn[q]
-                    tot += v
-                    mx = max(mx, v)
-                    above += v > threshold
-                    ap += v
-                    acc[q] += v
-                acc[p] = ap
-            npairs = c * (c - 1) // 2
-            if npairs > 0:
-                out[a, 0] = tot / npairs
-                out[a, 1] = mx
-                for p in range(c):
-                    out[a, 3 + p] = acc[p] / (c - 1)
-            else:
-                out[a, 0] = 0.0
-                out[a, 1] = 0.0
-                for p in range(c):
-                    out[a, 3 + p] = acc[p]
-            out[a, 2] = above
-
-
-@nb.njit(parallel=True, **_OPTS)
-def held_quadratic_forms(x, h, q, cx, kc):
-    """Quadratic forms of every account's exposure with M symmetric (N, N) matrices, from its non-zero exposures.
-
-    ``h`` is the M matrices side by side, (N, M N). q[a, m] = x_a' C_m x_a
-    (no clipping); cx[a] = C_kc x_a. Symmetry lets row ``j`` of each matrix
-    stand for its column, so each held instrument adds one contiguous row.
-    """
-    nacc, n = x.shape
-    nm = h.shape[1] // n
-    for blk in nb.prange((nacc + _ROW_BLOCK - 1) // _ROW_BLOCK):
-        y = np.empty(h.shape[1])
-        for a in range(blk * _ROW_BLOCK, min((blk + 1) * _ROW_BLOCK, nacc)):
-            y[:] = 0.0
-            for j in range(n):
-                w = x[a, j]
-                if w != 0.0:
-                    hj = h[j]
-                    for i in range(_U(y.size)):
-                        y[i] += w * hj[i]
-            for m in range(nm):
-                s = 0.0
-                for j in range(n):
-                    s += x[a, j] * y[m * n + j]
-                q[a, m] = s
-            for j in range(n):
-                cx[a, j] = y[kc * n + j]
-
-
-@nb.njit(**_OPTS)
-def scatter_add(a_idx, j_idx, values, keep, out):
-    """out[a_idx[i], j_idx[i]] += values[i] for the rows with keep[i] (``np.add.at``, in row order)."""
-    for i in range(a_idx.size):
-        if keep[i]:
-            out[a_idx[i], j_idx[i]] += values[i]
-
-
-@nb.njit(**_OPTS)
-def position_risk_rows(
-    a_idx, j_idx, q, notional, row_risk, risk_ok, eq, cx, sigma, z, mean, var_long, var_short, vol_ratio,
-    slot, pair, horizon, pvar, contrib, vscore, crisk,
-):
-    """Per position row: stand-alone VaR95, Euler contribution to parametric VaR, volatility score and
-    correlation risk as fractions of the account's equity (the book's position frame, see _book).
-
-    ``row_risk[i]`` says row i's figures are real; otherwise they are 0 for a
-    zero-quantity row of a risk-valid account (``risk_ok``) and NaN else.
-    Marginal VaR is ``cx z / sigma - mean`` (0 for a zero-variance book);
-    ``horizon`` is the square-root-of-time factor.
-    """
-    nins = vol_ratio.size
-    for i in range(a_idx.size):
-        a = max(a_idx[i], 0)
-        j = max(j_idx[i], 0)
-        x = notional[i]
-        ok = risk_ok[a]
-        if row_risk[i]:
-            sv = var_long[j] if x > 0 else var_short[j]
-            pvar[i] = sv * abs(x) / eq[a] * horizon
-            m = cx[a, j] * (z / sigma[a]) if sigma[a] > 0 else 0.0
-            contrib[i] = x * (m - mean[j]) / eq[a] * horizon
-            crisk[i] = pair[a, 3 + min(slot[a, j], nins - 1)] if nins > 0 else 0.0
-        elif ok and q[i] == 0:
-            pvar[i] = contrib[i] = crisk[i] = 0.0
-        else:
-            pvar[i] = contrib[i] = crisk[i] = np.nan
-        vscore[i] = vol_ratio[j] if ok and j_idx[i] >= 0 else np.nan
 
 
 @nb.njit(**_OPTS)

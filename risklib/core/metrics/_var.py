@@ -45,6 +45,9 @@ Method = Literal["historical", "parametric", "cornish_fisher", "mc_normal", "mc_
 #: Fewest bars a historical VaR/ES accepts.
 MIN_BARS = 2
 
+#: Smallest sample (rows x values) whose tails are selected on several threads.
+_PARALLEL_MIN_VALUES = 1 << 16
+
 
 def _key(level: float) -> str:
     return f"{level * 100:g}".replace(".", "_")
@@ -80,7 +83,9 @@ def tail_losses(pnl: np.ndarray, levels: tuple[float, float] = (0.95, 0.99)) -> 
     if x.ndim != 2 or x.shape[1] < MIN_BARS:
         raise MetricsError(f"pnl: expected (n_rows, n_samples >= {MIN_BARS}), got shape {x.shape}")
     out = np.empty((x.shape[0], 4))
-    _kernels.tail_rows(x, 1.0 - a, 1.0 - b, out)
+    # a parallel region only pays off past ~100 us of work (its threads must first be scheduled)
+    kernel = _kernels.tail_rows if x.size >= _PARALLEL_MIN_VALUES else _kernels.tail_rows_serial
+    kernel(x, 1.0 - a, 1.0 - b, out)
     return {f"var_{_key(a)}": out[:, 0], f"var_{_key(b)}": out[:, 1], f"es_{_key(a)}": out[:, 2], f"es_{_key(b)}": out[:, 3]}
 
 

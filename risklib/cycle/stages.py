@@ -171,5 +171,27 @@ def record(session: Session, result: CycleResult, finished_at: datetime, flow_ru
 
 
 def to_json_rows(frame: pl.DataFrame) -> pl.Series:
-    """Each row of ``frame`` as a JSON string (for the ``state_json``/``raw_row`` columns)."""
-    return pl.Series([json.dumps(r, default=str) for r in frame.iter_rows(named=True)], dtype=pl.String)
+    """Each row of ``frame`` as a JSON string (for the ``state_json``/``raw_row`` columns).
+
+    Rows are encoded by Polars in one pass; a row holding NaN or infinity (which
+    Polars would write as null) is encoded by :func:`json.dumps`, which keeps them,
+    so a restored state reads back exactly what was evaluated.
+    """
+    if frame.height == 0:
+        return pl.Series([], dtype=pl.String)
+    floats = [c for c, t in frame.schema.items() if t.is_float()]
+    odd = (
+        frame.select(pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats]).fill_null(False))
+        .to_series()
+        if floats
+        else pl.Series([False] * frame.height)
+    )
+    simple = all(t.is_numeric() or t in (pl.String, pl.Boolean) for t in frame.schema.values())
+    if not simple:
+        return pl.Series([json.dumps(r, default=str) for r in frame.iter_rows(named=True)], dtype=pl.String)
+    encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    if odd.any():
+        rows = frame.filter(odd)
+        slow = iter([json.dumps(r, default=str) for r in rows.iter_rows(named=True)])
+        encoded = pl.Series([next(slow) if o else e for o, e in zip(odd.to_list(), encoded.to_list())], dtype=pl.String)
+    return encoded.alias("json")

@@ -277,6 +277,67 @@ def test_large_frame_is_written_whole(wh):
     assert wh.query("SELECT count(*) AS n FROM position_risk_metrics WHERE cycle_id = 'big'")["n"][0] == 120_000
 
 
+def _data_files(wh, table: str) -> list[tuple[str, bool]]:
+    return wh.con.execute(
+        "SELECT f.path, f.path_is_relative FROM __ducklake_metadata_wh.ducklake_data_file f "
+        "JOIN __ducklake_metadata_wh.ducklake_table t USING (table_id) "
+        "WHERE t.table_name = ? AND f.end_snapshot IS NULL AND t.end_snapshot IS NULL",
+        [table],
+    ).fetchall()
+
+
+def test_large_frame_becomes_one_relative_parquet_file_in_the_table_folder(wh, wh_path):
+    # Arrange
+    frame = pl.concat([position_metrics(T0, n=6)] * (_warehouse._FILE_ROWS // 6 + 1))
+    # Act
+    wh.write_cycle(cycle("big", T0, position_risk_metrics=frame))
+    # Assert: registered relative to the table's folder (the warehouse folder stays movable)
+    files = _data_files(wh, "position_risk_metrics")
+    assert len(files) == 1 and bool(files[0][1])
+    assert (wh_path / "files" / "main" / "position_risk_metrics" / files[0][0]).exists()
+    assert wh.query("SELECT count(*) AS n FROM position_risk_metrics")["n"][0] == frame.height
+
+
+def test_large_frame_stores_the_same_values_as_a_small_one(wh):
+    # Arrange: values whose DOUBLE -> DECIMAL rounding differs between half-even and half-away
+    awkward = [1.23465, -0.00005, 123456.78905, 2.675, 0.30000000000000004, -1.23455]
+    small = position_metrics(T0, n=len(awkward)).with_columns(
+        pl.Series("unrealized_pnl_usd", awkward), pl.Series("quantity", [v / 1000 for v in awkward])
+    )
+    big = pl.concat([small] * (_warehouse._FILE_ROWS // len(awkward) + 1))
+    # Act
+    wh.write_cycle(cycle("small", T0, position_risk_metrics=small))
+    wh.write_cycle(cycle("big", T0, position_risk_metrics=big))
+    # Assert
+    sql = ("SELECT DISTINCT position_size, unrealized_pnl, price, notional_usd, \"timestamp\" "
+           "FROM position_risk_metrics WHERE cycle_id = ? ORDER BY ALL")
+    via_insert = wh.query(sql, ["small"], exact_decimals=True)
+    via_file = wh.query(sql, ["big"], exact_decimals=True)
+    assert via_file.equals(via_insert)
+    assert via_file.height == len(awkward)
+
+
+def test_rolled_back_large_frame_leaves_no_file(wh, wh_path, monkeypatch):
+    # Arrange: the cycle fails after its position file was written and added
+    real_insert = _warehouse.Warehouse._insert
+
+    def failing_insert(self, table, frame):
+        if table == "risk_state":
+            raise _warehouse.duckdb.IOException("disk full (injected)")
+        return real_insert(self, table, frame)
+
+    monkeypatch.setattr(_warehouse.Warehouse, "_insert", failing_insert)
+    frame = pl.concat([position_metrics(T0, n=6)] * (_warehouse._FILE_ROWS // 6 + 1))
+    records = cycle("c1", T0, position_risk_metrics=frame, risk_state=risk_state_rows(T0))
+    # Act
+    with pytest.raises(WarehouseError, match="disk full"):
+        wh.write_cycle(records)
+    # Assert
+    folder = wh_path / "files" / "main" / "position_risk_metrics"
+    assert not list(folder.glob("*.parquet"))
+    assert wh.query("SELECT count(*) AS n FROM position_risk_metrics")["n"][0] == 0
+
+
 def test_caller_audit_entries_are_not_mutated(wh):
     # Arrange
     records = cycle("c1", T0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +35,18 @@ CYCLE_TABLES = APPEND_TABLES | {"realtime_risk_metrics", "position_risk_metrics"
 MIGRATIONS_TABLE = "schema_migrations"
 _AUDIT_INLINE_ROWS = 50  # appends up to this many rows are copied into their audit entry
 _PARALLEL_SCAN_ROWS = 50_000  # rows per Arrow batch handed to DuckDB for large frames
+#: Frames at least this large (in a local warehouse) are written to Parquet by Polars and
+#: registered with ``ducklake_add_data_files`` inside the transaction, instead of
+#: INSERT ... SELECT through Arrow: for 200k position rows x 13 columns DuckDB's scan of
+#: Polars' strings plus its Parquet writer took ~140-180 ms, Polars' writer ~30-45 ms and
+#: the registration (footer read, stats) ~15 ms. Same rows, same types, same snapshot.
+_FILE_ROWS = 20_000
+#: Codec and row-group size of those files. Uncompressed: LZ4/snappy cost 30-60 ms more
+#: CPU per 200k rows for files only ~12 % smaller (risk figures are near-random doubles;
+#: strings are dictionary-encoded anyway), and the retention flow's compaction rewrites
+#: these files with DuckLake's own codec. Two row groups let Polars encode on both cores.
+_FILE_COMPRESSION = "uncompressed"
+_FILE_ROW_GROUP = 100_000
 
 
 class _Stream:
@@ -132,6 +145,8 @@ class Warehouse:
         self.clock = clock
         self._columns: dict[str, list[_validate.Column]] = {}
         self._new_head: tuple[int, str] | None = None
+        self._table_dirs: dict[str, Path] = {}
+        self._written_files: list[Path] = []  # Parquet files added by the open transaction
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -240,6 +255,7 @@ class Warehouse:
                     raise WarehouseError(f"{kind}={path.name!r}: {exc}") from exc
                 applied.append(name)
         self._columns.clear()
+        self._table_dirs.clear()
         return applied
 
     def tables(self) -> list[str]:
@@ -401,6 +417,8 @@ class Warehouse:
                 raise
 
     def _insert(self, table: str, frame: pl.DataFrame) -> None:
+        if frame.height >= _FILE_ROWS and self.layout.local_root is not None and self._add_file(table, frame):
+            return
         # `table` is checked against the catalog (self.columns) and the allowlists; columns
         # come from the catalog too, so nothing user-supplied is spliced into the SQL.
         cols = ", ".join(f'"{c.name}"' for c in self.columns(table))
@@ -414,6 +432,46 @@ class Warehouse:
             self.con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{view}"')
         finally:
             self.con.unregister(view)
+
+    def _add_file(self, table: str, frame: pl.DataFrame) -> bool:
+        """Write ``frame`` as a Parquet file in ``table``'s folder and add it in the open transaction.
+
+        Returns False (nothing written) when the frame cannot be stored exactly as a file;
+        the caller then INSERTs it. The file is deleted again if the transaction rolls back.
+        """
+        stored = _validate.storage_frame(frame, self.columns(table))
+        if stored is None:
+            return False
+        folder = self._table_dir(table)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"ducklake-{uuid.uuid4()}.parquet"
+        self._written_files.append(path)
+        stored.write_parquet(path, compression=_FILE_COMPRESSION, statistics=True, row_group_size=_FILE_ROW_GROUP)
+        self.con.execute("CALL ducklake_add_data_files(?, ?, ?)", [_connect.CATALOG, table, str(path)])
+        return True
+
+    def _table_dir(self, table: str) -> Path:
+        """The folder DuckLake keeps ``table``'s data files in (so the catalog stores a relative path)."""
+        if table not in self._table_dirs:
+            meta = f"__ducklake_metadata_{_connect.CATALOG}"
+            row = self.con.execute(
+                f"SELECT s.path, s.path_is_relative, t.path, t.path_is_relative FROM {meta}.ducklake_table t "
+                f"JOIN {meta}.ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL "
+                "WHERE t.table_name = ? AND t.end_snapshot IS NULL",
+                [table],
+            ).fetchone()
+            if row is None:
+                raise WarehouseError(f"table={table!r}: not in the DuckLake catalog")
+            schema_path, schema_rel, table_path, table_rel = row
+            base = Path(self.layout.data_path)
+            schema_dir = base / schema_path if schema_rel else Path(schema_path)
+            self._table_dirs[table] = schema_dir / table_path if table_rel else Path(table_path)
+        return self._table_dirs[table]
+
+    def _discard_written_files(self) -> None:
+        for path in self._written_files:
+            path.unlink(missing_ok=True)
+        self._written_files.clear()
 
     # The audit head (last seq and hash) is kept in a small file beside the writer lock,
     # read and written only under that lock, so a cycle need not scan audit_log for it.
@@ -451,11 +509,19 @@ class Warehouse:
     def _rollback(self) -> None:
         """ROLLBACK the open transaction; the head file stays "pending", so the next writer reads the table."""
         self._new_head = None
-        self.con.execute("ROLLBACK")
+        try:
+            self.con.execute("ROLLBACK")
+        finally:
+            self._discard_written_files()
 
     def _commit(self) -> None:
         """COMMIT the open transaction and record the audit head it produced (caller holds the writer lock)."""
-        self.con.execute("COMMIT")
+        try:
+            self.con.execute("COMMIT")
+        finally:
+            # Whether a failed COMMIT reached the catalog is unknown here, so its files are
+            # kept: an unreferenced file is never read, a deleted referenced one would be lost.
+            self._written_files.clear()
         new = self._new_head
         if new is not None:
             self._head_file.write_text(f"ok {new[0]} {new[1]}\n")

@@ -31,7 +31,7 @@ fails closed too (rule ``feed``, ``feed_unknown``): no new entries, no cut.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -61,8 +61,6 @@ __all__ = ["Evaluation", "check_override", "evaluate"]
 _METRICS_SCHEMA = pl.Schema(frames.ACCOUNT_METRICS)
 _RISK_SERIES = pl.Series([r.value for r in RISK_LEVELS_BY_RANK], dtype=pl.String)
 _MODE_RANKS = {m.value: m.rank for m in MODES_BY_RANK}
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
 
 
 # --- results ---------------------------------------------------------------------------------------
@@ -423,7 +421,9 @@ def evaluate(
     cut_total = np.where(in_episode, target, 0.0)
 
     # actions: confirmed cuts, then mode transitions
-    ts_col = pl.lit((now - _EPOCH) // _US, pl.Int64).cast(frames.UTC_TS)  # cheaper than a datetime literal
+    # the evaluation time as the frames store it (one value: converting it per row is slow)
+    ts_us = pl.repeat(now, 1, eager=True, dtype=frames.UTC_TS).to_physical()[0]
+    ts_col = pl.lit(ts_us, pl.Int64).cast(frames.UTC_TS)
     act_rows = []
     order_cut = in_episode & (target > prev_cut + EPS)
     if order_cut.any():
@@ -476,7 +476,7 @@ def evaluate(
         k: pl.Series(k, v, nan_to_null=True) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
         for k, v in cols.items()
     })
-    state.insert_column(1, pl.repeat(now, n, eager=True, dtype=frames.UTC_TS).alias("ts"))
+    state.insert_column(1, pl.Series("ts", np.full(n, ts_us, np.int64)).cast(frames.UTC_TS))
     next_interval = float(min(cadence.min() if n else np.inf, market_cadence,
                               config.normal_cadence_s))
     return Evaluation(state, alerts, actions, rules_fired, stress, next_interval)

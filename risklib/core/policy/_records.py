@@ -24,6 +24,7 @@ BREAKER_SERIES = pl.Series(list(brk.NAMES), dtype=pl.String)
 RULE_SERIES = pl.Series(list(RULES), dtype=pl.String)
 ACTION_SERIES = pl.Series([a.value for a in ActionKind], dtype=pl.String)
 _TS_FORMAT = "%Y%m%dT%H%M%S%.6fZ"
+_SUSPENDED = " [SUSPENDED by override]"
 _FLOAT = {"metric_value": pl.Float64, "threshold": pl.Float64}
 
 
@@ -69,54 +70,60 @@ def ladder_records(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndar
         idx = np.flatnonzero(held > 0)
         if idx.size:
             k = held[idx]
-            parts.append((idx, np.full(idx.size, r_id), k, cat.offset[r_id] + k, cat.ladders[rule].alert[k], v[idx],
-                          th[idx, k - 1], since[idx], suspended[rule][idx], raw[idx] < k))
+            gid = cat.offset[r_id] + k
+            # thresholds shared by all accounts (a broadcast view) are the step's: no need to compare values
+            th_key = gid if th.strides[0] == 0 else np.full(idx.size, -1)
+            parts.append((idx, np.full(idx.size, r_id), k, gid, cat.ladders[rule].alert[k], v[idx],
+                          th[idx, k - 1], since[idx], suspended[rule][idx], raw[idx] < k, th_key))
     if not parts:
         return frames.empty(frames.RULES_FIRED), frames.empty(frames.ALERTS)
-    idx, r_id, k, gid, alert_k, mv, thv, since_v, susp, held = (np.concatenate(x) for x in zip(*parts))
+    idx, r_id, k, gid, alert_k, mv, thv, since_v, susp, held, th_key = (np.concatenate(x) for x in zip(*parts))
     account = take(acct, idx)
-    rule = take(RULE_SERIES, r_id)
     gh = 2 * gid + held  # step and whether it is only held: the effect text
     # incident key "<account>:<rule>:<since>"; "<rule>:<since>" is shared by many rows
     since_u, since_code = codes(np.round(since_v * 1e6).astype(np.int64))
-    since_text = pl.from_epoch(pl.Series(since_u), time_unit="us").dt.strftime(_TS_FORMAT)
+    since_text = pl.from_epoch(pl.Series(since_u), time_unit="us").dt.strftime(_TS_FORMAT).to_list()
     tail_u, tail_code = codes(r_id * since_u.size + since_code)
-    tail = _concat(take(RULE_SERIES, tail_u // since_u.size), take(since_text, tail_u % since_u.size),
-                   separator=":")
+    tail = pl.Series([f"{RULES[t // since_u.size]}:{since_text[t % since_u.size]}" for t in tail_u.tolist()],
+                     dtype=pl.String)
     incident = _concat(account, take(tail, tail_code), separator=":")
     rf = pl.DataFrame({
-        "account_id": account, "rule": rule, "step": take(cat.step_names, gid), "level": k, "alert_level": alert_k,
-        "metric_value": mv, "threshold": thv, "basis": take(cat.basis, r_id), "effect": take(cat.effects, gh),
-        "suspended": susp, "incident_key": incident,
+        "account_id": account, "rule": take(RULE_SERIES, r_id), "step": take(cat.step_names, gid), "level": k,
+        "alert_level": alert_k, "metric_value": mv, "threshold": thv, "basis": take(cat.basis, r_id),
+        "effect": take(cat.effects, gh), "suspended": susp, "incident_key": incident,
     }, schema_overrides=_FLOAT)
     rf = rf.select(*(ts_col.alias("ts") if c == "ts" else pl.col(c) for c in frames.RULES_FIRED))
 
     keep = alert_k > 0
     if not keep.all():
         sel = np.flatnonzero(keep)
-        gid, thv, gh, susp, mv, r_id, idx = gid[sel], thv[sel], gh[sel], susp[sel], mv[sel], r_id[sel], idx[sel]
+        gid, thv, th_key, gh, susp, mv, idx = gid[sel], thv[sel], th_key[sel], gh[sel], susp[sel], mv[sel], idx[sel]
         al = rf.filter(pl.Series(keep))
     else:
         al = rf
     m = mode[idx]
     # the sentence after the metric value depends only on step, threshold, suspension and mode
-    th_u, th_code = np.unique(thv, return_inverse=True)
-    rest_u, rest_code = codes(((th_code.reshape(-1) * cat.effects.len() + gh) * 2 + susp) * len(MODES_BY_RANK) + m)
-    u_mode = rest_u % len(MODES_BY_RANK)
-    u_susp = (rest_u // len(MODES_BY_RANK)) % 2 == 1
-    u_gh = (rest_u // (2 * len(MODES_BY_RANK))) % cat.effects.len()
-    u_th = th_u[rest_u // (2 * len(MODES_BY_RANK) * cat.effects.len())]
-    u_rule = np.searchsorted(cat.offset, u_gh // 2, side="right") - 1
-    rest = pl.DataFrame({
-        "op": take(cat.op, u_rule), "threshold": u_th, "basis": take(cat.basis, u_rule),
-        "effect": take(cat.effects, u_gh), "suspended": u_susp, "mode": take(MODE_SERIES, u_mode),
-        "blocks": take(BLOCKS_SERIES, u_mode),
-    }, schema_overrides={"threshold": pl.Float64}).select(
-        pl.format(" {} {} (basis: {}); {}{}; mode {} in force: {}",
-                  pl.col("op"), pl.col("threshold").round(6).cast(pl.String).fill_null(""), pl.col("basis"),
-                  pl.col("effect"), pl.when(pl.col("suspended")).then(pl.lit(" [SUSPENDED by override]"))
-                  .otherwise(pl.lit("")), pl.col("mode"), pl.col("blocks"))
-    ).to_series()
+    th_table = cat.threshold
+    own = th_key < 0  # per-account thresholds (groups, adjustments): code their distinct values
+    if own.any():
+        th_u, th_inv = np.unique(thv[own], return_inverse=True)
+        th_key = th_key.copy()
+        th_key[own] = th_table.size + th_inv.reshape(-1)
+        th_table = np.concatenate([th_table, th_u])
+    n_modes, n_gh = len(MODES_BY_RANK), cat.effects.len()
+    rest_u, rest_code = codes(((th_key * n_gh + gh) * 2 + susp) * n_modes + m)
+    u_mode = (rest_u % n_modes).tolist()
+    u_susp = ((rest_u // n_modes) % 2).tolist()
+    u_gh = (rest_u // (2 * n_modes)) % n_gh
+    u_th = pl.Series(th_table[rest_u // (2 * n_modes * n_gh)], dtype=pl.Float64)
+    u_rule = (np.searchsorted(cat.offset, u_gh // 2, side="right") - 1).tolist()
+    th_text = u_th.round(6).cast(pl.String).fill_null("").to_list()
+    op, basis, effects = cat.op.to_list(), cat.basis.to_list(), take(cat.effects, u_gh).to_list()
+    modes, blocks = MODE_SERIES.to_list(), BLOCKS_SERIES.to_list()
+    rest = pl.Series([
+        f" {op[r]} {t} (basis: {basis[r]}); {e}{_SUSPENDED if s else ''}; mode {modes[mo]} in force: {blocks[mo]}"
+        for r, t, e, s, mo in zip(u_rule, th_text, effects, u_susp, u_mode)
+    ], dtype=pl.String)
     value = pl.Series(mv, dtype=pl.Float64).round(6).cast(pl.String).fill_null("n/a")
     message = _concat(take(cat.alert_prefix, gid), value, take(rest, rest_code))
     alerts = al.select(

@@ -4,6 +4,7 @@ fractional Kelly and the risk-budget allocation.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -285,19 +286,22 @@ def size_positions(
         df = df.join(metrics.select("account_id").with_row_index("_mt"), on="account_id", how="left")
     if df.height == 0:
         return pl.DataFrame(schema=SIZING)
-    i_st, i_mt = df["_st"], df["_mt"]
+    i_st = df["_st"].cast(pl.Int64).fill_null(-1).to_numpy()
+    i_mt = df["_mt"].cast(pl.Int64).fill_null(-1).to_numpy()
 
-    def st(c: str) -> pl.Series:
-        return state[c].gather(i_st)
+    def st(values: pl.Series, missing) -> np.ndarray:
+        """An account-level column at each position's state row; positions without one get ``missing``."""
+        return _per_row(values.to_numpy(), i_st, missing)
 
-    def mt(c: str) -> pl.Series:
-        return metrics[c].gather(i_mt)
+    def mt(column: str, missing: float = np.nan) -> np.ndarray:
+        """A metrics column as floats (null: ``missing``) at each position's metrics row."""
+        return _per_row(metrics[column].cast(pl.Float64).fill_null(missing).to_numpy(), i_mt, missing)
 
-    var = np.fmax(mt("var_99").cast(pl.Float64).to_numpy(), mt("var_99_parametric").cast(pl.Float64).to_numpy())
+    var = np.fmax(mt("var_99"), mt("var_99_parametric"))
     corr = np.nan_to_num(df["correlation_risk"].cast(pl.Float64).fill_null(0.0).to_numpy(), nan=0.0)
     dyn = dynamic_multiplier(
         df["volatility_score"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-        mt("drawdown").cast(pl.Float64).fill_null(np.nan).to_numpy(),
+        mt("drawdown"),
         np.clip(corr, 0.0, 1.0),
         np.nan_to_num(var, nan=np.nan),
         _per_row(_lookup(metrics["regime"].fill_null(""), sc.regime_multipliers, sc.unknown_regime_multiplier),
@@ -308,19 +312,19 @@ def size_positions(
     s_mult = _lookup(strategy, {k: v.sizing_multiplier for k, v in config.strategies.items()}, 1.0)
     s_cap = _lookup(strategy, {k: v.max_position_usd or np.inf for k, v in config.strategies.items()}, np.inf)
     correlated = corr > sc.correlation_threshold
-    state_mult = st("sizing_multiplier").cast(pl.Float64).fill_null(0.0).to_numpy()
-    active = (st("trading_mode") == TradingMode.ACTIVE.value).fill_null(False).to_numpy()
+    state_mult = st(state["sizing_multiplier"].cast(pl.Float64).fill_null(0.0), 0.0)
+    active = st((state["trading_mode"] == TradingMode.ACTIVE.value).fill_null(False), False)
     if "valid" in state.columns:  # a missing column counts as valid, a missing account as invalid
-        active &= st("valid").fill_null(False).to_numpy().astype(bool)
+        active &= st(state["valid"].fill_null(False), False).astype(bool)
     else:
-        active &= i_st.is_not_null().to_numpy()
+        active &= i_st >= 0
     mult = state_mult * dyn * s_mult * np.where(correlated, 1.0 - sc.correlated_cut, 1.0)
     mult = np.where(active & np.isfinite(mult), np.clip(mult, 0.0, 1.0), 0.0)
-    equity = mt("equity_usd").cast(pl.Float64).fill_null(0.0).to_numpy()
+    equity = mt("equity_usd", 0.0)
     if "max_position_frac" in state.columns:
-        cap_frac = st("max_position_frac").cast(pl.Float64).fill_null(0.0).to_numpy()
+        cap_frac = st(state["max_position_frac"].cast(pl.Float64).fill_null(0.0), 0.0)
     else:
-        cap_frac = np.where(i_st.is_null().to_numpy(), 0.0, config.risk_budget.max_single_position)
+        cap_frac = np.where(i_st < 0, 0.0, config.risk_budget.max_single_position)
     max_pos = np.minimum(np.where(equity > 0, equity, 0.0) * cap_frac * mult, s_cap)
     cut = np.where(correlated, sc.correlated_cut, 0.0)
     return pl.DataFrame({
@@ -330,10 +334,11 @@ def size_positions(
     })
 
 
-def _per_row(per_account: np.ndarray, rows: pl.Series, missing: float) -> np.ndarray:
-    """An account-level array taken at each position's account row (``missing`` where there is none)."""
-    i = rows.fill_null(-1).cast(pl.Int64).to_numpy()
-    return np.where(i >= 0, per_account[np.maximum(i, 0)] if per_account.size else missing, missing)
+def _per_row(per_account: np.ndarray, rows: np.ndarray, missing) -> np.ndarray:
+    """An account-level array taken at each position's account row (``missing`` where the row is -1)."""
+    if per_account.size == 0:
+        return np.full(rows.size, missing, dtype=per_account.dtype)
+    return np.where(rows >= 0, per_account[np.maximum(rows, 0)], missing)
 
 
 def _lookup(names: pl.Series, table: dict[str, float], default: float) -> np.ndarray:
@@ -346,14 +351,27 @@ def _lookup(names: pl.Series, table: dict[str, float], default: float) -> np.nda
 
 
 def _reasons(state_mult: np.ndarray, dyn: np.ndarray, correlated: np.ndarray, active: np.ndarray) -> pl.Series:
-    """``state x<m> * dynamic x<d>[ * correlated cut 30%]``, the state part formatted once per distinct value."""
+    """``state x<m> * dynamic x<d>[ * correlated cut 30%]``, each number formatted as Polars rounds and prints it;
+    the state part once per distinct value, the dynamic part from a table of every 4-decimal value in [0, 1]."""
     sm_u, sm_code = np.unique(state_mult, return_inverse=True)
     head = pl.select(pl.format("state x{} * dynamic x", pl.lit(pl.Series(sm_u, dtype=pl.Float64)).round(4)))
-    frame = pl.DataFrame({"head": head.to_series().gather(pl.Series(sm_code.reshape(-1))), "dyn": dyn,
+    rounded = pl.Series(dyn, dtype=pl.Float64).round(4)
+    step = np.rint(rounded.to_numpy() * 1e4)
+    if np.array_equal(step / 1e4, rounded.to_numpy()) and (step.size == 0 or 0 <= step.min() <= step.max() <= 1e4):
+        dyn_text = _four_decimals().gather(pl.Series(step.astype(np.int64)))
+    else:  # outside the table: format each
+        dyn_text = rounded.cast(pl.String)
+    frame = pl.DataFrame({"head": head.to_series().gather(pl.Series(sm_code.reshape(-1))), "dyn": dyn_text,
                           "correlated": correlated, "active": active})
     return frame.select(
         pl.when(~pl.col("active")).then(pl.lit("no new risk: account not ACTIVE or data invalid"))
-        .otherwise(pl.format("{}{}{}", pl.col("head"), pl.col("dyn").round(4),
+        .otherwise(pl.format("{}{}{}", pl.col("head"), pl.col("dyn"),
                              pl.when(pl.col("correlated")).then(pl.lit(" * correlated cut 30%")).otherwise(pl.lit(""))))
         .alias("reason"),
     ).to_series()
+
+
+@functools.cache
+def _four_decimals() -> pl.Series:
+    """Text of j / 10_000 for j = 0 .. 10_000, as a rounded Float64 casts to String."""
+    return pl.Series(np.arange(10_001) / 1e4, dtype=pl.Float64).cast(pl.String)

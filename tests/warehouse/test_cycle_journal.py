@@ -101,3 +101,26 @@ def test_a_cycle_that_cannot_be_landed_is_kept_and_the_next_submit_fails(wh_path
     finally:
         journal.close()
         wh.close()
+
+
+def test_a_process_that_exits_without_closing_still_lands_what_it_recorded(wh_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "from risklib.warehouse import Warehouse, CycleJournal\n"
+        "from warehouse_builders import T0, alert_rows, cycle\n"
+        f"j = CycleJournal(Warehouse.open({str(wh_path)!r}, migrate=False))\n"
+        "for i in range(3):\n"
+        "    j.submit(cycle(f'x{i}', T0, alerts=alert_rows(T0)))\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parent)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    reader = Warehouse.open(wh_path, read_only=True)
+    try:
+        assert _cycle_ids(reader) == ["x0", "x1", "x2"]
+    finally:
+        reader.close()
+    assert not [p for p in (wh_path / "journal").iterdir() if p.name[:1].isdigit()]

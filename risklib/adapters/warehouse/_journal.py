@@ -25,6 +25,7 @@ temporary name, fsync'ed, then renamed: an entry is either whole or absent.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -192,6 +193,9 @@ class CycleJournal:
             self._queue.append((path, None, True))
         self._thread = threading.Thread(target=self._run, name="warehouse-lander", daemon=True)
         self._thread.start()
+        # A process that exits without close() still lands what it recorded (and the
+        # lander is not killed inside a commit); what does not land in time stays on disk.
+        atexit.register(self._close_at_exit)
         if leftovers:
             log.warning("landing %d cycle(s) left in %s by an earlier run", len(leftovers), self.directory)
             self.flush()
@@ -249,16 +253,25 @@ class CycleJournal:
                 self._cond.wait(0.5 if left is None else min(0.5, left))
         return True
 
-    def close(self) -> None:
-        """Land everything still queued, then stop the lander (idempotent)."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Land everything still queued (up to ``timeout_s``), then stop the lander (idempotent).
+
+        Entries not landed by then stay in the journal for the next start.
+        """
         if self._closed:
             return
-        self.flush()
+        self.flush(timeout_s)
         with self._cond:
             self._closed = True
+            self._queue.clear()  # what is left is on disk; the next start lands it
             self._cond.notify_all()
-        self._thread.join(timeout=30)
-        self._lander.close()
+        self._thread.join(timeout=30 if timeout_s is None else timeout_s)
+        if not self._thread.is_alive():
+            self._lander.close()
+        atexit.unregister(self._close_at_exit)
+
+    def _close_at_exit(self) -> None:
+        self.close(timeout_s=30)
 
     # --- the lander thread -----------------------------------------------------------
 
@@ -275,7 +288,8 @@ class CycleJournal:
                 self._land(path, records, recovered)
             finally:
                 with self._cond:
-                    self._queue.popleft()
+                    if self._queue and self._queue[0][0] == path:  # close() may have cleared it meanwhile
+                        self._queue.popleft()
                     self._busy = False
                     self._cond.notify_all()
 

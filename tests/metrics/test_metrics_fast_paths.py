@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from risklib.core.metrics import _book_kernels, _kernels
+from risklib.core.metrics._exposure import concentration
 from risklib.metrics import monte_carlo_scenarios, monte_carlo_var_es, tail_losses
 
 
@@ -88,8 +89,10 @@ def test_account_pass_equals_dense_products_and_pair_loops():
     corr = np.corrcoef(u, rowvar=False)
     tail, qf, xm = np.empty((n_acc, 4)), np.empty((n_acc, 3)), np.empty((n_acc, 2))
     cx, pair, slot = np.empty((n_acc, n)), np.zeros((n_acc, 3 + n)), np.zeros((n_acc, n), dtype=np.int64)
+    conc = np.empty(n_acc)
     _book_kernels.account_rows(x, np.ascontiguousarray(u.T), 0.05, 0.01, np.hstack(covs), 1, means, corr, 0.1,
-                               tail, qf, cx, xm, pair, slot)
+                               tail, qf, cx, xm, pair, slot, conc)
+    np.testing.assert_allclose(conc, concentration(x), rtol=1e-12)
     np.testing.assert_allclose(tail, _reference_tails(x @ u.T), rtol=1e-12, atol=1e-9)
     for m, c in enumerate(covs):
         np.testing.assert_allclose(qf[:, m], np.einsum("an,nk,ak->a", x, c, x), rtol=1e-12, atol=1e-6)
@@ -106,3 +109,26 @@ def test_account_pass_equals_dense_products_and_pair_loops():
             assert slot[i, j] == p
             others = [corr[j, k] * sg[p] * np.sign(x[i, k]) for k in held if k != j]
             assert pair[i, 3 + p] == pytest.approx(np.mean(others) if others else 0.0, rel=1e-12, abs=1e-15)
+
+
+def test_book_metrics_do_not_depend_on_the_order_of_position_rows(small_book):
+    """Grouped rows are looked up once per account run, shuffled rows one by one: same figures."""
+    import polars as pl
+
+    from risklib.metrics import compute_book_metrics
+
+    def run(positions):
+        b = small_book
+        return compute_book_metrics(positions, b["balances"], b["prices"], b["returns"], b["instruments"])
+
+    pos = small_book["positions"].with_row_index("_row")
+    grouped = run(pos.drop("_row"))
+    shuffled_pos = pos.sample(fraction=1.0, shuffle=True, seed=3)
+    shuffled = run(shuffled_pos.drop("_row"))
+    a, b = grouped.accounts, shuffled.accounts
+    assert a.select(pl.col(pl.String, pl.Boolean)).equals(b.select(pl.col(pl.String, pl.Boolean)))
+    np.testing.assert_allclose(a.select(pl.col(pl.Float64)).to_numpy(), b.select(pl.col(pl.Float64)).to_numpy(), rtol=1e-12)
+    back = shuffled.positions.with_columns(shuffled_pos["_row"]).sort("_row").drop("_row")
+    np.testing.assert_allclose(
+        grouped.positions.select(pl.col(pl.Float64)).to_numpy(), back.select(pl.col(pl.Float64)).to_numpy(), rtol=1e-12
+    )

@@ -104,9 +104,20 @@ def _first_bad(values: np.ndarray) -> tuple[int, float] | None:
 def _index_of(values: pl.Series, keys: pl.Series) -> np.ndarray:
     """Row of ``keys`` (unique) holding each of ``values``, -1 where absent (null matches a null key).
 
-    A cast to an Enum of the keys: one hash lookup per value, cheaper than a join.
+    A cast to an Enum of the keys: one hash lookup per value, cheaper than a
+    join. Runs of equal values (positions grouped by account) are looked up
+    once per run.
     """
-    out = np.full(values.len(), -1, dtype=np.int64)
+    n = values.len()
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    head = values.ne_missing(values.shift(1)).to_numpy()
+    head[0] = True
+    starts = np.flatnonzero(head)
+    if starts.size < n // 2:
+        found = _index_of(values.gather(starts), keys)
+        return np.repeat(found, np.diff(np.append(starts, n)))
+    out = np.full(n, -1, dtype=np.int64)
     present = keys.is_not_null().to_numpy()
     if present.any():
         code = values.cast(pl.Enum(keys.filter(pl.Series(present))), strict=False).to_physical()
@@ -237,9 +248,11 @@ def compute_book_metrics(
     )
 
     # --- accounts -----------------------------------------------------------------------------
-    bal = bal.with_columns(pl.col("account_id").is_duplicated().alias("_dup")).unique(
-        "account_id", keep="first", maintain_order=True
-    )
+    dup_rows = bal["account_id"].is_duplicated()
+    if dup_rows.any():
+        bal = bal.with_columns(dup_rows.alias("_dup")).unique("account_id", keep="first", maintain_order=True)
+    else:
+        bal = bal.with_columns(dup_rows.alias("_dup"))
     n_bal = bal.height
     # position rows -> balance rows through an Enum of the balance ids: one hash lookup per row, no join
     a_idx = _index_of(pos["account_id"], bal["account_id"])
@@ -270,13 +283,11 @@ def compute_book_metrics(
         .join(px, on="instrument", how="left")
         .join(ins_frame, on="instrument", how="left")
     )
-    i_row = _index_of(pos["instrument"], ins_info["instrument"])
-    found = i_row >= 0
-    i_safe = np.where(found, i_row, 0)
+    i_row = _index_of(pos["instrument"], ins_info["instrument"])  # -1: not found
 
     def per_row(col: str, missing: object) -> np.ndarray:
         values = ins_info[col].fill_null(missing).to_numpy()
-        return np.where(found, values[i_safe], missing) if values.size else np.full(i_row.size, missing)
+        return np.append(values, missing)[i_row]  # index -1 reads the appended ``missing``
 
     q = pos["quantity"].to_numpy().astype(np.float64)  # nulls read as NaN
     entry = pos["entry_price"].to_numpy().astype(np.float64)
@@ -416,6 +427,7 @@ def compute_book_metrics(
     pos_var_short = np.full(n_ins, np.nan)
     pair_out = np.zeros((n_acc, 3 + n_ins))
     posmap = np.zeros((n_acc, n_ins), dtype=np.int64)
+    conc = np.empty(n_acc)
     book_corr_index = float("nan")
     eq_safe = np.where(risk_ok, equity, np.nan)
 
@@ -463,7 +475,7 @@ def compute_book_metrics(
         tail, qf, xm = np.empty((n_acc, 4)), np.empty((n_acc, 5)), np.empty((n_acc, 2))
         _book_kernels.account_rows(
             x, np.ascontiguousarray(u.T), 0.05, 0.01, h, k_cov, np.vstack([mean_reg, mean_ins]),
-            np.nan_to_num(corr, nan=0.0), float(cfg.correlation_threshold), tail, qf, cx, xm, pair_out, posmap,
+            np.nan_to_num(corr, nan=0.0), float(cfg.correlation_threshold), tail, qf, cx, xm, pair_out, posmap, conc,
         )
         var95, var99, es99 = tail[:, 0].copy(), tail[:, 1].copy(), tail[:, 3].copy()
         flat = risk_ok & ~holds
@@ -502,7 +514,9 @@ def compute_book_metrics(
     vol_ratio[flat] = 1.0
     regime[flat] = "sideways"
 
-    conc = np.where(good, concentration(x), np.nan)
+    if history_reason is not None or n_ins == 0:
+        conc = concentration(x)  # the account pass did not run
+    conc = np.where(good, conc, np.nan)
     unreal_loss = np.where(good, np.maximum(0.0, -upnl_acc) / np.where(good, equity, 1.0), np.nan)
     score = risk_score(
         exposure_pct=expo["exposure_pct"], leverage=expo["leverage"], daily_loss=np.where(good, daily_loss, np.nan),
@@ -512,7 +526,7 @@ def compute_book_metrics(
     accounts = pl.DataFrame(
         {
             "account_id": ids,
-            "account_group": pl.concat([bal["account_group"], pl.Series([None] * extra_ids.len(), dtype=pl.String)]),
+            "account_group": bal["account_group"].extend_constant(None, extra_ids.len()),
             "equity_usd": equity_out,
             "start_of_day_equity_usd": sod,
             "peak_equity_usd": peak,

@@ -103,7 +103,7 @@ def _pair_stats(corr, idx, w, c, threshold, acc, out_row, slot_row):
 
 
 @nb.njit(parallel=True, **_OPTS)
-def account_rows(x, ut, q95, q99, h, kc, means, corr, threshold, tail, qf, cx, xm, pair, slot):
+def account_rows(x, ut, q95, q99, h, kc, means, corr, threshold, tail, qf, cx, xm, pair, slot, conc):
     """Per account ``a`` with exposure ``x[a]`` (USD per instrument, N):
 
     * tail[a] = VaR95, VaR99, ES95, ES99 (positive USD losses, see
@@ -112,7 +112,9 @@ def account_rows(x, ut, q95, q99, h, kc, means, corr, threshold, tail, qf, cx, x
     * qf[a, m] = x' C_m x and cx[a] = C_kc x for the symmetric matrices side
       by side in ``h`` (N, M N); xm[a, k] = x . means[k];
     * pair[a], slot[a]: signed pair correlations of its held instruments
-      under ``corr`` (see :func:`_pair_stats`).
+      under ``corr`` (see :func:`_pair_stats`);
+    * conc[a] = max |x| / sum |x| (0 for an empty book), as
+      :func:`~._exposure.concentration`.
     """
     nacc, n = x.shape
     t = ut.shape[1]
@@ -129,6 +131,12 @@ def account_rows(x, ut, q95, q99, h, kc, means, corr, threshold, tail, qf, cx, x
             tail_stats(buf, q95, q99, buf, tail[a], 0)
             _quadratic_forms(h, idx, w, c, y, qf[a], xm[a], means, cx[a], kc)
             _pair_stats(corr, idx, w, c, threshold, acc, pair[a], slot[a])
+            tot = 0.0
+            big = 0.0
+            for p in range(c):
+                tot += abs(w[p])
+                big = max(big, abs(w[p]))
+            conc[a] = big / tot if tot > 0 else 0.0
 
 
 @nb.njit(**_OPTS)

@@ -15,7 +15,7 @@ from warehouse_builders import T0, account_metrics, alert_rows, cycle, position_
 
 
 def _entries(journal: CycleJournal) -> list[str]:
-    return sorted(p.name for p in journal.directory.iterdir() if p.is_dir() and p.name[:1].isdigit())
+    return sorted(p.name for p in journal.directory.glob("[0-9]*.cycle"))
 
 
 def _cycle_ids(wh: Warehouse) -> list[str]:
@@ -60,13 +60,13 @@ def test_entries_left_by_a_crash_are_landed_once_when_the_journal_opens_again(wh
     wh.write_cycle(first)
     write_entry(folder, 1, first)
     write_entry(folder, 2, cycle("c2", T0 + timedelta(minutes=1), alerts=alert_rows(T0, incident_key="A2:var:1")))
-    (folder / ".tmp-000000000003-c3").mkdir()  # a write cut short: never renamed, so never a cycle
+    (folder / ".tmp-000000000003-c3.cycle").write_bytes(b"{")  # a write cut short: never renamed, so never a cycle
     # Act: opening the journal lands what it finds before returning
     journal = CycleJournal(wh)
     # Assert
     assert _cycle_ids(wh) == ["c1", "c2"]
     assert wh.query("SELECT count(*) AS n FROM alerts")["n"][0] == 2
-    assert _entries(journal) == [] and not (folder / ".tmp-000000000003-c3").exists()
+    assert _entries(journal) == [] and not (folder / ".tmp-000000000003-c3.cycle").exists()
     journal.close()
 
 
@@ -94,7 +94,7 @@ def test_a_cycle_that_cannot_be_landed_is_kept_and_the_next_submit_fails(wh_path
             assert journal.flush(timeout_s=60)
         assert (journal.directory / "failed").is_dir()
         kept = [p.name for p in (journal.directory / "failed").iterdir()]
-        assert len(kept) == 1 and kept[0].endswith("-stuck")
+        assert len(kept) == 1 and kept[0].endswith("-stuck.cycle")
         with pytest.raises(WarehouseError, match="could not be landed"):
             journal.submit(cycle("next", T0, alerts=alert_rows(T0)))
         assert "stuck" not in _cycle_ids(wh)
@@ -123,4 +123,4 @@ def test_a_process_that_exits_without_closing_still_lands_what_it_recorded(wh_pa
         assert _cycle_ids(reader) == ["x0", "x1", "x2"]
     finally:
         reader.close()
-    assert not [p for p in (wh_path / "journal").iterdir() if p.name[:1].isdigit()]
+    assert not list((wh_path / "journal").glob("[0-9]*.cycle"))

@@ -18,14 +18,15 @@ the warehouse in order, one cycle per transaction, exactly as
   ``failed/`` (kept, never dropped) and the next :meth:`submit` raises, so the
   cycle after it is recorded as failed and the gate's dead man's switch counts.
 
-Entry layout: ``<journal>/<seq>-<cycle_id>/`` with ``meta.json`` (the cycle's
-fields and audit entries) and one Arrow IPC file per table, written to a
-temporary name, fsync'ed, then renamed: an entry is either whole or absent.
+Entry layout: one file ``<journal>/<seq>-<cycle_id>.cycle``: a JSON header line
+(the cycle's fields, audit entries and table offsets) and the tables as Arrow IPC,
+written to a temporary name, fsync'ed, then renamed: an entry is whole or absent.
 """
 
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ from risklib.errors import WarehouseError
 
 log = logging.getLogger(__name__)
 
-_META = "meta.json"
+_SUFFIX = ".cycle"
 _TMP_PREFIX = ".tmp-"
 
 
@@ -72,33 +73,38 @@ def _decode_audit(entries: list[dict]) -> list[dict]:
 
 
 def write_entry(directory: Path, seq: int, records: CycleRecords, *, fsync: bool = True) -> Path:
-    """Write one cycle's records as a journal entry; returns its folder (whole, or absent on error)."""
-    name = f"{seq:012d}-{records.cycle_id}"
+    """Write one cycle's records as a journal entry; returns its path (whole, or absent on error).
+
+    One file: a JSON header line (the cycle's fields, its audit entries and where
+    each table's Arrow IPC bytes start and end), then the tables' IPC bytes. One
+    file means one fsync per cycle however many tables it has.
+    """
+    name = f"{seq:012d}-{records.cycle_id}{_SUFFIX}"
     tmp = directory / f"{_TMP_PREFIX}{name}"
     final = directory / name
-    tmp.mkdir(parents=True)
     try:
-        for table, frame in records.tables.items():
-            path = tmp / f"{table}.arrow"
-            frame.write_ipc(path, compression="uncompressed")
-            if fsync:
-                with open(path, "rb+") as fh:
-                    os.fsync(fh.fileno())
-        meta = {
-            "cycle_id": records.cycle_id,
-            "flow_run_id": records.flow_run_id,
-            "started_at": records.started_at.isoformat(),
-            "finished_at": records.finished_at.isoformat(),
-            "status": records.status,
-            "stage_ms": records.stage_ms,
-            "tables": list(records.tables),
-            "audit": _encode_audit(records.audit),
-            "n_accounts": records.n_accounts,
-            "next_interval_s": records.next_interval_s,
-            "error": records.error,
-        }
-        with open(tmp / _META, "w") as fh:
-            json.dump(meta, fh)
+        with open(tmp, "wb") as fh:
+            spans: dict[str, tuple[int, int]] = {}
+            body = io.BytesIO()
+            for table, frame in records.tables.items():
+                start = body.tell()
+                frame.write_ipc(body, compression="uncompressed")
+                spans[table] = (start, body.tell())
+            meta = {
+                "cycle_id": records.cycle_id,
+                "flow_run_id": records.flow_run_id,
+                "started_at": records.started_at.isoformat(),
+                "finished_at": records.finished_at.isoformat(),
+                "status": records.status,
+                "stage_ms": records.stage_ms,
+                "tables": spans,
+                "audit": _encode_audit(records.audit),
+                "n_accounts": records.n_accounts,
+                "next_interval_s": records.next_interval_s,
+                "error": records.error,
+            }
+            fh.write(json.dumps(meta).encode() + b"\n")
+            fh.write(body.getbuffer())
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -106,15 +112,18 @@ def write_entry(directory: Path, seq: int, records: CycleRecords, *, fsync: bool
         if fsync:
             _fsync_dir(directory)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.unlink(missing_ok=True)
         raise
     return final
 
 
 def read_entry(path: Path) -> CycleRecords:
     """The :class:`CycleRecords` a journal entry holds."""
-    meta = json.loads((path / _META).read_text())
-    tables = {t: pl.read_ipc(path / f"{t}.arrow") for t in meta["tables"]}
+    data = path.read_bytes()
+    cut = data.index(b"\n")
+    meta = json.loads(data[:cut])
+    body = memoryview(data)[cut + 1 :]
+    tables = {t: pl.read_ipc(io.BytesIO(body[a:b])) for t, (a, b) in meta["tables"].items()}
     return CycleRecords(
         cycle_id=meta["cycle_id"],
         flow_run_id=meta["flow_run_id"],
@@ -186,8 +195,8 @@ class CycleJournal:
         self._submitted_at: dict[str, float] = {}
         self.lag_ms: deque[float] = deque(maxlen=1000)  # submit -> committed, per entry
         for stale in self.directory.glob(f"{_TMP_PREFIX}*"):
-            shutil.rmtree(stale, ignore_errors=True)  # never renamed: the cycle did not complete its record
-        leftovers = sorted(p for p in self.directory.iterdir() if p.is_dir() and p.name[:1].isdigit())
+            stale.unlink(missing_ok=True)  # never renamed: the cycle did not complete its record
+        leftovers = sorted(self.directory.glob(f"[0-9]*{_SUFFIX}"))
         self._seq = int(leftovers[-1].name.split("-", 1)[0]) if leftovers else 0
         for path in leftovers:
             self._queue.append((path, None, True))
@@ -302,7 +311,7 @@ class CycleJournal:
                     log.info("cycle %s was already in the warehouse; journal entry removed", rec.cycle_id)
                 else:
                     self._lander.write_cycle(rec)
-                shutil.rmtree(path, ignore_errors=True)
+                path.unlink(missing_ok=True)
                 self.landed += 1
                 started = self._submitted_at.pop(path.name, None)
                 if started is not None:

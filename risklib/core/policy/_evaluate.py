@@ -286,10 +286,12 @@ def evaluate(
     for c in config.data.required_metrics:
         valid &= np.isfinite(mcol(c, np.nan))
     valid &= mcol("equity_usd", np.nan) > 0
-    reason = pl.Series(
-        pl.select(pl.when(pl.lit(pl.Series(valid))).then(pl.lit(""))
-                  .otherwise(pl.lit(m["invalid_reason"]).fill_null("missing or non-finite required metric"))).to_series()
-    ) if n else pl.Series([], dtype=pl.String)
+    if valid.all():
+        reason = pl.repeat("", n, eager=True, dtype=pl.String)
+    else:
+        reason = pl.select(pl.when(pl.lit(pl.Series(valid))).then(pl.lit(""))
+                           .otherwise(pl.lit(m["invalid_reason"]).fill_null("missing or non-finite required metric"))
+                           ).to_series()
 
     suspended, scale, reset, rejected = apply_overrides(now, overrides, acct, config, n)
 

@@ -224,13 +224,12 @@ def cut_actions(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, idx: np.ndarray,
         "lvl": lvl_i, "action": take(ACTION_SERIES, kind_code), "fraction": frac, "target": target[idx],
         "step": take(cat.step_names, gid),
     })
+    incident = [pl.col("account_id"), pl.col("rule"), pl.col("since")]
     return f.select(
-        pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":").alias("incident_key"),
-        "account_id", "action", "fraction", "lvl", "target", "rule", "step",
-    ).select(
-        pl.concat_str([pl.col("incident_key"), pl.lit("L") + pl.col("lvl").cast(pl.String), pl.col("action"),
+        pl.concat_str([*incident, pl.lit("L") + pl.col("lvl").cast(pl.String), pl.col("action"),
                        pl.col("target").round(6).cast(pl.String)], separator=":").alias("idempotency_key"),
-        "incident_key", "account_id", "action", "fraction",
+        pl.concat_str(incident, separator=":").alias("incident_key"),
+        "account_id", "action", "fraction",
         pl.format("{} step {} confirmed: cut to {} of episode-start size", pl.col("rule"), pl.col("step"),
                   (1 - pl.col("target")).round(4)).alias("reason"),
         ts_col.alias("ts"),

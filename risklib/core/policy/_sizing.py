@@ -357,7 +357,8 @@ def _reasons(state_mult: np.ndarray, dyn: np.ndarray, correlated: np.ndarray, ac
     head = pl.select(pl.format("state x{} * dynamic x", pl.lit(pl.Series(sm_u, dtype=pl.Float64)).round(4)))
     rounded = pl.Series(dyn, dtype=pl.Float64).round(4)
     step = np.rint(rounded.to_numpy() * 1e4)
-    if np.array_equal(step / 1e4, rounded.to_numpy()) and (step.size == 0 or 0 <= step.min() <= step.max() <= 1e4):
+    if (np.array_equal(step / 1e4, rounded.to_numpy()) and not np.signbit(step).any()
+            and (step.size == 0 or step.max() <= 1e4)):
         dyn_text = _four_decimals().gather(pl.Series(step.astype(np.int64)))
     else:  # outside the table: format each
         dyn_text = rounded.cast(pl.String)

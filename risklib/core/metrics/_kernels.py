@@ -356,3 +356,25 @@ def weighted_gram(u, w):
         for j in range(i + 1, n):
             out[j, i] = out[i, j]
     return out
+
+
+@nb.njit(**_OPTS)
+def row_products(z, f, out):
+    """out = z @ f for a tall ``z`` (M, K) and small ``f`` (K, N), single-threaded, in ``out``'s dtype.
+
+    Each output row adds K scaled rows of ``f``, in order; no BLAS call, whose
+    worker threads can wait longer than the work on a shared machine.
+    """
+    k = z.shape[1]
+    n = f.shape[1]
+    for s in range(z.shape[0]):
+        row = out[s]
+        zs = z[s]
+        for i in range(_U(n)):
+            row[i] = 0.0
+        for j in range(k):
+            zj = zs[j]
+            fj = f[j]
+            for i in range(_U(n)):
+                row[i] += zj * fj[i]
+

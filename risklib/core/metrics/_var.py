@@ -390,11 +390,12 @@ def monte_carlo_scenarios(
     if dtype not in ("float32", "float64"):
         raise MetricsError(f"dtype={dtype!r}: must be 'float32' or 'float64'")
     n = r.shape[1]
-    cov = np.cov(r, rowvar=False, ddof=1).reshape(n, n)
+    cov = _kernels.window_cov(np.ascontiguousarray(r), 0, r.shape[0])  # sample covariance, ddof=1
     f = _sqrt_factor(cov).astype(dtype)
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n_scenarios, n), dtype=np.float32 if dtype == "float32" else np.float64)
-    scen = z @ f
+    scen = np.empty_like(z)
+    _kernels.row_products(z, f, scen)
     if dist == "t":
         w = rng.chisquare(dof, size=n_scenarios)
         scen *= np.sqrt((dof - 2.0) / w).astype(dtype)[:, None]

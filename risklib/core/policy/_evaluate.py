@@ -31,7 +31,7 @@ fails closed too (rule ``feed``, ``feed_unknown``): no new entries, no cut.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
@@ -61,6 +61,8 @@ __all__ = ["Evaluation", "check_override", "evaluate"]
 _METRICS_SCHEMA = pl.Schema(frames.ACCOUNT_METRICS)
 _RISK_SERIES = pl.Series([r.value for r in RISK_LEVELS_BY_RANK], dtype=pl.String)
 _MODE_RANKS = {m.value: m.rank for m in MODES_BY_RANK}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
 
 
 # --- results ---------------------------------------------------------------------------------------
@@ -423,8 +425,8 @@ def evaluate(
     cut_total = np.where(in_episode, target, 0.0)
 
     # actions: confirmed cuts, then mode transitions
-    # the evaluation time as the frames store it (one value: converting it per row is slow)
-    ts_us = pl.repeat(now, 1, eager=True, dtype=frames.UTC_TS).to_physical()[0]
+    # the evaluation time as the frames store it: UTC microseconds (Polars converts a zoned datetime slowly)
+    ts_us = (now - _EPOCH) // _US
     ts_col = pl.lit(ts_us, pl.Int64).cast(frames.UTC_TS)
     act_rows = []
     order_cut = in_episode & (target > prev_cut + EPS)

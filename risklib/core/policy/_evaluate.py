@@ -40,7 +40,7 @@ from risklib.core import frames
 from risklib.core.policy import _breaker as brk
 from risklib.core.policy._config import RULES, PolicyConfig
 from risklib.core.policy._enums import MODES_BY_RANK, RISK_LEVELS_BY_RANK, TradingMode
-from risklib.core.policy._hysteresis import step_ladder
+from risklib.core.policy._hysteresis import combine, step_ladder
 from risklib.core.policy._ladders import EPS, Catalog, catalog
 from risklib.core.policy._overrides import apply_overrides, check_override
 from risklib.core.policy._records import (
@@ -316,20 +316,11 @@ def evaluate(
         "feed": feed_v,
     }
 
-    # every ladder: hysteresis and confirmation per account, effects combined across rules
-    alert = np.zeros(n, np.int64)
-    sizing = np.ones(n)
-    mode = np.zeros(n, np.int64)
-    cadence = np.full(n, config.normal_cadence_s)
-    signal = np.zeros(n)
-    budget = np.ones(n)
-    trip = np.zeros(n, bool)
-    pending = np.zeros(n, bool)
-    prev_cut = np.clip(np.where(np.isnan(book("cut_total")), 0.0, book("cut_total")), 0.0, 1.0)
-    target = prev_cut.copy()
-    target_rule = np.zeros(n, np.int64)
-    target_level = np.zeros(n, np.int64)
-    since_all = np.full((len(RULES), n), np.nan)
+    # every ladder: hysteresis and confirmation per account; then effects combined across rules
+    held_all = np.empty((len(RULES), n), np.int64)
+    conf_all = np.empty((len(RULES), n), np.int64)
+    active_all = np.empty((len(RULES), n), bool)
+    since_all = np.empty((len(RULES), n))
     out: dict[str, np.ndarray] = {}
     per_rule: dict[str, tuple] = {}
     for r_id, rule in enumerate(RULES):
@@ -342,22 +333,19 @@ def evaluate(
         cut_row[cut_ks] = np.arange(cut_ks.size)
         c_streak = np.array([book.col(f"n_{rule}_{k}") for k in range(a.k + 1)], np.int64)
         c_first = np.array([book.col(f"t_{rule}_{k}") for k in range(a.k + 1)], np.int64)
-        held = np.empty(n, np.int64)
+        held, conf, since = held_all[r_id], conf_all[r_id], since_all[r_id]
+        active_all[r_id] = ~suspended[rule]
         raw = np.empty(n, np.int64)
         below = np.empty(n)
-        since = np.empty(n)
-        conf = np.empty(n, np.int64)
         streak = np.empty((cut_ks.size, n), np.int64)
         first = np.empty((cut_ks.size, n))
         step_ladder(
             now_s, v, np.ascontiguousarray(th), L.inclusive, 1.0 - L.clear_margin, L.dwell_s,
-            rule not in ("stress", "feed"), valid, ~suspended[rule],
+            rule not in ("stress", "feed"), valid,
             book.values, book.col(f"lvl_{rule}"), book.col(f"below_{rule}"), book.col(f"since_{rule}"),
             book.col(f"conf_{rule}"), c_streak, c_first,
             cut_row, a.confirm_n, a.confirm_s, a.cumcut,
-            a.alert, a.sizing, a.mode, a.flatten, a.cadence, a.signal, a.budget, a.trip, TradingMode.HALTED.rank,
-            r_id, held, raw, below, since, conf, streak, first,
-            alert, sizing, mode, cadence, signal, budget, trip, pending, target, target_rule, target_level,
+            held, raw, below, since, conf, streak, first,
         )
         for row, k in enumerate(cut_ks):
             out[f"n_{rule}_{k}"] = streak[row]
@@ -367,7 +355,24 @@ def evaluate(
         out[f"since_{rule}"] = since
         out[f"conf_{rule}"] = conf
         per_rule[rule] = (held, v, th, since, raw)
-        since_all[r_id] = since
+
+    prev_cut = np.clip(np.where(np.isnan(book("cut_total")), 0.0, book("cut_total")), 0.0, 1.0)
+    alert = np.empty(n, np.int64)
+    sizing = np.empty(n)
+    mode = np.empty(n, np.int64)
+    cadence = np.empty(n)
+    signal = np.empty(n)
+    budget = np.empty(n)
+    trip = np.empty(n, bool)
+    pending = np.empty(n, bool)
+    target = np.empty(n)
+    target_rule = np.empty(n, np.int64)
+    target_level = np.empty(n, np.int64)
+    t = cat.tables
+    combine(held_all, conf_all, active_all, prev_cut, float(config.normal_cadence_s), TradingMode.HALTED.rank,
+            t["alert"], t["sizing"], t["mode"], t["flatten"], t["cadence"], t["signal"], t["budget"], t["trip"],
+            t["cumcut"], alert, sizing, mode, cadence, signal, budget, trip, pending, target, target_rule,
+            target_level)
 
     # fail closed: data and unknown feed
     invalid = ~valid

@@ -1,7 +1,8 @@
-"""One ladder stepped for every account: levels, hysteresis, cut confirmation, combined effects.
+"""Ladders stepped for every account: levels, hysteresis, cut confirmation, then combined effects.
 
-A compiled loop over accounts (the rules are few, the accounts many): one pass per ladder
-replaces some forty whole-array numpy operations. The rules it applies are described in
+Compiled loops over accounts (the rules are few, the accounts many): one pass per ladder
+replaces some forty whole-array numpy operations, and one pass combines every rule's held step
+with the running decision kept in registers. The rules it applies are described in
 :mod:`risklib.core.policy._evaluate`; every comparison is written exactly as there (same
 operands, same order) so results are bit-for-bit those of the array form.
 
@@ -30,24 +31,19 @@ def _count(x: float, th: np.ndarray, i: int, factor: float, inclusive: bool) -> 
 
 @numba.njit(cache=True, nogil=True)
 def step_ladder(
-    now_s, v, th, inclusive, clear_factor, dwell_s, needs_valid, valid, active,
+    now_s, v, th, inclusive, clear_factor, dwell_s, needs_valid, valid,
     prev, c_level, c_below, c_since, c_conf, c_streak, c_first,
     cut_row, confirm_n, confirm_s, cumcut,
-    t_alert, t_sizing, t_mode, t_flatten, t_cadence, t_signal, t_budget, t_trip, halted_rank, rule_id,
     held, raw, below, since, conf, streak, first,
-    alert, sizing, mode, cadence, signal, budget, trip, pending, target, target_rule, target_level,
 ):
-    """Advance one ladder for every account and fold its effects into the combined decision.
+    """Advance one ladder for every account.
 
-    Inputs per account: metric ``v``, thresholds ``th`` (accounts x steps), ``valid`` data,
-    ``active`` (not suspended), and from ``prev`` (columns ``c_*``) the previous held level,
-    clearing start, incident start, confirmed level and, per step, the confirmation streak length
-    and start. Step tables (index 0 = no step) describe the ladder; ``cut_row[k]`` is the row of
+    Inputs per account: metric ``v``, thresholds ``th`` (accounts x steps), ``valid`` data, and
+    from ``prev`` (columns ``c_*``) the previous held level, clearing start, incident start,
+    confirmed level and, per step, the confirmation streak length and start. Step tables (index 0 = no step) describe the ladder; ``cut_row[k]`` is the row of
     step k's streak in ``streak``/``first`` (-1 for a step without a cut).
 
-    Outputs written in place: ``held``, ``raw``, ``below``, ``since``, ``conf`` and the streaks;
-    the combined ``alert``/``sizing``/``mode``/``cadence``/``signal``/``budget``/``trip``/
-    ``pending`` and the most protective cut ``target`` (with its rule and level) are updated.
+    Outputs written in place: ``held``, ``raw``, ``below``, ``since``, ``conf`` and the streaks.
     """
     n = v.shape[0]
     k_max = th.shape[1]
@@ -103,21 +99,62 @@ def step_ladder(
         since[i] = s
         conf[i] = c
 
-        # effects: alerts always, the rest only while the rule is not suspended
-        act = active[i]
-        e = h if act else 0
-        c_eff = c if act else 0
-        alert[i] = max(alert[i], t_alert[h])
-        sizing[i] = min(sizing[i], t_sizing[e])
-        step_mode = halted_rank if (t_flatten[e] and cumcut[c_eff] < cumcut[e] - EPS) else t_mode[e]
-        mode[i] = max(mode[i], step_mode)
-        cadence[i] = min(cadence[i], t_cadence[e])
-        signal[i] = max(signal[i], t_signal[e])
-        budget[i] = min(budget[i], t_budget[e])
-        trip[i] = trip[i] or t_trip[e]
-        pending[i] = pending[i] or (act and cumcut[h] > cumcut[c] + EPS)
-        t_r = cumcut[c] if act else 0.0
-        if t_r > target[i] + EPS:
-            target[i] = t_r
-            target_rule[i] = rule_id
-            target_level[i] = c
+
+@numba.njit(cache=True, nogil=True)
+def combine(
+    held, conf, active, prev_cut, normal_cadence, halted_rank,
+    t_alert, t_sizing, t_mode, t_flatten, t_cadence, t_signal, t_budget, t_trip, t_cumcut,
+    alert, sizing, mode, cadence, signal, budget, trip, pending, target, target_rule, target_level,
+):
+    """Combine every rule's held step per account, rules in order: alert level = max, sizing = min,
+    mode = most restrictive, cadence = shortest, any trip; the most protective confirmed cut wins
+    (the first rule on ties). Alerts count even when a rule is suspended, its effects do not.
+
+    ``held``, ``conf`` and ``active`` are rules x accounts; the step tables are rules x steps
+    (padded); outputs are written in place.
+    """
+    n_rules, n = held.shape
+    for i in range(n):
+        al = 0
+        sz = 1.0
+        md = 0
+        cd = normal_cadence
+        sg = 0.0
+        bd = 1.0
+        tp = False
+        pend = False
+        tgt = prev_cut[i]
+        t_rule = 0
+        t_level = 0
+        for r in range(n_rules):
+            h = held[r, i]
+            c = conf[r, i]
+            act = active[r, i]
+            e = h if act else 0
+            c_eff = c if act else 0
+            cumcut = t_cumcut[r]
+            al = max(al, t_alert[r, h])
+            sz = min(sz, t_sizing[r, e])
+            step_mode = halted_rank if (t_flatten[r, e] and cumcut[c_eff] < cumcut[e] - EPS) else t_mode[r, e]
+            md = max(md, step_mode)
+            cd = min(cd, t_cadence[r, e])
+            sg = max(sg, t_signal[r, e])
+            bd = min(bd, t_budget[r, e])
+            tp = tp or t_trip[r, e]
+            pend = pend or (act and cumcut[h] > cumcut[c] + EPS)
+            t_r = cumcut[c] if act else 0.0
+            if t_r > tgt + EPS:
+                tgt = t_r
+                t_rule = r
+                t_level = c
+        alert[i] = al
+        sizing[i] = sz
+        mode[i] = md
+        cadence[i] = cd
+        signal[i] = sg
+        budget[i] = bd
+        trip[i] = tp
+        pending[i] = pend
+        target[i] = tgt
+        target_rule[i] = t_rule
+        target_level[i] = t_level

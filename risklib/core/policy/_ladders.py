@@ -118,6 +118,7 @@ class Catalog:
     threshold: np.ndarray  # the ladder's (default) threshold of each step, NaN at k = 0
     basis: pl.Series  # per rule id
     op: pl.Series  # per rule id: ">=" or ">"
+    tables: dict[str, np.ndarray]  # per effect, rules x steps (padded with the last step), for combining
 
 
 def _catalog(cfg: PolicyConfig) -> Catalog:
@@ -134,7 +135,15 @@ def _catalog(cfg: PolicyConfig) -> Catalog:
         threshold=np.array([t for r in RULES for t in (np.nan, *lad[r].ladder.thresholds)], float),
         basis=pl.Series([lad[r].ladder.basis for r in RULES], dtype=pl.String),
         op=pl.Series([">=" if lad[r].ladder.inclusive else ">" for r in RULES], dtype=pl.String),
+        tables={name: _stack([getattr(lad[r], name) for r in RULES]) for name in
+                ("alert", "sizing", "mode", "flatten", "cadence", "signal", "budget", "trip", "cumcut")},
     )
+
+
+def _stack(rows: list[np.ndarray]) -> np.ndarray:
+    """Per-rule step tables as one rules x steps array; shorter ladders repeat their last step (never read)."""
+    width = max(r.size for r in rows)
+    return np.stack([np.concatenate([r, np.repeat(r[-1:], width - r.size)]) for r in rows])
 
 
 _CACHE: dict[int, tuple[PolicyConfig, Catalog]] = {}

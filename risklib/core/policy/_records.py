@@ -78,7 +78,6 @@ def ladder_records(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndar
     if not parts:
         return frames.empty(frames.RULES_FIRED), frames.empty(frames.ALERTS)
     idx, r_id, k, gid, alert_k, mv, thv, since_v, susp, held, th_key = (np.concatenate(x) for x in zip(*parts))
-    account = take(acct, idx)
     gh = 2 * gid + held  # step and whether it is only held: the effect text
     # incident key "<account>:<rule>:<since>"; "<rule>:<since>" is shared by many rows
     since_u, since_code = codes(np.round(since_v * 1e6).astype(np.int64))
@@ -86,23 +85,9 @@ def ladder_records(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndar
     tail_u, tail_code = codes(r_id * since_u.size + since_code)
     tail = pl.Series([f"{RULES[t // since_u.size]}:{since_text[t % since_u.size]}" for t in tail_u.tolist()],
                      dtype=pl.String)
-    incident = _concat(account, take(tail, tail_code), separator=":")
-    rf = pl.DataFrame({
-        "account_id": account, "rule": take(RULE_SERIES, r_id), "step": take(cat.step_names, gid), "level": k,
-        "alert_level": alert_k, "metric_value": mv, "threshold": thv, "basis": take(cat.basis, r_id),
-        "effect": take(cat.effects, gh), "suspended": susp, "incident_key": incident,
-    }, schema_overrides=_FLOAT)
-    rf = rf.select(*(ts_col.alias("ts") if c == "ts" else pl.col(c) for c in frames.RULES_FIRED))
-
-    keep = alert_k > 0
-    if not keep.all():
-        sel = np.flatnonzero(keep)
-        gid, thv, th_key, gh, susp, mv, idx = gid[sel], thv[sel], th_key[sel], gh[sel], susp[sel], mv[sel], idx[sel]
-        al = rf.filter(pl.Series(keep))
-    else:
-        al = rf
+    # an alert message is "<rule> <step>: " + value + the rest of the sentence, which depends only on
+    # step, threshold, suspension and mode
     m = mode[idx]
-    # the sentence after the metric value depends only on step, threshold, suspension and mode
     th_table = cat.threshold
     own = th_key < 0  # per-account thresholds (groups, adjustments): code their distinct values
     if own.any():
@@ -124,11 +109,29 @@ def ladder_records(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndar
         f" {op[r]} {t} (basis: {basis[r]}); {e}{_SUSPENDED if s else ''}; mode {modes[mo]} in force: {blocks[mo]}"
         for r, t, e, s, mo in zip(u_rule, th_text, effects, u_susp, u_mode)
     ], dtype=pl.String)
-    value = pl.Series(mv, dtype=pl.Float64).round(6).cast(pl.String).fill_null("n/a")
-    message = _concat(take(cat.alert_prefix, gid), value, take(rest, rest_code))
+
+    # every text column in one query (its expressions run in parallel)
+    rows = pl.DataFrame({
+        "idx": idx, "r_id": r_id, "gid": gid, "gh": gh, "level": k, "alert_level": alert_k, "metric_value": mv,
+        "threshold": thv, "suspended": susp, "tail": tail_code, "rest": rest_code, "mode": m,
+    }, schema_overrides=_FLOAT)
+    account = pl.lit(acct).gather(pl.col("idx"))
+    out = rows.select(
+        account.alias("account_id"), ts_col.alias("ts"), pl.lit(RULE_SERIES).gather(pl.col("r_id")).alias("rule"),
+        pl.lit(cat.step_names).gather(pl.col("gid")).alias("step"), "level", "alert_level", "metric_value",
+        "threshold", pl.lit(cat.basis).gather(pl.col("r_id")).alias("basis"),
+        pl.lit(cat.effects).gather(pl.col("gh")).alias("effect"), "suspended",
+        pl.concat_str([account, pl.lit(tail).gather(pl.col("tail"))], separator=":").alias("incident_key"),
+        pl.lit(MODE_SERIES).gather(pl.col("mode")).alias("trading_mode"),
+        pl.concat_str([pl.lit(cat.alert_prefix).gather(pl.col("gid")),
+                       pl.col("metric_value").round(6).cast(pl.String).fill_null("n/a"),
+                       pl.lit(rest).gather(pl.col("rest"))]).alias("message"),
+    )
+    rf = out.select(*frames.RULES_FIRED)
+    al = out if (alert_k > 0).all() else out.filter(pl.Series(alert_k > 0))
     alerts = al.select(
         "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
-        take(MODE_SERIES, m).alias("trading_mode"), message.alias("message"), "ts",
+        "trading_mode", "message", "ts",
     )
     return rf, alerts
 

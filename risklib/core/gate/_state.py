@@ -99,6 +99,52 @@ def _usd_per_unit_rule(instrument: str) -> int:
     return -1
 
 
+class LazyRows(dict):
+    """Rows of a 2-D array, each turned into a Python list the first time it is read.
+
+    The single-order check reads and mutates ``state.position[a][i]`` and the like:
+    Python lists make that a few tens of nanoseconds, but converting a 10,000-account
+    book's matrices whole costs far more per cycle than the few accounts a cycle's
+    orders touch. A ``dict`` subclass keeps the lookup of a converted row at C speed;
+    :meth:`__missing__` converts on first use, and later mutations stay in that list.
+    """
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        super().__init__()
+        self.array = array
+
+    def __missing__(self, row: int) -> list:
+        if not 0 <= row < self.array.shape[0]:
+            raise IndexError(f"row {row} out of range for {self.array.shape[0]} rows")
+        out = self[row] = self.array[row].tolist()
+        return out
+
+    def matrix(self) -> np.ndarray:
+        """The whole array with every mutated row written back (a copy)."""
+        out = self.array.astype(float, copy=True)
+        for row, values in self.items():
+            out[row] = values
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyRows):
+            return self.matrix().shape == other.matrix().shape and bool(np.array_equal(self.matrix(), other.matrix()))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+
+def _matrix(rows: object, shape: tuple[int, int]) -> np.ndarray:
+    if isinstance(rows, LazyRows):
+        return rows.matrix().reshape(shape)
+    return np.array(rows, float).reshape(shape)
+
+
 _MUTABLE_1D = ("gross", "net", "n_positions", "rate_start", "rate_count", "firm_gross")
 _MUTABLE_2D = ("pending", "pending_reduce", "inst_gross", "strat_gross")
 
@@ -111,7 +157,8 @@ class GateState:
     notionals of filled positions plus approved pending orders; caps are fractions of equity.
 
     Static per-account and per-instrument values are tuples in Python lists and mutable
-    exposures are Python lists, so a single check costs a few microseconds; the batch
+    exposures are Python lists (per-account rows of the matrices converted on first
+    use, :class:`LazyRows`), so a single check costs a few microseconds; the batch
     form converts them to arrays (:meth:`arrays`) and back (:meth:`store`).
     Only :func:`record` and the batch form mutate exposures, pending quantities and rate counters.
     """
@@ -126,11 +173,12 @@ class GateState:
     #: per instrument: (restricted, last_price, usd_rule, instrument_limit_usd)
     instrument_static: list[tuple]
     strategy_limit: list[float]
-    position: list[list[float]]  # filled net quantity [account][instrument]
-    pending: list[list[float]]  # approved unfilled new risk, signed quantity
-    pending_reduce: list[list[float]]  # approved unfilled reductions, absolute quantity
-    inst_gross: list[list[float]]
-    strat_gross: list[list[float]]
+    # [account][instrument] (strat_gross: [account][strategy]); LazyRows or lists of lists
+    position: LazyRows | list[list[float]]  # filled net quantity
+    pending: LazyRows | list[list[float]]  # approved unfilled new risk, signed quantity
+    pending_reduce: LazyRows | list[list[float]]  # approved unfilled reductions, absolute quantity
+    inst_gross: LazyRows | list[list[float]]
+    strat_gross: LazyRows | list[list[float]]
     gross: list[float]
     net: list[float]
     n_positions: list[int]
@@ -162,19 +210,19 @@ class GateState:
             "max_positions": st[:, 6].copy(), "state_ts": st[:, 7].copy(), "max_age_s": st[:, 8].copy(),
             "restricted": it[:, 0].astype(bool), "last_price": it[:, 1].copy(), "usd_rule": it[:, 2].astype(np.int64),
             "inst_limit": it[:, 3].copy(), "strat_limit": np.array(self.strategy_limit or [np.inf], float),
-            "position": np.array(self.position, float).reshape(na, ni),
+            "position": _matrix(self.position, (na, ni)),
         }
         for k in _MUTABLE_1D:
             out[k] = np.array(getattr(self, k), dtype=np.int64 if k in ("n_positions", "rate_count") else float)
         for k in _MUTABLE_2D:
             cols = ni if k != "strat_gross" else max(len(self.strategies), 1)
-            out[k] = np.array(getattr(self, k), float).reshape(na, cols)
+            out[k] = _matrix(getattr(self, k), (na, cols))
         return out
 
     def store(self, arrays: dict[str, np.ndarray]) -> None:
         """Write the batch kernel's mutated arrays back."""
         for k in (*_MUTABLE_1D, *_MUTABLE_2D):
-            setattr(self, k, arrays[k].tolist())
+            setattr(self, k, LazyRows(arrays[k]) if k in _MUTABLE_2D else arrays[k].tolist())
         self.version += 1
 
     @classmethod
@@ -304,8 +352,8 @@ class GateState:
         return cls(
             config=g, account_index=a_ix, instrument_index=i_ix, strategy_index=s_ix,
             account_static=account_static, instrument_static=instrument_static, strategy_limit=strat_limit.tolist(),
-            position=position.tolist(), pending=pend_q.tolist(), pending_reduce=np.zeros((na, ni)).tolist(),
-            inst_gross=inst_gross.tolist(), strat_gross=strat_gross.tolist(), gross=gross.tolist(), net=net.tolist(),
+            position=LazyRows(position), pending=LazyRows(pend_q), pending_reduce=LazyRows(np.zeros((na, ni))),
+            inst_gross=LazyRows(inst_gross), strat_gross=LazyRows(strat_gross), gross=gross.tolist(), net=net.tolist(),
             n_positions=n_positions.tolist(), rate_start=[-math.inf] * na, rate_count=[0] * na,
             firm_gross=[float(np.nansum(gross))],
             accounts=tuple(accounts), instruments=tuple(instruments), strategies=tuple(strategies),

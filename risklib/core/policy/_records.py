@@ -167,31 +167,35 @@ def special_records(config: PolicyConfig, acct: pl.Series, ts_col: pl.Expr, mode
     rf = al = None
     if groups:
         rule_id = np.concatenate([np.full(g[1].size, i) for i, g in enumerate(groups)])
-        names = pl.Series([g[0] for g in groups], dtype=pl.String)
         idx = np.concatenate([g[1] for g in groups])
+        lvl = np.concatenate([g[2] for g in groups]).astype(np.int64)
         f = pl.DataFrame({
-            "account_id": take(acct, idx), "rule": take(names, rule_id),
-            "step": pl.concat([g[4] for g in groups]), "level": np.zeros(idx.size, np.int64),
-            "alert_level": np.concatenate([g[2] for g in groups]).astype(np.int64),
+            "idx": idx, "rule_id": rule_id, "mode": mode[idx], "alert_level": lvl,
             "metric_value": np.concatenate([g[6] for g in groups]), "threshold": np.full(idx.size, np.nan),
-            "basis": take(pl.Series([_SPECIAL_BASIS[g[0]] for g in groups], dtype=pl.String), rule_id),
-            "effect": take(pl.Series([g[3] for g in groups], dtype=pl.String), rule_id),
-            "suspended": np.zeros(idx.size, bool), "since": pl.concat([g[5] for g in groups]),
-            "mode_in_force": take(MODE_SERIES, mode[idx]), "blocks": take(BLOCKS_SERIES, mode[idx]),
-        }, schema_overrides=_FLOAT).with_columns(
-            pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":")
-            .alias("incident_key"),
-            ts_col.alias("ts"),
-        )
-        rf = f.select(*frames.RULES_FIRED)
-        al = f.filter(pl.col("alert_level") > 0).select(
-            "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
-            pl.col("mode_in_force").alias("trading_mode"),
+            "step": pl.concat([g[4] for g in groups]), "since": pl.concat([g[5] for g in groups]),
+        }, schema_overrides=_FLOAT)
+        def per_group(values: list[str]) -> pl.Expr:
+            return pl.lit(pl.Series(values, dtype=pl.String)).gather(pl.col("rule_id"))
+
+        account, rule = pl.lit(acct).gather(pl.col("idx")), per_group([g[0] for g in groups])
+        basis = per_group([_SPECIAL_BASIS[g[0]] for g in groups])
+        effect = per_group([g[3] for g in groups])
+        mode_name = pl.lit(MODE_SERIES).gather(pl.col("mode"))
+        out = f.select(  # one query: its expressions run in parallel
+            account.alias("account_id"), ts_col.alias("ts"), rule.alias("rule"), "step",
+            pl.lit(0, pl.Int64).alias("level"), "alert_level", "metric_value", "threshold", basis.alias("basis"),
+            effect.alias("effect"), pl.lit(False).alias("suspended"),
+            pl.concat_str([account, rule, pl.col("since")], separator=":").alias("incident_key"),
+            mode_name.alias("trading_mode"),
             pl.format("{} {}: {} {} {} (basis: {}); {}{}; mode {} in force: {}",
-                      pl.col("rule"), pl.col("step"), pl.col("metric_value").round(6).cast(pl.String).fill_null("n/a"),
-                      pl.lit(""), pl.col("threshold").round(6).cast(pl.String).fill_null(""), pl.col("basis"),
-                      pl.col("effect"), pl.lit(""), pl.col("mode_in_force"), pl.col("blocks")).alias("message"),
-            "ts",
+                      rule, pl.col("step"), pl.col("metric_value").round(6).cast(pl.String).fill_null("n/a"),
+                      pl.lit(""), pl.col("threshold").round(6).cast(pl.String).fill_null(""), basis, effect,
+                      pl.lit(""), mode_name, pl.lit(BLOCKS_SERIES).gather(pl.col("mode"))).alias("message"),
+        )
+        rf = out.select(*frames.RULES_FIRED)
+        al = (out if (lvl > 0).all() else out.filter(pl.Series(lvl > 0))).select(
+            "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
+            "trading_mode", "message", "ts",
         )
     if rejected:
         ov = pl.DataFrame({

@@ -132,17 +132,16 @@ def combine(
             act = active[r, i]
             e = h if act else 0
             c_eff = c if act else 0
-            cumcut = t_cumcut[r]
             al = max(al, t_alert[r, h])
             sz = min(sz, t_sizing[r, e])
-            step_mode = halted_rank if (t_flatten[r, e] and cumcut[c_eff] < cumcut[e] - EPS) else t_mode[r, e]
-            md = max(md, step_mode)
+            flat = t_flatten[r, e] and t_cumcut[r, c_eff] < t_cumcut[r, e] - EPS
+            md = max(md, halted_rank if flat else t_mode[r, e])
             cd = min(cd, t_cadence[r, e])
             sg = max(sg, t_signal[r, e])
             bd = min(bd, t_budget[r, e])
             tp = tp or t_trip[r, e]
-            pend = pend or (act and cumcut[h] > cumcut[c] + EPS)
-            t_r = cumcut[c] if act else 0.0
+            pend = pend or (act and t_cumcut[r, h] > t_cumcut[r, c] + EPS)
+            t_r = t_cumcut[r, c] if act else 0.0
             if t_r > tgt + EPS:
                 tgt = t_r
                 t_rule = r

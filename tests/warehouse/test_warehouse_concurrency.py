@@ -65,3 +65,52 @@ def test_reader_sees_a_new_cycle_without_reopening(wh, wh_path):
     # Assert
     assert (before, reader.last_heartbeat()) == (None, T0)
     reader.close()
+
+
+def _journal_mode(catalog: Path) -> str:
+    import sqlite3
+
+    probe = sqlite3.connect(catalog)
+    try:
+        return probe.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        probe.close()
+
+
+def test_new_catalog_is_in_wal_mode(tmp_path):
+    # Arrange: a rollback-journal catalog would make the writer's COMMIT wait for readers
+    Warehouse.open(tmp_path / "fresh").close()
+    # Act
+    mode = _journal_mode(tmp_path / "fresh" / "catalog.sqlite")
+    # Assert
+    assert mode == "wal"
+
+
+def test_writer_keeps_the_catalog_wal_between_commits(wh, wh_path):
+    # Arrange
+    from warehouse_builders import T0, cycle
+
+    wal = wh_path / "catalog.sqlite-wal"
+    # Act: each transaction's own SQLite connection closes at COMMIT
+    wh.write_cycle(cycle("c1", T0))
+    wh.write_cycle(cycle("c2", T0))
+    # Assert: not checkpointed and deleted after every commit
+    assert wal.exists()
+    assert wh.query("SELECT count(*) AS n FROM cycle_runs")["n"][0] == 2
+
+
+def test_closing_the_writer_releases_the_catalog(wh_path):
+    # Arrange
+    writer = Warehouse.open(wh_path)
+    pin = writer._pin
+    assert pin is not None and pin.active
+    # Act
+    writer.close()
+    # Assert
+    assert not pin.active
+
+
+def test_reader_does_not_pin_the_catalog(wh_path):
+    reader = Warehouse.open(wh_path, read_only=True)
+    assert reader._pin is None
+    reader.close()

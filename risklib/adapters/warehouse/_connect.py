@@ -14,6 +14,8 @@ import contextlib
 import fcntl
 import hashlib
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -91,6 +93,63 @@ def _init_sqlite_catalog(path: Path) -> None:
         con.execute("PRAGMA journal_mode=WAL")  # persistent: every later connection uses WAL
     finally:
         con.close()
+
+
+# Run by the helper process of CatalogPin: open the catalog, read once (WAL mode keeps the
+# connection's shared lock after the read ends, without holding a snapshot), then wait
+# for the parent to close stdin (or exit).
+_PIN_SCRIPT = (
+    "import sqlite3, sys\n"
+    "con = sqlite3.connect(sys.argv[1])\n"
+    "con.execute('SELECT count(*) FROM sqlite_master').fetchall()\n"
+    "print('pinned', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+class CatalogPin:
+    """Keep a local SQLite catalog open for as long as a writer uses it.
+
+    DuckDB's sqlite extension opens a new SQLite connection for every transaction and
+    closes it at the end. When the closing connection is the last one, SQLite checkpoints
+    the WAL into the database and deletes it: 4 extra fsyncs per cycle (measured 5 -> 2
+    fsyncs and ~17 ms less per COMMIT), and the next connection (the writer's or a
+    reader's) rebuilds the WAL index first. One idle connection kept open elsewhere stops
+    that; WAL checkpoints still happen as usual (automatically every ~1000 pages).
+
+    The connection lives in a small helper process, not in this one: two SQLite libraries
+    in one process (Python's and the extension's) would share POSIX locks on the file and
+    could corrupt it. The helper exits when :meth:`close` is called or this process ends.
+    """
+
+    def __init__(self, sqlite_file: Path) -> None:
+        self._proc: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _PIN_SCRIPT, str(sqlite_file)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "pinned":  # it failed: carry on unpinned
+            self.close()
+
+    @property
+    def active(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def close(self) -> None:
+        """Let the helper exit (idempotent)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):  # pragma: no cover - stuck helper
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def attach(layout: Layout, config: WarehouseConfig, *, read_only: bool) -> duckdb.DuckDBPyConnection:

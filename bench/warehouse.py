@@ -16,7 +16,8 @@ Figures (``python -m bench warehouse`` → ``bench/results/warehouse.json``):
   without readers. Requirement ≤ 50 ms. Also ``reader_delay_p50_ms``.
 * ``bytes_per_day`` — storage of one day of per-cycle data at the benchmark load
   (200,000 positions, 100 accounts, a cycle every 5 minutes = 288 cycles a day);
-  ``bytes_per_day_rolled`` the same day after the per-minute rollup.
+  ``bytes_per_day_rolled`` the same day after the rollups (accounts per minute, positions
+  per hour).
 
 Timings on a shared 2-core machine are noisy; the ratios against same-process
 baselines are the steadier numbers.
@@ -153,7 +154,7 @@ def _bench_append(root: Path, rng: np.random.Generator) -> dict[str, float]:
     run_retention(wh, T0 + timedelta(days=40), compact=True)
     rolled = wh.con.execute(
         "SELECT sum(file_size_bytes) FROM ducklake_table_info('wh') WHERE table_name IN "
-        "('position_risk_metrics_1m', 'realtime_risk_metrics_1m')"
+        "('position_risk_metrics_1h', 'realtime_risk_metrics_1m')"
     ).fetchone()[0]
     wh.close()
     med, raw_med = statistics.median(times), statistics.median(raw_times)

@@ -1,4 +1,4 @@
-"""Retention tiers, per-minute rollups and audit checkpoints (``now`` passed in)."""
+"""Retention tiers, rollups (accounts per minute, positions per hour) and audit checkpoints (``now`` passed in)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from risklib.errors import WarehouseError
 from risklib.warehouse import Warehouse, cutoffs, load_config, run_retention
 
-from warehouse_builders import T0, account_metrics, alert_rows, cycle
+from warehouse_builders import T0, account_metrics, alert_rows, cycle, position_metrics
 
 NOW = T0 + timedelta(days=2000)
 
@@ -132,6 +132,89 @@ def test_rollup_matches_a_slow_reference(wh):
         ).rows()
     }
     assert got == expected
+
+
+def _positions(at, notional: float, pnl: float) -> pl.DataFrame:
+    return position_metrics(at, n=2).with_columns(
+        pl.lit(notional).alias("notional_usd"), pl.lit(pnl).alias("unrealized_pnl_usd")
+    )
+
+
+def test_position_rollup_is_hourly_with_min_max_last(wh):
+    # Arrange: a cycle every 5 minutes for 70 minutes, starting on the hour, 40 days ago
+    base = (NOW - timedelta(days=40)).replace(minute=0, second=0, microsecond=0)
+    for k in range(15):
+        at = base + timedelta(minutes=5 * k)
+        wh.write_cycle(cycle(f"c{k}", at, position_risk_metrics=_positions(at, 1000.0 + k, -float(k))))
+    # Act
+    run_retention(wh, NOW, compact=False)
+    # Assert: one row per position per hour (12 cycles, then 3), not one per cycle-minute
+    rolled = wh.query(
+        'SELECT "hour", "day", account_id, n_cycles, notional_usd_min, notional_usd_max, notional_usd_last, '
+        "unrealized_pnl_min, unrealized_pnl_last FROM position_risk_metrics_1h ORDER BY ALL"
+    )
+    first = (base, base.date())
+    second = (base + timedelta(hours=1), base.date())
+    assert rolled.rows() == [
+        (*first, "A1", 12, 1000.0, 1011.0, 1011.0, -11.0, -11.0),
+        (*first, "A2", 12, 1000.0, 1011.0, 1011.0, -11.0, -11.0),
+        (*second, "A1", 3, 1012.0, 1014.0, 1014.0, -14.0, -14.0),
+        (*second, "A2", 3, 1012.0, 1014.0, 1014.0, -14.0, -14.0),
+    ]
+    assert _count(wh, "position_risk_metrics") == 0
+    assert "position_risk_metrics_1m" not in wh.tables()
+
+
+def test_position_rollup_never_splits_an_hour(wh):
+    # Arrange: the rollup cutoff falls at 10:30 (30 days before NOW); cycles at 10:05 and 10:40
+    now = NOW.replace(hour=10, minute=30, second=0, microsecond=0) + timedelta(days=30)
+    hour = NOW.replace(hour=10, minute=0, second=0, microsecond=0)
+    for minute in (5, 40):
+        at = hour + timedelta(minutes=minute)
+        wh.write_cycle(cycle(f"c{minute}", at, position_risk_metrics=_positions(at, 1.0, 0.0)))
+    # Act
+    run_retention(wh, now, compact=False)
+    # Assert: the 10:00 hour is still whole in the fine table (it rolls up next run)
+    assert cutoffs(wh.config.retention, now)["rollup_hour"] == hour
+    assert _count(wh, "position_risk_metrics_1h") == 0
+    assert _count(wh, "position_risk_metrics") == 4
+
+
+def test_migration_folds_existing_per_minute_position_rollups_into_hours(tmp_path, monkeypatch, clock):
+    # Arrange: a warehouse migrated before 0005, holding per-minute position rollups
+    import shutil
+
+    from risklib.adapters.warehouse import _warehouse
+    from risklib.adapters.warehouse._config import MIGRATIONS_DIR
+
+    older = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, older)
+    (older / "0005_position_rollup_hourly.sql").unlink()
+    monkeypatch.setattr(_warehouse, "MIGRATIONS_DIR", older)
+    wh = Warehouse.open(tmp_path / "wh", clock=clock)
+    hour = (NOW - timedelta(days=100)).replace(minute=0, second=0, microsecond=0)
+    wh.con.execute(
+        'INSERT INTO position_risk_metrics_1m (minute, "day", account_id, currency_pair, strategy_name, n_cycles, '
+        "notional_usd_min, notional_usd_max, notional_usd_last) VALUES "
+        "(?, NULL, 'A1', 'EUR/USD', 's', 1, 5, 7, 6), (?, NULL, 'A1', 'EUR/USD', 's', 2, 4, 9, 8), "
+        "(?, NULL, 'A1', 'EUR/USD', 's', 1, 1, 1, 1)",
+        [hour + timedelta(minutes=5), hour + timedelta(minutes=50), hour + timedelta(hours=1)],
+    )
+    monkeypatch.setattr(_warehouse, "MIGRATIONS_DIR", MIGRATIONS_DIR)
+    # Act
+    applied = wh.migrate()
+    # Assert
+    assert "migrations/0005_position_rollup_hourly.sql" in applied
+    rows = wh.query(
+        'SELECT "hour", "day", n_cycles, notional_usd_min, notional_usd_max, notional_usd_last '
+        "FROM position_risk_metrics_1h ORDER BY ALL"
+    ).rows()
+    assert rows == [
+        (hour, hour.date(), 3, 4.0, 9.0, 8.0),
+        (hour + timedelta(hours=1), (hour + timedelta(hours=1)).date(), 1, 1.0, 1.0, 1.0),
+    ]
+    assert "position_risk_metrics_1m" not in wh.tables()
+    wh.close()
 
 
 def test_daily_risk_view_spans_fine_rows_and_rollups(wh):

@@ -28,7 +28,7 @@ SPEC_COLUMNS = {
 PRODUCT_TABLES = {
     "risk_state", "alerts", "incidents", "notifications", "notification_events", "acknowledgements",
     "webhook_rejections", "overrides", "threshold_changes", "quarantine", "broker_orders", "broker_fills",
-    "cycle_runs", "audit_log", "realtime_risk_metrics_1m", "position_risk_metrics_1m",
+    "cycle_runs", "audit_log", "realtime_risk_metrics_1m", "position_risk_metrics_1h",
 }
 
 

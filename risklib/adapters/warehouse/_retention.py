@@ -1,4 +1,4 @@
-"""Retention tiers, per-minute rollups, audit checkpoints and DuckLake compaction.
+"""Retention tiers, rollups (accounts per minute, positions per hour), audit checkpoints and DuckLake compaction.
 
 Everything takes ``now`` as a parameter (the scheduled flow passes the clock's time),
 so a run is reproducible. Deletes, rollups and checkpoints are audit entries written
@@ -22,7 +22,7 @@ TIERS: dict[str, tuple[str, str]] = {
     "realtime_risk_metrics": ("risk_metrics", "timestamp"),
     "position_risk_metrics": ("risk_metrics", "timestamp"),
     "realtime_risk_metrics_1m": ("risk_metrics", "minute"),
-    "position_risk_metrics_1m": ("risk_metrics", "minute"),
+    "position_risk_metrics_1h": ("risk_metrics", "hour"),
     "risk_state": ("risk_metrics", "ts"),
     "cycle_runs": ("risk_metrics", "started_at"),
     "correlation_snapshots": ("risk_metrics", "ts"),
@@ -46,10 +46,14 @@ TIERS: dict[str, tuple[str, str]] = {
     "audit_log": ("audit", "at"),
 }
 
-# Rollups: fine table -> (rollup table, INSERT ... SELECT with ? = cutoff).
-_ROLLUPS: dict[str, tuple[str, str]] = {
+# Rollups: fine table -> (rollup table, cutoff key in `cutoffs()`, INSERT ... SELECT with ? = cutoff).
+# Accounts are folded per minute (100 accounts: small). Positions per hour: at a cycle
+# every 5 minutes a per-minute position row folds a single cycle and was larger than the
+# fine row it replaced (bench: 4.4 vs 3.3 GB/day for 200,000 positions).
+_ROLLUPS: dict[str, tuple[str, str, str]] = {
     "realtime_risk_metrics": (
         "realtime_risk_metrics_1m",
+        "rollup",
         """
         INSERT INTO realtime_risk_metrics_1m BY NAME
         SELECT date_trunc('minute', "timestamp") AS minute, CAST(min("timestamp") AS DATE) AS "day", account_id, count(*)::INTEGER AS n_cycles,
@@ -68,10 +72,11 @@ _ROLLUPS: dict[str, tuple[str, str]] = {
         """,
     ),
     "position_risk_metrics": (
-        "position_risk_metrics_1m",
+        "position_risk_metrics_1h",
+        "rollup_hour",
         """
-        INSERT INTO position_risk_metrics_1m BY NAME
-        SELECT date_trunc('minute', "timestamp") AS minute, CAST(min("timestamp") AS DATE) AS "day", account_id, currency_pair, strategy_name,
+        INSERT INTO position_risk_metrics_1h BY NAME
+        SELECT date_trunc('hour', "timestamp") AS "hour", CAST(min("timestamp") AS DATE) AS "day", account_id, currency_pair, strategy_name,
                count(*)::INTEGER AS n_cycles,
                arg_max(position_size, "timestamp") AS position_size_last,
                min(notional_usd) AS notional_usd_min, max(notional_usd) AS notional_usd_max,
@@ -80,7 +85,7 @@ _ROLLUPS: dict[str, tuple[str, str]] = {
                arg_max(unrealized_pnl, "timestamp") AS unrealized_pnl_last,
                max(position_var_95) AS position_var_95_max, arg_max(position_var_95, "timestamp") AS position_var_95_last,
                max(risk_contribution) AS risk_contribution_max, arg_max(risk_contribution, "timestamp") AS risk_contribution_last
-        FROM position_risk_metrics WHERE "timestamp" < ? GROUP BY minute, account_id, currency_pair, strategy_name
+        FROM position_risk_metrics WHERE "timestamp" < ? GROUP BY "hour", account_id, currency_pair, strategy_name
         """,
     ),
 }
@@ -93,7 +98,7 @@ class RetentionStep:
     Attributes
     ----------
     kind
-        ``"rollup"`` (fold fine rows into per-minute rows, then remove them), ``"delete"``
+        ``"rollup"`` (fold fine rows into per-minute or per-hour rows, then remove them), ``"delete"``
         (rows past their tier) or ``"audit_checkpoint"`` (old audit entries behind a checkpoint).
     table, tier
         Table changed and its tier.
@@ -139,6 +144,10 @@ def _floor_minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
+def _floor_hour(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
 def cutoffs(config: RetentionConfig, now: datetime) -> dict[str, datetime]:
     """Per-tier cutoff times: rows strictly older are past their tier (``audit`` absent when kept forever)."""
     if now.tzinfo is None:
@@ -149,8 +158,10 @@ def cutoffs(config: RetentionConfig, now: datetime) -> dict[str, datetime]:
         "alerts": now - timedelta(days=config.alerts_days),
         "emergency_actions": now - timedelta(days=config.emergency_actions_days),
         "quarantine": now - timedelta(days=config.quarantine_days),
-        # Minute-aligned so a minute is never split between two rollup runs.
+        # Aligned to the rollup's period so a minute (accounts) or an hour (positions) is
+        # never split between two rollup runs.
         "rollup": _floor_minute(now - timedelta(days=config.rollup_after_days)),
+        "rollup_hour": _floor_hour(now - timedelta(days=config.rollup_after_days)),
     }
     if config.audit_days:
         out["audit"] = now - timedelta(days=config.audit_days)
@@ -165,8 +176,9 @@ def _count(wh, table: str, column: str, cutoff: datetime) -> int:
 def run_retention(wh, now: datetime, *, dry_run: bool = False, compact: bool = True) -> RetentionReport:
     """Apply the retention tiers to ``wh`` as of ``now``.
 
-    Order: roll up per-cycle metrics older than ``rollup_after_days`` into the ``*_1m``
-    tables (then remove them), delete rows past each tier, remove audit entries past
+    Order: roll up per-cycle metrics older than ``rollup_after_days`` into
+    ``realtime_risk_metrics_1m`` (per minute) and ``position_risk_metrics_1h`` (per hour)
+    (then remove them), delete rows past each tier, remove audit entries past
     ``audit_days`` (when set) behind a checkpoint, then compact the lake.
 
     Each step runs in one transaction with its audit entry, under the writer lock
@@ -188,19 +200,20 @@ def run_retention(wh, now: datetime, *, dry_run: bool = False, compact: bool = T
     cuts = cutoffs(cfg, now)
     report = RetentionReport(now=now, dry_run=dry_run)
 
-    for fine, (rollup_table, sql) in _ROLLUPS.items():
-        n = _count(wh, fine, "timestamp", cuts["rollup"])
+    for fine, (rollup_table, cut_key, sql) in _ROLLUPS.items():
+        cut = cuts[cut_key]
+        n = _count(wh, fine, "timestamp", cut)
         if n == 0:
             continue
-        step = RetentionStep("rollup", fine, "risk_metrics", cuts["rollup"], n)
+        step = RetentionStep("rollup", fine, "risk_metrics", cut, n)
         report.steps.append(step)
         if dry_run:
             continue
         _in_transaction(
             wh,
-            [(sql, [cuts["rollup"]]), (f'DELETE FROM "{fine}" WHERE "timestamp" < ?', [cuts["rollup"]])],
+            [(sql, [cut]), (f'DELETE FROM "{fine}" WHERE "timestamp" < ?', [cut])],
             {"actor": "retention", "action": "retention.rollup", "subject": fine, "at": now,
-             "detail": {"into": rollup_table, "cutoff": cuts["rollup"].isoformat(), "rows": n,
+             "detail": {"into": rollup_table, "cutoff": cut.isoformat(), "rows": n,
                         "rollup_after_days": cfg.rollup_after_days}},
         )
 

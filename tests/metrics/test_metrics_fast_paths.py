@@ -78,26 +78,51 @@ def test_monte_carlo_var_es_equals_matmul_then_tails(fx_returns, dtype):
     assert all(np.array_equal(got[k], monte_carlo_var_es(x, scen)[k]) for k in got)
 
 
-def test_account_pass_equals_dense_products_and_pair_loops():
+@pytest.mark.parametrize("grouped", [True, False])
+def test_account_pass_equals_dense_products_and_pair_loops(grouped):
     rng = np.random.default_rng(4)
-    n, n_acc = 9, 40
-    x = rng.normal(0, 1e4, size=(n_acc, n)) * (rng.random((n_acc, n)) < 0.5)
-    x[0] = 0.0
+    n, n_acc, per = 9, 40, 6
+    a_idx = np.repeat(np.arange(n_acc), per)
+    j_idx = rng.integers(0, n, a_idx.size)
+    notional = rng.normal(0, 1e4, a_idx.size)
+    keep = rng.random(a_idx.size) < 0.8
+    keep[:per] = False  # a flat book
+    if not grouped:
+        perm = rng.permutation(a_idx.size)
+        a_idx, j_idx, notional, keep = a_idx[perm], j_idx[perm], notional[perm], keep[perm]
+    order = np.zeros(0, dtype=np.int64) if grouped else np.argsort(a_idx, kind="stable")
+    start = np.concatenate([[0], np.cumsum(np.bincount(a_idx, minlength=n_acc))])
+    x = np.zeros((n_acc, n))
+    np.add.at(x, (a_idx[keep], j_idx[keep]), notional[keep])
     u = rng.standard_t(4, size=(300, n)) * 0.01
     covs = [np.cov(u[lo:], rowvar=False) for lo in (0, 100, 200)]
     means = np.vstack([u.mean(axis=0), u[200:].mean(axis=0)])
     corr = np.corrcoef(u, rowvar=False)
-    tail, qf, xm = np.empty((n_acc, 4)), np.empty((n_acc, 3)), np.empty((n_acc, 2))
-    cx, pair, slot = np.empty((n_acc, n)), np.zeros((n_acc, 3 + n)), np.zeros((n_acc, n), dtype=np.int64)
-    conc = np.empty(n_acc)
-    _book_kernels.account_rows(x, np.ascontiguousarray(u.T), 0.05, 0.01, np.hstack(covs), 1, means, corr, 0.1,
-                               tail, qf, cx, xm, pair, slot, conc)
-    np.testing.assert_allclose(conc, concentration(x), rtol=1e-12)
+    q, row_risk, risk_ok, eq = np.ones(a_idx.size), keep.copy(), np.ones(n_acc, dtype=bool), rng.uniform(1e5, 1e6, n_acc)
+    var_long, var_short, vol_ratio, mean = rng.random(n), rng.random(n), rng.random(n), rng.normal(0, 1e-4, n)
+    z, horizon, kc = 2.33, 2.0, 1
+    tail, qf, xm, pair, conc = np.empty((n_acc, 4)), np.empty((n_acc, 3)), np.empty((n_acc, 2)), np.empty((n_acc, 3)), np.empty(n_acc)
+    pvar, contrib, vscore, crisk = (np.empty(a_idx.size) for _ in range(4))
+    _book_kernels.book_rows(
+        start, order, j_idx, notional, keep, q, row_risk, risk_ok, eq,
+        np.ascontiguousarray(u.T), 0.05, 0.01, np.hstack(covs), kc, means, corr, 0.1,
+        z, mean, var_long, var_short, vol_ratio, horizon,
+        tail, qf, xm, pair, conc, pvar, contrib, vscore, crisk,
+    )
     np.testing.assert_allclose(tail, _reference_tails(x @ u.T), rtol=1e-12, atol=1e-9)
     for m, c in enumerate(covs):
         np.testing.assert_allclose(qf[:, m], np.einsum("an,nk,ak->a", x, c, x), rtol=1e-12, atol=1e-6)
-    np.testing.assert_allclose(cx, x @ covs[1], rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(xm, x @ means.T, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(conc, concentration(x), rtol=1e-12)
+    sigma = np.sqrt(np.einsum("an,nk,ak->a", x, covs[kc], x))
+    with np.errstate(divide="ignore", invalid="ignore"):  # the flat book has sigma 0
+        marginal = np.where(sigma[:, None] > 0, (x @ covs[kc]) * (z / sigma)[:, None], 0.0) - mean
+    rows = np.flatnonzero(keep)
+    a, j, v = a_idx[rows], j_idx[rows], notional[rows]
+    np.testing.assert_allclose(contrib[rows], v * marginal[a, j] / eq[a] * horizon, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(pvar[rows], np.where(v > 0, var_long[j], var_short[j]) * np.abs(v) / eq[a] * horizon, rtol=1e-14)
+    np.testing.assert_array_equal(vscore, vol_ratio[j_idx])
+    assert np.isnan(pvar[~keep]).all()
     for i in range(n_acc):
         held = np.flatnonzero(x[i])
         sg = np.sign(x[i, held])
@@ -105,10 +130,11 @@ def test_account_pass_equals_dense_products_and_pair_loops():
         if pairs:
             assert pair[i, 0] == pytest.approx(np.mean(pairs), rel=1e-12, abs=1e-15)
             assert pair[i, 1] == max(pairs) and pair[i, 2] == sum(v > 0.1 for v in pairs)
-        for p, j in enumerate(held):
-            assert slot[i, j] == p
-            others = [corr[j, k] * sg[p] * np.sign(x[i, k]) for k in held if k != j]
-            assert pair[i, 3 + p] == pytest.approx(np.mean(others) if others else 0.0, rel=1e-12, abs=1e-15)
+        for p, jj in enumerate(held):
+            others = [corr[jj, k] * sg[p] * np.sign(x[i, k]) for k in held if k != jj]
+            want = np.mean(others) if others else 0.0
+            for r in rows[(a_idx[rows] == i) & (j_idx[rows] == jj)]:
+                assert crisk[r] == pytest.approx(want, rel=1e-12, abs=1e-15)
 
 
 def test_book_metrics_do_not_depend_on_the_order_of_position_rows(small_book):

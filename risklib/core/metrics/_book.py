@@ -399,8 +399,6 @@ def compute_book_metrics(
     expo = account_exposure(notional_v, a_idx, n_acc, np.where(good, equity, np.nan))
 
     # --- exposure matrix and history reasons ------------------------------------------------------
-    x = np.zeros((n_acc, n_ins))
-    _book_kernels.scatter_add(a_idx, j_idx, notional_v, held_row & hist_ok_row, x)
     holds = n_pos > 0
     hist_bad = acc_hist_reason != None  # noqa: E711
     if history_reason is not None:
@@ -419,15 +417,15 @@ def compute_book_metrics(
     ins_vol_ratio = np.full(n_ins, np.nan)
     ins_ewma_vol = np.full(n_ins, np.nan)
     corr = np.full((n_ins, n_ins), np.nan)
-    cx = np.zeros((n_acc, n_ins))  # C x per account, C the parametric covariance
-    sigma = np.zeros(n_acc)
     mean_ins = np.zeros(n_ins)
     z99 = float(ndtri(0.99))
     pos_var_long = np.full(n_ins, np.nan)
     pos_var_short = np.full(n_ins, np.nan)
-    pair_out = np.zeros((n_acc, 3 + n_ins))
-    posmap = np.zeros((n_acc, n_ins), dtype=np.int64)
+    pair_out = np.zeros((n_acc, 3))
     conc = np.empty(n_acc)
+    row_risk = risk_ok[np.maximum(a_idx, 0)] & held_row & hist_ok_row
+    horizon = np.sqrt(cfg.var_horizon_bars)  # square-root-of-time from one bar
+    pvar, contrib, vscore, crisk = (np.empty(a_idx.size) for _ in range(4))
     book_corr_index = float("nan")
     eq_safe = np.where(risk_ok, equity, np.nan)
 
@@ -463,19 +461,31 @@ def compute_book_metrics(
         corr[np.ix_(ok_idx, ok_idx)] = c_ok
         book_corr_index = float(_corr_index(c_ok)) if ok_idx.size >= 2 else 0.0
 
-        # one compiled pass over the accounts' held instruments: historical VaR / ES of the P&L in
-        # every bar (USD); five quadratic forms x' C x, full-window (parametric VaR and its Euler
+        # stand-alone historical VaR95 per USD of a long and of a short position in each instrument
+        sl = np.empty((2 * n_ins, 4))
+        _kernels.tail_rows_serial(np.ascontiguousarray(np.concatenate([u.T, -u.T])), 0.05, 0.01, sl)
+        pos_var_long, pos_var_short = np.ascontiguousarray(sl[:n_ins, 0]), np.ascontiguousarray(sl[n_ins:, 0])
+        # one compiled pass over the accounts' position rows: historical VaR / ES of the P&L in every
+        # bar (USD); five quadratic forms x' C x, full-window (parametric VaR and its Euler
         # components, as in component_var), EWMA, current, baseline and regime-window covariances;
-        # the P&L means; signed pair correlations of held positions
+        # the P&L means; signed pair correlations; and each position row's figures
         mean = u.mean(axis=0) if cfg.include_mean else None
         if mean is not None:
             mean_ins = mean
         k_cov = 1 if cfg.parametric_cov == "ewma" else 0
         h = np.ascontiguousarray(np.hstack([cov_all, cov_ewma, cov_cur, cov_base, cov_reg]))
         tail, qf, xm = np.empty((n_acc, 4)), np.empty((n_acc, 5)), np.empty((n_acc, 2))
-        _book_kernels.account_rows(
-            x, np.ascontiguousarray(u.T), 0.05, 0.01, h, k_cov, np.vstack([mean_reg, mean_ins]),
-            np.nan_to_num(corr, nan=0.0), float(cfg.correlation_threshold), tail, qf, cx, xm, pair_out, posmap, conc,
+        sorted_rows = a_idx.size == 0 or bool((np.diff(a_idx) >= 0).all())
+        order = np.zeros(0, dtype=np.int64) if sorted_rows else np.argsort(a_idx, kind="stable")
+        start = np.concatenate([[0], np.cumsum(np.bincount(a_idx, minlength=n_acc))]).astype(np.int64)
+        _book_kernels.book_rows(
+            start, order, j_idx, notional_v, held_row & hist_ok_row, q, row_risk,
+            risk_ok, eq_safe,
+            np.ascontiguousarray(u.T), 0.05, 0.01, h, k_cov, np.vstack([mean_reg, mean_ins]),
+            np.nan_to_num(corr, nan=0.0), float(cfg.correlation_threshold),
+            z99, mean_ins, pos_var_long, pos_var_short, ins_vol_ratio, float(horizon),
+            tail, qf, xm, pair_out, conc,
+            pvar, contrib, vscore, crisk,
         )
         var95, var99, es99 = tail[:, 0].copy(), tail[:, 1].copy(), tail[:, 3].copy()
         flat = risk_ok & ~holds
@@ -491,13 +501,8 @@ def compute_book_metrics(
             xm[:, 0], np.sqrt(q_reg), vol_ratio,
             periods_per_year=ppy, sideways_sharpe=cfg.regime_sideways_sharpe, high_vol_ratio=cfg.regime_high_vol_ratio,
         )
-        # stand-alone historical VaR95 per USD of a long and of a short position in each instrument
-        sl = np.empty((2 * n_ins, 4))
-        _kernels.tail_rows_serial(np.ascontiguousarray(np.concatenate([u.T, -u.T])), 0.05, 0.01, sl)
-        pos_var_long, pos_var_short = sl[:n_ins, 0], sl[n_ins:, 0]
         corr_idx, corr_max = pair_out[:, 0].copy(), pair_out[:, 1].copy()
 
-        horizon = np.sqrt(cfg.var_horizon_bars)  # square-root-of-time from one bar
         with np.errstate(divide="ignore", invalid="ignore"):
             var95, var99, es99, var99p = (v * horizon / eq_safe for v in (var95, var99, es99, var99p))
             ewma_vol = ewma_vol / eq_safe
@@ -515,7 +520,15 @@ def compute_book_metrics(
     regime[flat] = "sideways"
 
     if history_reason is not None or n_ins == 0:
-        conc = concentration(x)  # the account pass did not run
+        # the account pass did not run: no account holding anything is risk-valid, so no row's
+        # figures are real (row_risk is all False)
+        x = np.zeros((n_acc, n_ins))
+        keep = held_row & hist_ok_row
+        np.add.at(x, (a_idx[keep], j_idx[keep]), notional_v[keep])
+        conc = concentration(x)
+        zero_row = risk_ok[np.maximum(a_idx, 0)] & (q == 0)
+        pvar[:] = contrib[:] = crisk[:] = np.where(zero_row, 0.0, np.nan)
+        vscore[:] = np.where(risk_ok[np.maximum(a_idx, 0)] & (j_idx >= 0), ins_vol_ratio[np.maximum(j_idx, 0)], np.nan)
     conc = np.where(good, conc, np.nan)
     unreal_loss = np.where(good, np.maximum(0.0, -upnl_acc) / np.where(good, equity, 1.0), np.nan)
     score = risk_score(
@@ -559,13 +572,6 @@ def compute_book_metrics(
     )
 
     # --- positions --------------------------------------------------------------------------------
-    a_safe = np.maximum(a_idx, 0)
-    row_risk = risk_ok[a_safe] & held_row & hist_ok_row
-    pvar, contrib, vscore, crisk = (np.empty(a_idx.size) for _ in range(4))
-    _book_kernels.position_risk_rows(
-        a_idx, j_idx, q, notional_v, row_risk, risk_ok, eq_safe, cx, sigma, z99, mean_ins, pos_var_long,
-        pos_var_short, ins_vol_ratio, posmap, pair_out, float(np.sqrt(cfg.var_horizon_bars)), pvar, contrib, vscore, crisk,
-    )
     positions_out = pl.DataFrame(
         {
             "account_id": pos["account_id"],

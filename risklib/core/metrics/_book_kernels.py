@@ -1,16 +1,20 @@
-"""Compiled passes of the book metrics (see :mod:`._book`): one over accounts, one over position rows.
+"""The compiled pass of the book metrics (see :mod:`._book`): every account from its position rows.
 
-Every per-account figure that needs the account's held instruments
-(historical VaR/ES of its bar P&L, quadratic forms with the covariance
-matrices, signed pair correlations) comes from one parallel pass: each
-parallel region waits for its worker threads to be scheduled, which on a
-shared machine can take longer than the work, so the pass is fused rather
-than split into a kernel per figure. An account's held instruments are its
+Every figure that needs an account's netted exposure (historical VaR/ES of
+its bar P&L, quadratic forms with the covariance matrices, signed pair
+correlations, concentration) and every position row's share of it come from
+one parallel pass over the accounts, with the account's exposure, held list
+and marginal VaR in small scratch arrays: no (accounts x instruments)
+matrices are materialised (fresh pages cost a fault each), and each parallel
+region waits for its worker threads to be scheduled, which on a shared
+machine can take longer than the work. An account's held instruments are its
 non-zero exposures; books hold a few of the N instruments, so every loop
 runs over those only.
 """
 
 from __future__ import annotations
+
+import math
 
 import numba as nb
 import numpy as np
@@ -103,77 +107,91 @@ def _pair_stats(corr, idx, w, c, threshold, acc, out_row, slot_row):
 
 
 @nb.njit(parallel=True, **_OPTS)
-def account_rows(x, ut, q95, q99, h, kc, means, corr, threshold, tail, qf, cx, xm, pair, slot, conc):
-    """Per account ``a`` with exposure ``x[a]`` (USD per instrument, N):
+def book_rows(
+    start, order, j_idx, notional, keep, q, row_risk,
+    risk_ok, eq,
+    ut, q95, q99, h, kc, means, corr, threshold,
+    z, mean, var_long, var_short, vol_ratio, horizon,
+    tail, qf, xm, pair, conc,
+    pvar, contrib, vscore, crisk,
+):
+    """Every account's risk from its position rows, and each row's share of it.
+
+    Account ``a``'s rows are ``order[start[a]:start[a + 1]]`` (``order``
+    empty: rows already grouped, ``start[a]:start[a + 1]``), each of them
+    read in row order. Its exposure x (USD per instrument, N) nets the
+    ``notional`` of its rows with ``keep``; from it:
 
     * tail[a] = VaR95, VaR99, ES95, ES99 (positive USD losses, see
-      :func:`~._kernels.tail_rows`) of its P&L in every bar, ``x[a] @ ut``
-      with ``ut`` the (N, T) per-bar USD return factors;
-    * qf[a, m] = x' C_m x and cx[a] = C_kc x for the symmetric matrices side
-      by side in ``h`` (N, M N); xm[a, k] = x . means[k];
-    * pair[a], slot[a]: signed pair correlations of its held instruments
-      under ``corr`` (see :func:`_pair_stats`);
+      :func:`~._kernels.tail_rows`) of its P&L in every bar, ``x @ ut`` with
+      ``ut`` the (N, T) per-bar USD return factors;
+    * qf[a, m] = x' C_m x for the symmetric matrices side by side in ``h``
+      (N, M N); xm[a, k] = x . means[k];
+    * pair[a] = mean, largest and count above ``threshold`` of the signed
+      pair correlations of its held instruments under ``corr`` (see
+      :func:`_pair_stats`);
     * conc[a] = max |x| / sum |x| (0 for an empty book), as
       :func:`~._exposure.concentration`.
+
+    Per row ``r`` with instrument ``j``, as fractions of the account's
+    equity ``eq`` times ``horizon``: pvar[r] the stand-alone VaR95
+    (``var_long``/``var_short`` per USD), contrib[r] the Euler contribution
+    ``x_r (cx_j z / sigma - mean_j)`` to the parametric VaR (``cx = C_kc
+    x``, ``sigma = sqrt(x' C_kc x)``; 0 marginal for a zero-variance book),
+    crisk[r] the mean signed correlation of ``j`` with the account's other
+    held instruments (the first held one's if ``j`` nets to zero), vscore[r]
+    = vol_ratio[j]. Those are real where ``row_risk[r]``; otherwise 0 for a
+    zero-quantity row of a risk-valid account (``risk_ok``) and NaN else
+    (vscore: NaN unless the account is risk-valid and ``j`` >= 0).
     """
-    nacc, n = x.shape
+    nacc = start.size - 1
+    n = h.shape[0]
     t = ut.shape[1]
     for blk in nb.prange((nacc + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        xa = np.zeros(n)
         idx = np.empty(n, dtype=np.int64)
         w = np.empty(n)
         buf = np.empty(t)
         y = np.empty(h.shape[1])
+        cx = np.empty(n)
         acc = np.empty(n)
+        pair_row = np.empty(3 + n)
+        slot = np.empty(n, dtype=np.int64)
         for a in range(blk * _ROW_BLOCK, min((blk + 1) * _ROW_BLOCK, nacc)):
-            c = _held(x[a], idx, w)
+            for k in range(start[a], start[a + 1]):
+                r = order[k] if order.size else k
+                if keep[r]:
+                    xa[j_idx[r]] += notional[r]
+            c = _held(xa, idx, w)
             buf[:] = 0.0
             _accumulate(buf, 0, t, ut, idx, w, c)
             tail_stats(buf, q95, q99, buf, tail[a], 0)
-            _quadratic_forms(h, idx, w, c, y, qf[a], xm[a], means, cx[a], kc)
-            _pair_stats(corr, idx, w, c, threshold, acc, pair[a], slot[a])
+            _quadratic_forms(h, idx, w, c, y, qf[a], xm[a], means, cx, kc)
+            pair_row[:] = 0.0
+            _pair_stats(corr, idx, w, c, threshold, acc, pair_row, slot)
+            pair[a, 0], pair[a, 1], pair[a, 2] = pair_row[0], pair_row[1], pair_row[2]
             tot = 0.0
             big = 0.0
             for p in range(c):
                 tot += abs(w[p])
                 big = max(big, abs(w[p]))
             conc[a] = big / tot if tot > 0 else 0.0
-
-
-@nb.njit(**_OPTS)
-def scatter_add(a_idx, j_idx, values, keep, out):
-    """out[a_idx[i], j_idx[i]] += values[i] for the rows with keep[i] (``np.add.at``, in row order)."""
-    for i in range(a_idx.size):
-        if keep[i]:
-            out[a_idx[i], j_idx[i]] += values[i]
-
-
-@nb.njit(**_OPTS)
-def position_risk_rows(
-    a_idx, j_idx, q, notional, row_risk, risk_ok, eq, cx, sigma, z, mean, var_long, var_short, vol_ratio,
-    slot, pair, horizon, pvar, contrib, vscore, crisk,
-):
-    """Per position row: stand-alone VaR95, Euler contribution to parametric VaR, volatility score and
-    correlation risk as fractions of the account's equity (the book's position frame, see _book).
-
-    ``row_risk[i]`` says row i's figures are real; otherwise they are 0 for a
-    zero-quantity row of a risk-valid account (``risk_ok``) and NaN else.
-    Marginal VaR is ``cx z / sigma - mean`` (0 for a zero-variance book);
-    ``horizon`` is the square-root-of-time factor.
-    """
-    nins = vol_ratio.size
-    for i in range(a_idx.size):
-        a = max(a_idx[i], 0)
-        j = max(j_idx[i], 0)
-        x = notional[i]
-        ok = risk_ok[a]
-        if row_risk[i]:
-            sv = var_long[j] if x > 0 else var_short[j]
-            pvar[i] = sv * abs(x) / eq[a] * horizon
-            m = cx[a, j] * (z / sigma[a]) if sigma[a] > 0 else 0.0
-            contrib[i] = x * (m - mean[j]) / eq[a] * horizon
-            crisk[i] = pair[a, 3 + min(slot[a, j], nins - 1)] if nins > 0 else 0.0
-        elif ok and q[i] == 0:
-            pvar[i] = contrib[i] = crisk[i] = 0.0
-        else:
-            pvar[i] = contrib[i] = crisk[i] = np.nan
-        vscore[i] = vol_ratio[j] if ok and j_idx[i] >= 0 else np.nan
+            sigma = math.sqrt(max(qf[a, kc], 0.0))
+            ok = risk_ok[a]
+            for k in range(start[a], start[a + 1]):
+                r = order[k] if order.size else k
+                j = max(j_idx[r], 0)
+                x = notional[r]
+                if row_risk[r]:
+                    sv = var_long[j] if x > 0 else var_short[j]
+                    pvar[r] = sv * abs(x) / eq[a] * horizon
+                    m = cx[j] * (z / sigma) if sigma > 0 else 0.0
+                    contrib[r] = x * (m - mean[j]) / eq[a] * horizon
+                    crisk[r] = pair_row[3 + slot[j]]
+                elif ok and q[r] == 0:
+                    pvar[r] = contrib[r] = crisk[r] = 0.0
+                else:
+                    pvar[r] = contrib[r] = crisk[r] = np.nan
+                vscore[r] = vol_ratio[j] if ok and j_idx[r] >= 0 else np.nan
+            for p in range(c):
+                xa[idx[p]] = 0.0

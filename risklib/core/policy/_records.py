@@ -57,10 +57,6 @@ def ts_strings(epoch_s: np.ndarray) -> pl.Series:
     return text if u.size == us.size and (u == us).all() else take(text, inv.reshape(-1))
 
 
-def _concat(*parts: pl.Series, separator: str = "") -> pl.Series:
-    return pl.select(pl.concat_str([pl.lit(p) for p in parts], separator=separator)).to_series()
-
-
 def ladder_records(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndarray, per_rule: dict,
                    suspended: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rules fired and alerts of every held ladder step: rule by rule, accounts in order."""

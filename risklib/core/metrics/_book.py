@@ -285,19 +285,17 @@ def compute_book_metrics(
     )
     i_row = _index_of(pos["instrument"], ins_info["instrument"])  # -1: not found
 
-    def per_row(col: str, missing: object) -> np.ndarray:
-        values = ins_info[col].fill_null(missing).to_numpy()
-        return np.append(values, missing)[i_row]  # index -1 reads the appended ``missing``
-
+    # each instrument column with the value a missing instrument reads, then one more row holding
+    # just that value: row index -1 (not found) reads it
+    missing = {"mid": np.nan, "_uq_ref": True, "_j": -1, "_known": False, "_col_bad": True}
+    info = ins_info.select(pl.col(c).fill_null(v) for c, v in missing.items())
+    mid, uq, j_idx, known_row, col_bad = (np.append(info[c].to_numpy(), v)[i_row] for c, v in missing.items())
+    mid, uq, j_idx = mid.astype(np.float64), uq.astype(bool), j_idx.astype(np.int64)
     q = pos["quantity"].to_numpy().astype(np.float64)  # nulls read as NaN
     entry = pos["entry_price"].to_numpy().astype(np.float64)
-    mid = per_row("mid", np.nan).astype(np.float64)
-    uq = per_row("_uq_ref", True).astype(bool)
-    j_idx = per_row("_j", -1).astype(np.int64)
-    known_row = per_row("_known", False).astype(bool)
     with np.errstate(invalid="ignore"):
-        row_ok = known_row & np.isfinite(q) & np.isfinite(mid) & (mid > 0) & np.isfinite(entry) & (entry > 0)
-    hist_ok_row = (j_idx >= 0) & ~per_row("_col_bad", True).astype(bool)
+        row_ok = known_row.astype(bool) & np.isfinite(q) & np.isfinite(mid) & (mid > 0) & np.isfinite(entry) & (entry > 0)
+    hist_ok_row = (j_idx >= 0) & ~col_bad.astype(bool)
 
     with np.errstate(all="ignore"):
         notional = np.where(uq, q * mid, q)

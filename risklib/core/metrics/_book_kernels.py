@@ -64,28 +64,29 @@ def _quadratic_forms(h, idx, w, c, y, q_row, xm_row, means, cx_row, kc):
 
 
 @nb.njit(**_OPTS)
-def _pair_stats(corr, idx, w, c, threshold, acc, out_row, slot_row):
+def _pair_stats(corr, idx, w, c, threshold, acc, sgn, out_row, slot_row):
     """Signed correlations of the held pairs: ``corr[i, j]`` times the signs of both exposures.
 
     out_row[0] mean over pairs, out_row[1] largest, out_row[2] how many
     exceed ``threshold`` (all 0 with fewer than two held), out_row[3 + p]
     the mean signed correlation of held instrument ``p`` with the others;
     slot_row[j] the position of instrument ``j`` in the held list (0 if not
-    held). ``acc`` is (N,) scratch.
+    held). ``acc`` and ``sgn`` are (N,) scratch.
     """
     slot_row[:] = 0
     for p in range(c):
         slot_row[idx[p]] = p
         acc[p] = 0.0
+        sgn[p] = 1.0 if w[p] > 0 else -1.0  # once per instrument, not a mispredicted branch per pair
     tot = 0.0
     mx = -np.inf
     above = 0
     for p in range(c):
         row = corr[idx[p]]
-        sp = 1.0 if w[p] > 0 else -1.0
+        sp = sgn[p]
         ap = acc[p]  # a register, not memory, carries the row's running sum
         for q in range(p + 1, c):
-            v = row[idx[q]] * sp * (1.0 if w[q] > 0 else -1.0)
+            v = row[idx[q]] * sp * sgn[q]
             tot += v
             mx = max(mx, v)
             above += v > threshold
@@ -155,6 +156,7 @@ def book_rows(
         y = np.empty(h.shape[1])
         cx = np.empty(n)
         acc = np.empty(n)
+        sgn = np.empty(n)
         pair_row = np.empty(3 + n)
         slot = np.empty(n, dtype=np.int64)
         for a in range(blk * _ROW_BLOCK, min((blk + 1) * _ROW_BLOCK, nacc)):
@@ -168,7 +170,7 @@ def book_rows(
             tail_stats(buf, q95, q99, buf, tail[a], 0)
             _quadratic_forms(h, idx, w, c, y, qf[a], xm[a], means, cx, kc)
             pair_row[:] = 0.0
-            _pair_stats(corr, idx, w, c, threshold, acc, pair_row, slot)
+            _pair_stats(corr, idx, w, c, threshold, acc, sgn, pair_row, slot)
             pair[a, 0], pair[a, 1], pair[a, 2] = pair_row[0], pair_row[1], pair_row[2]
             tot = 0.0
             big = 0.0

@@ -37,7 +37,8 @@ def test_tail_selection_equals_a_full_sort(n, seed, kind):
     got = tail_losses(pnl)
     want = _reference_tails(pnl)
     for i, key in enumerate(("var_95", "var_99", "es_95", "es_99")):
-        np.testing.assert_allclose(got[key], want[:, i], rtol=1e-12, atol=1e-15, err_msg=key)
+        # atol: the tail probability is 1 - 0.95 in floating point, numpy's 5 / 100 differs in the last bits
+        np.testing.assert_allclose(got[key], want[:, i], rtol=1e-12, atol=1e-12, err_msg=key)
 
 
 def test_select_places_the_rank_and_partitions_around_it():

@@ -110,6 +110,7 @@ def risk_monitor(
             log.info("rolling over after %.0f min; the next run resumes from the warehouse", rollover_minutes)
             break
         cycle_id = session.next_cycle_id()
+        session.run_market(now)  # the simulated world's own time, not the cycle's
         t0 = time.monotonic()
         try:
             result = risk_cycle(session, now, cycle_id=cycle_id, flow_run_id=report.flow_run_id)

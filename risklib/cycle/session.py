@@ -233,6 +233,17 @@ class Session:
         self._cycle_no += 1
         return f"{self.session_id}-{self._cycle_no:06d}"
 
+    def run_market(self, now: datetime) -> None:
+        """Let a simulated world (prices, the strategies' orders through the gate) run up to ``now``.
+
+        Called by the monitor between cycles: in a live deployment the market and
+        the trading code run on their own, and the cycle only reads the feed.
+        A feed without an ``advance`` (file replay, a real feed) has nothing to do.
+        """
+        advance = getattr(self.feed, "advance", None)
+        if advance is not None:
+            advance(now)
+
     def peaks(self) -> pl.DataFrame | None:
         """High-water marks carried from the previous evaluation."""
         if self.state is None or self.state.height == 0:

@@ -193,6 +193,7 @@ class SimulatedFeed:
         self._pending_bars: list[pl.DataFrame] = []
         self._last_tick_at: datetime | None = None
         self._last_now: datetime | None = None
+        self._advanced: tuple | None = None  # (now, market state, ticks) of the last advance
         self._orders: list[pl.DataFrame] = []
         self._fills: list[pl.DataFrame] = []
         self._denials: list[tuple] = []
@@ -204,15 +205,18 @@ class SimulatedFeed:
         """``bars`` calm bars ending at the session start, oldest first."""
         return self.market.warmup(bars)
 
-    def snapshot(self, now: datetime) -> Snapshot:
-        """Advance the market to ``now`` (simulated time), let strategies trade, return what the feed sees.
+    def advance(self, now: datetime) -> None:
+        """Let the simulated world run up to ``now``: prices move and the strategies trade.
 
-        While disconnected, ticks and bars are empty and ``connected`` is False;
-        the bars generated meanwhile are delivered after reconnection (the
-        feed backfills history, the quotes themselves are gone).
+        The market and the strategies live outside the risk pipeline; the monitor
+        lets them run between cycles (as a real market does while the pipeline
+        waits for its next cycle), so a cycle measures the pipeline's own work.
+        :meth:`snapshot` calls it when nobody did.
         """
         if self._last_now is not None and now < self._last_now:
             raise DataError(f"now={now.isoformat()}: before the previous snapshot {self._last_now.isoformat()}")
+        if self._advanced is not None and self._advanced[0] == now:
+            return
         self._last_now = now
         new_bars = self.market.advance_to(now)
         state = self.market.state
@@ -221,8 +225,18 @@ class SimulatedFeed:
             self.broker.update_prices(ticks.select("instrument", "bid", "ask", "mid"))
         if new_bars.height:
             self._trade(now, new_bars.height)
-        if new_bars.height:
             self._pending_bars.append(new_bars)
+        self._advanced = (now, state, ticks)
+
+    def snapshot(self, now: datetime) -> Snapshot:
+        """What the feed sees at ``now`` (simulated time), after the world has run up to it.
+
+        While disconnected, ticks and bars are empty and ``connected`` is False;
+        the bars generated meanwhile are delivered after reconnection (the
+        feed backfills history, the quotes themselves are gone).
+        """
+        self.advance(now)
+        _, state, ticks = self._advanced
         if state.disconnected:
             bars = empty_bars(self.instruments)
         else:

@@ -5,6 +5,9 @@ A cycle costs eight task runs (~2 ms each in the flow), never a flow run
 ~50 task runs/s on 2 cores, so the monitor also keeps a minimum gap between
 cycles (``pipeline.min_cycle_gap_s``).
 
+Every frame-carrying argument is passed ``quote``d: Prefect would otherwise walk
+it looking for upstream futures (hundreds of milliseconds for a cycle's results).
+
 Retries only where repeating is harmless: the feed read. Acting is never
 retried by Prefect; the broker's idempotency keys make a replay harmless, and a
 retry could only add a second copy of what already happened.
@@ -17,6 +20,7 @@ from datetime import datetime, timedelta
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
+from prefect.utilities.annotations import quote as q
 
 from risklib.cycle import stages
 from risklib.cycle.stages import CycleResult
@@ -84,21 +88,21 @@ def risk_cycle(session, now: datetime, *, cycle_id: str, flow_run_id: str | None
         t = t1
 
     try:
-        result.snapshot = ingest(session, now)
+        result.snapshot = ingest(q(session), now)
         lap("ingest")
-        result.validation = validate(session, result.snapshot, now)
+        result.validation = validate(q(session), q(result.snapshot), now)
         lap("validate")
-        result.book = compute_metrics(session, result.validation, result.snapshot)
+        result.book = compute_metrics(q(session), q(result.validation), q(result.snapshot))
         lap("metrics")
-        result.sizing = size_positions(session, result.book)
+        result.sizing = size_positions(q(session), q(result.book))
         lap("sizing")
-        result.evaluation = evaluate_triggers(session, now, result.book, result.snapshot)
+        result.evaluation = evaluate_triggers(q(session), now, q(result.book), q(result.snapshot))
         lap("triggers")
-        result.escalation = escalate(session, now, result.evaluation)
+        result.escalation = escalate(q(session), now, q(result.evaluation))
         lap("escalate")
-        result.execution = act(session, now, result.evaluation, result.snapshot, result.book.accounts)
+        result.execution = act(q(session), now, q(result.evaluation), q(result.snapshot), q(result.book.accounts))
         lap("act")
-        record(session, result, finished(), flow_run_id)
+        record(q(session), q(result), finished(), flow_run_id)
         lap("record")
     except Exception as exc:
         get_run_logger().error("cycle %s failed: %s: %s", cycle_id, type(exc).__name__, exc)

@@ -269,9 +269,12 @@ class GateState:
             lp = last_prices.select("instrument", pl.col(col).cast(pl.Float64).alias("mid"))
         pend = pending if pending is not None else pl.DataFrame(
             schema={"account_id": pl.String, "strategy": pl.String, "instrument": pl.String, "quantity": pl.Float64})
-        instruments = sorted(set(FX_MAJORS) | set(positions["instrument"].to_list()) | set(lp["instrument"].to_list())
-                             | set(pend["instrument"].to_list()) | set(g.restricted_instruments) | set(g.instrument_max_usd))
-        strategies = sorted(set(positions["strategy"].to_list()) | set(pend["strategy"].to_list())
+        def distinct(frame: pl.DataFrame, col: str) -> set:
+            return set(frame[col].unique().to_list()) if frame.height else set()
+
+        instruments = sorted(set(FX_MAJORS) | distinct(positions, "instrument") | distinct(lp, "instrument")
+                             | distinct(pend, "instrument") | set(g.restricted_instruments) | set(g.instrument_max_usd))
+        strategies = sorted(distinct(positions, "strategy") | distinct(pend, "strategy")
                             | set(config.strategies) | set(g.strategy_max_usd))
         st = risk_state.join(metrics.select("account_id", "equity_usd", pl.col("valid").alias("m_valid")),
                              on="account_id", how="left")
@@ -331,11 +334,15 @@ class GateState:
             if frame is positions and "entry_price" in f.columns:
                 px = np.where(np.isfinite(px), px, f["entry_price"].cast(pl.Float64).to_numpy())
             notional = np.where(usd_rule[ii] == 1, q * px, np.where(usd_rule[ii] == 0, q, np.nan))
-            np.add.at(target, (ai, ii), q)
-            np.add.at(inst_gross, (ai, ii), np.abs(notional))
-            np.add.at(strat_gross, (ai, si), np.abs(notional))
-            np.add.at(gross, ai, np.abs(notional))
-            np.add.at(net, ai, notional)
+            # bincount sums repeated (account, column) pairs like np.add.at, an order of magnitude faster
+            cell = ai * ni + ii
+            size = na * ni
+            target += np.bincount(cell, weights=q, minlength=size).reshape(na, ni)
+            inst_gross += np.bincount(cell, weights=np.abs(notional), minlength=size).reshape(na, ni)
+            strat_gross += np.bincount(ai * strat_gross.shape[1] + si, weights=np.abs(notional),
+                                       minlength=strat_gross.size).reshape(strat_gross.shape)
+            gross += np.bincount(ai, weights=np.abs(notional), minlength=na)
+            net += np.bincount(ai, weights=notional, minlength=na)
         n_positions = ((position != 0) | (pend_q != 0)).sum(axis=1).astype(np.int64)
         valid &= np.isfinite(gross) & np.isfinite(net)
         inst_limit = np.array([g.instrument_max_usd.get(s, np.inf) for s in instruments])

@@ -18,9 +18,10 @@ the warehouse in order, one cycle per transaction, exactly as
   ``failed/`` (kept, never dropped) and the next :meth:`submit` raises, so the
   cycle after it is recorded as failed and the gate's dead man's switch counts.
 
-Entry layout: one file ``<journal>/<seq>-<cycle_id>.cycle``: a JSON header line
-(the cycle's fields, audit entries and table offsets) and the tables as Arrow IPC,
-written to a temporary name, fsync'ed, then renamed: an entry is whole or absent.
+Entry layout: one file ``<journal>/<seq>-<cycle_id>.cycle``: the tables as Arrow
+IPC, then a JSON footer (the cycle's fields, audit entries and table offsets) and
+its length, written to a temporary name, fsync'ed, then renamed: an entry is whole
+or absent.
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ def _decode_audit(entries: list[dict]) -> list[dict]:
 def write_entry(directory: Path, seq: int, records: CycleRecords, *, fsync: bool = True) -> Path:
     """Write one cycle's records as a journal entry; returns its path (whole, or absent on error).
 
-    One file: a JSON header line (the cycle's fields, its audit entries and where
-    each table's Arrow IPC bytes start and end), then the tables' IPC bytes. One
-    file means one fsync per cycle however many tables it has.
+    One file: the tables' Arrow IPC bytes one after another, then a JSON footer
+    (the cycle's fields, its audit entries and where each table starts and ends),
+    then the footer's length as 8 bytes. One file means one fsync per cycle
+    however many tables it has; the tables go straight to the file, uncopied.
     """
     name = f"{seq:012d}-{records.cycle_id}{_SUFFIX}"
     tmp = directory / f"{_TMP_PREFIX}{name}"
@@ -85,11 +87,10 @@ def write_entry(directory: Path, seq: int, records: CycleRecords, *, fsync: bool
     try:
         with open(tmp, "wb") as fh:
             spans: dict[str, tuple[int, int]] = {}
-            body = io.BytesIO()
             for table, frame in records.tables.items():
-                start = body.tell()
-                frame.write_ipc(body, compression="uncompressed")
-                spans[table] = (start, body.tell())
+                start = fh.tell()
+                frame.write_ipc(fh, compression="uncompressed")
+                spans[table] = (start, fh.tell())
             meta = {
                 "cycle_id": records.cycle_id,
                 "flow_run_id": records.flow_run_id,
@@ -103,8 +104,9 @@ def write_entry(directory: Path, seq: int, records: CycleRecords, *, fsync: bool
                 "next_interval_s": records.next_interval_s,
                 "error": records.error,
             }
-            fh.write(json.dumps(meta).encode() + b"\n")
-            fh.write(body.getbuffer())
+            footer = json.dumps(meta).encode()
+            fh.write(footer)
+            fh.write(len(footer).to_bytes(8, "little"))
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -119,11 +121,10 @@ def write_entry(directory: Path, seq: int, records: CycleRecords, *, fsync: bool
 
 def read_entry(path: Path) -> CycleRecords:
     """The :class:`CycleRecords` a journal entry holds."""
-    data = path.read_bytes()
-    cut = data.index(b"\n")
-    meta = json.loads(data[:cut])
-    body = memoryview(data)[cut + 1 :]
-    tables = {t: pl.read_ipc(io.BytesIO(body[a:b])) for t, (a, b) in meta["tables"].items()}
+    data = memoryview(path.read_bytes())
+    size = int.from_bytes(data[-8:], "little")
+    meta = json.loads(bytes(data[-8 - size : -8]))
+    tables = {t: pl.read_ipc(io.BytesIO(data[a:b])) for t, (a, b) in meta["tables"].items()}
     return CycleRecords(
         cycle_id=meta["cycle_id"],
         flow_run_id=meta["flow_run_id"],

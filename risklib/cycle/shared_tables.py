@@ -2,8 +2,8 @@
 
 The API records overrides, threshold changes and operator requests; the pipeline
 reads them each cycle. A DuckLake query costs milliseconds even on an empty
-table, a look at the snapshot log (:class:`risklib.adapters.warehouse.ChangeWatch`)
-microseconds, so a table's rows are kept between cycles until it is written.
+table; the snapshot log (:class:`risklib.adapters.warehouse.ChangeWatch`) is read
+once per cycle, and a table's rows are kept between cycles until it is written.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ class SharedTables:
     def __init__(self, warehouse: Any) -> None:
         from risklib.adapters.warehouse import ChangeWatch
 
-        layout = getattr(warehouse, "layout", None)
         self.warehouse = warehouse
-        self.watch = ChangeWatch(layout.sqlite_file if layout is not None else None)
+        self.watch = ChangeWatch.for_warehouse(warehouse)
         self._rows: dict[str, pl.DataFrame] = {}
 
     def read(self, table: str, sql: str) -> pl.DataFrame:

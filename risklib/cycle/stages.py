@@ -47,6 +47,7 @@ class CycleResult:
 def ingest(session: Session, now: datetime) -> Any:
     """Pick up threshold changes made since the last cycle, take the feed's snapshot at ``now``
     and extend the rolling bar window with its new bars."""
+    session.watch.refresh()  # one look at what other processes wrote since the last cycle
     session.refresh_config(now)
     snap = session.feed.snapshot(now)
     session.window.extend(snap.bars)

@@ -2,25 +2,26 @@
 
 The pipeline re-reads a few small tables every cycle (threshold changes, overrides,
 operator requests, the escalation state) that other processes write. A DuckLake
-query costs milliseconds even on an empty table; looking up the snapshot log in
-the SQLite catalog costs microseconds. So each reader asks :meth:`ChangeWatch.changed`
-first and re-queries only when one of its tables was written.
+query costs milliseconds even on an empty table, so the cycle reads the snapshot
+log once (:meth:`ChangeWatch.refresh`) and each reader asks
+:meth:`ChangeWatch.changed` before re-querying its tables.
 
 The snapshot log is part of the DuckLake catalog format (``ducklake_snapshot_changes``
 lists, per snapshot, ``inserted_into_table:<id>``, ``deleted_from_table:<id>``,
-``compacted_table:<id>``, ``created_table:...`` and so on). A change the watch cannot
-attribute to a table id (a schema change, an unknown entry) counts as a change to
-every table; a catalog that is not a local SQLite file (PostgreSQL for a shared
-deployment) always reports a change. Both err towards re-reading, never towards
-missing a write.
+``compacted_table:<id>``, ``created_table:...`` and so on). It is read through the
+warehouse's own DuckDB connection (the attached ``__ducklake_metadata_<name>``
+database), never by opening the SQLite file beside it: two SQLite libraries in one
+process would release each other's POSIX locks on that file. A change the watch
+cannot attribute to a table id (a schema change, an unknown entry) counts as a
+change to every table; a failed read counts as a change. Both err towards
+re-reading, never towards missing a write.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from typing import Any
 
 _TABLE_CHANGE = re.compile(r"^(?:inserted_into_table|deleted_from_table|compacted_table|inlined_insert|inlined_delete):(\d+)$")
 
@@ -30,68 +31,90 @@ class ChangeWatch:
 
     Parameters
     ----------
-    sqlite_file
-        The catalog file (``Layout.sqlite_file``), or None when the catalog is
-        elsewhere: then every question is answered "changed".
+    fetch
+        Runs a SQL statement with parameters against the catalog database and
+        returns its rows; None answers every question "changed".
+    metadata
+        Name of the attached catalog database, e.g. ``__ducklake_metadata_wh``.
 
     Notes
     -----
-    Call :meth:`changed` *before* the query it guards: a write that lands between
-    the two is then reported again next time (one extra query), never missed.
+    A reader learns of writes up to the last :meth:`refresh` (the pipeline calls it
+    once per cycle, before its readers). Call :meth:`changed` before the query it
+    guards: a write that lands between the two is reported again after the next
+    refresh (one extra query), never missed.
     """
 
-    def __init__(self, sqlite_file: Path | None) -> None:
-        self._file = sqlite_file
+    def __init__(self, fetch: Callable[[str, list], list[tuple]] | None, metadata: str = "") -> None:
+        self._fetch = fetch
+        self._meta = metadata
+        self._current: int | None = None
+        self._log: dict[int, str] = {}  # snapshot id -> changes_made, since the oldest reader's last look
+        self._ids: dict[str, int] | None = None
         self._seen: dict[str, int] = {}
 
-    def _connect(self) -> sqlite3.Connection | None:
-        # A new connection per question (~0.1 ms): a long-lived one was seen to keep
-        # answering from its first view of the catalog after DuckDB's writes.
-        if self._file is None:
-            return None
-        return sqlite3.connect(f"file:{self._file}?mode=ro", uri=True)
+    @classmethod
+    def for_warehouse(cls, warehouse: Any) -> ChangeWatch:
+        """A watch reading through ``warehouse``'s connection (a ``Warehouse``); none for other objects."""
+        con = getattr(warehouse, "con", None)
+        if con is None:
+            return cls(None)
+        from risklib.adapters.warehouse._connect import CATALOG
+
+        return cls(lambda sql, params: con.execute(sql, params).fetchall(), f"__ducklake_metadata_{CATALOG}")
+
+    def refresh(self) -> None:
+        """Read the snapshots committed since the last refresh (one catalog query)."""
+        if self._fetch is None:
+            return
+        try:
+            rows = self._fetch(
+                f"SELECT snapshot_id, changes_made FROM {self._meta}.ducklake_snapshot_changes WHERE snapshot_id > ? "
+                "ORDER BY snapshot_id",
+                [self._current if self._current is not None else -1],
+            )
+            if self._ids is None or any(_TABLE_CHANGE.match(e) is None for _, made in rows for e in _entries(made)):
+                self._ids = {
+                    str(name): int(i)
+                    for i, name in self._fetch(
+                        f"SELECT table_id, table_name FROM {self._meta}.ducklake_table WHERE end_snapshot IS NULL", []
+                    )
+                }
+        except Exception:  # noqa: BLE001 - a catalog we cannot read is treated as changed everywhere
+            self._seen.clear()
+            return
+        for sid, made in rows:
+            self._log[int(sid)] = made or ""
+        if rows:
+            self._current = int(rows[-1][0])
+        elif self._current is None:
+            self._current = 0
+        oldest = min(self._seen.values(), default=self._current)
+        for sid in [s for s in self._log if s <= oldest]:
+            del self._log[sid]
 
     def changed(self, reader: str, tables: Iterable[str]) -> bool:
         """True when any of ``tables`` was written since ``reader`` last asked (always True the first time)."""
-        con = self._connect()
-        if con is None:
+        if self._fetch is None:
             return True
-        try:
-            last = self._seen.get(reader)
-            current = con.execute("SELECT max(snapshot_id) FROM ducklake_snapshot").fetchall()[0][0]
-            if current is None:
+        if self._current is None:
+            self.refresh()
+            if self._current is None:
                 return True
-            self._seen[reader] = int(current)
-            if last is None:
-                return True
-            if current == last:
-                return False
-            rows = con.execute(
-                "SELECT changes_made FROM ducklake_snapshot_changes WHERE snapshot_id > ? AND snapshot_id <= ?",
-                [last, current],
-            ).fetchall()
-            names = set(tables)
-            ids = {
-                int(i)
-                for i, name in con.execute(
-                    "SELECT table_id, table_name FROM ducklake_table WHERE end_snapshot IS NULL"
-                ).fetchall()
-                if name in names
-            }
-        except sqlite3.Error:
-            self.forget(reader)
-            return True  # a catalog we cannot read is treated as changed
-        finally:
-            con.close()
-        for (made,) in rows:
-            for entry in (made or "").split(","):
-                m = _TABLE_CHANGE.match(entry.strip())
-                if m is None:
-                    if entry.strip():
-                        return True  # schema change or an entry kind this watch does not know
-                    continue
-                if int(m.group(1)) in ids:
-                    return True
+        last = self._seen.get(reader)
+        self._seen[reader] = self._current
+        if last is None:
+            return True
+        if last >= self._current:
+            return False
+        ids = {self._ids.get(t) for t in tables} if self._ids is not None else set()
+        for sid, made in self._log.items():
+            if not last < sid <= self._current:
+                continue
+            for entry in _entries(made):
+                m = _TABLE_CHANGE.match(entry)
+                if m is None or int(m.group(1)) in ids:
+                    return True  # a write to one of the tables, or a change this watch cannot place
         return False
 
     def forget(self, reader: str) -> None:
@@ -100,3 +123,7 @@ class ChangeWatch:
 
     def close(self) -> None:
         """Nothing is held between questions; kept so owners can close what they open."""
+
+
+def _entries(made: str | None) -> list[str]:
+    return [e.strip() for e in (made or "").split(",") if e.strip()]

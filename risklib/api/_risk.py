@@ -100,6 +100,17 @@ _STATUS_COLUMNS = (
 )
 
 
+def _newest_account_frames(request: Request):
+    """``(config, newest cycle, its account metrics, its risk state)``; 503 when no cycle was recorded."""
+    cfg, _ = effective_config(request)
+    ctx = request.app.state.ctx
+    with ctx.lock:
+        cyc = newest_cycle(ctx.warehouse, ctx.clock.now(), cfg)
+        if cyc.cycle_id is None:
+            raise no_cycle()
+        return cfg, cyc, _latest_account_metrics(ctx.warehouse, cyc.cycle_id), _cycle_state(ctx.warehouse, cyc.cycle_id)
+
+
 @router.get("/status")
 def status(
     request: Request,
@@ -115,14 +126,7 @@ def status(
     """
     from risklib.cycle.dashboard import summarise
 
-    cfg, _ = effective_config(request)
-    ctx = request.app.state.ctx
-    with ctx.lock:
-        cyc = newest_cycle(ctx.warehouse, ctx.clock.now(), cfg)
-        if cyc.cycle_id is None:
-            raise no_cycle()
-        metrics = _latest_account_metrics(ctx.warehouse, cyc.cycle_id)
-        state = _cycle_state(ctx.warehouse, cyc.cycle_id)
+    cfg, cyc, metrics, state = _newest_account_frames(request)
     summary = summarise(metrics, state, var_halt=_var_halt(cfg))
     table = metrics.drop("trading_mode", strict=False).join(  # the mode in force is the risk state's
         state.select("account_id", "trading_mode", "breaker_state", "risk_level", "sizing_multiplier",
@@ -155,14 +159,7 @@ def portfolio_health(request: Request) -> dict[str, Any]:
     """
     from risklib.cycle.dashboard import summarise
 
-    cfg, _ = effective_config(request)
-    ctx = request.app.state.ctx
-    with ctx.lock:
-        cyc = newest_cycle(ctx.warehouse, ctx.clock.now(), cfg)
-        if cyc.cycle_id is None:
-            raise no_cycle()
-        metrics = _latest_account_metrics(ctx.warehouse, cyc.cycle_id)
-        state = _cycle_state(ctx.warehouse, cyc.cycle_id)
+    cfg, cyc, metrics, state = _newest_account_frames(request)
     s = summarise(metrics, state, var_halt=_var_halt(cfg))
     modes = state.group_by("trading_mode").len().sort("trading_mode") if state.height else pl.DataFrame()
     breakers = state.group_by("breaker_state").len().sort("breaker_state") if state.height else pl.DataFrame()

@@ -224,7 +224,6 @@ class Session:
     def close(self) -> None:
         if self.journal is not None:
             self.journal.close()
-        self.watch.close()
         self.warehouse.close()
 
     # --- carried state ------------------------------------------------------------

@@ -180,17 +180,16 @@ def to_json_rows(frame: pl.DataFrame) -> pl.Series:
     """
     if frame.height == 0:
         return pl.Series([], dtype=pl.String)
-    floats = [c for c, t in frame.schema.items() if t.is_float()]
-    odd = (
-        frame.select(pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats]).fill_null(False))
-        .to_series()
-        if floats
-        else pl.Series([False] * frame.height)
-    )
     simple = all(t.is_numeric() or t in (pl.String, pl.Boolean) for t in frame.schema.values())
     if not simple:
         return pl.Series([json.dumps(r, default=str) for r in frame.iter_rows(named=True)], dtype=pl.String)
     encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    floats = [c for c, t in frame.schema.items() if t.is_float()]
+    if not floats:
+        return encoded.alias("json")
+    odd = frame.select(
+        pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats]).fill_null(False)
+    ).to_series()
     if odd.any():
         rows = frame.filter(odd)
         slow = iter([json.dumps(r, default=str) for r in rows.iter_rows(named=True)])

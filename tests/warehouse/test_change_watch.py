@@ -34,7 +34,6 @@ def test_first_question_is_always_changed_then_only_real_writes_count(wh, wh_pat
     watch.refresh()
     assert watch.changed("r", ["acknowledgements"]) is True
     assert watch.changed("r", ["acknowledgements"]) is False
-    watch.close()
 
 
 def test_readers_are_independent_and_forget_forces_a_reread(wh):
@@ -48,7 +47,6 @@ def test_readers_are_independent_and_forget_forces_a_reread(wh):
     assert watch.changed("b", ["alerts", "overrides"]) is True  # b has not looked since the write
     watch.forget("a")
     assert watch.changed("a", ["alerts"]) is True
-    watch.close()
 
 
 def test_a_schema_change_counts_as_a_change_to_every_table(wh):

@@ -121,9 +121,6 @@ class ChangeWatch:
         """Make the next :meth:`changed` for ``reader`` answer True (e.g. after its query failed)."""
         self._seen.pop(reader, None)
 
-    def close(self) -> None:
-        """Nothing is held between questions; kept so owners can close what they open."""
-
 
 def _entries(made: str | None) -> list[str]:
     return [e.strip() for e in (made or "").split(",") if e.strip()]

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from risklib.api._deps import METRIC_NAMES, clean, effective_config, newest_cycle, no_cycle, rows, unpack_state
+from risklib.api._deps import METRIC_NAMES, clean, effective_config, newest_cycle, no_cycle, rows
 from risklib.core import frames
 
 router = APIRouter(prefix="/api/risk", tags=["risk"])

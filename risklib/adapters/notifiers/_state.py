@@ -225,10 +225,14 @@ class EscalationStateCache:
     def __init__(self, watch: Any) -> None:
         self.watch = watch
         self._state: tuple[pl.DataFrame, pl.DataFrame] | None = None
+        self.reloaded = True  # whether the last load() read the tables again
+        self._quiet: tuple[object, datetime | None] | None = None  # (alerts key, quiet_until) of the last empty plan
 
     def load(self, warehouse: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
         changed = self.watch.changed("escalation.state", ESCALATION_TABLES)
-        if changed or self._state is None:
+        self.reloaded = changed or self._state is None
+        if self.reloaded:
+            self._quiet = None
             try:
                 self._state = load_escalation_state(warehouse)
             except Exception:
@@ -236,6 +240,39 @@ class EscalationStateCache:
                 self._state = None
                 raise
         return self._state
+
+    def plan(self, now: datetime, alerts: pl.DataFrame, config: Any, warehouse: Any):
+        """:func:`plan_escalation` over the cached state, skipped while it would surely plan nothing.
+
+        An empty plan depends only on the state, on which incidents fire at which
+        level, and on ``now`` through the escalation and repeat timers; so while the
+        state is unchanged, the same incidents fire at the same levels and no timer
+        is due (``EscalationPlan.quiet_until``), the plan is empty again.
+        """
+        from risklib.core.escalation import plan_escalation
+
+        open_incidents, acks = self.load(warehouse)
+        key = _alerts_key(alerts)
+        quiet = self._quiet
+        if quiet is not None and quiet[0] == key and (quiet[1] is None or now < quiet[1]):
+            return _EMPTY_PLAN()
+        plan = plan_escalation(now, alerts, open_incidents, acks, config)
+        self._quiet = (key, plan.quiet_until) if plan.empty else None
+        return plan
+
+
+def _alerts_key(alerts: pl.DataFrame) -> object:
+    """What an empty plan depends on in the alerts: each incident's highest level."""
+    if alerts.height == 0:
+        return ()
+    top = alerts.group_by("incident_key").agg(pl.col("level").max()).sort("incident_key")
+    return (tuple(top["incident_key"].to_list()), tuple(top["level"].to_list()))
+
+
+def _EMPTY_PLAN():
+    from risklib.core.escalation import INCIDENT_EVENTS, EscalationPlan
+
+    return EscalationPlan(frames.empty(INCIDENT_EVENTS), frames.empty(NOTIFICATIONS), frames.empty(NOTIFICATION_EVENTS))
 
 
 def run_escalation(
@@ -252,8 +289,10 @@ def run_escalation(
     """
     from risklib.core.escalation import plan_escalation
 
-    open_incidents, acks = state.load(warehouse) if state is not None else load_escalation_state(warehouse)
-    plan = plan_escalation(now, alerts, open_incidents, acks, config)
+    if state is not None:
+        plan = state.plan(now, alerts, config, warehouse)
+    else:
+        plan = plan_escalation(now, alerts, *load_escalation_state(warehouse), config)
     fast = sender.send_plan(plan, now)
     rest = sender.drain(now)
     return plan, fast, rest

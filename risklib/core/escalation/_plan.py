@@ -120,6 +120,13 @@ class EscalationPlan:
     incident_events: pl.DataFrame
     notifications: pl.DataFrame
     notification_events: pl.DataFrame
+    #: For an empty plan: no timer of these incidents falls due before this time (None: no
+    #: timer runs), so the same alerts over the same state plan nothing until then.
+    quiet_until: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.incident_events.height or self.notifications.height or self.notification_events.height)
 
     @property
     def n_messages(self) -> int:
@@ -248,6 +255,18 @@ def plan_escalation(
     )
 
     events = _incident_events(j, now_lit)
+    if events.height == 0 and j["kind"].null_count() == j.height:
+        # Nothing to say now: when is the earliest escalation or repeat timer due?
+        due = j.filter(chain_live).select(
+            pl.min_horizontal(
+                pl.when(pl.col("ack_wait_s").is_not_null() & (pl.col("tier0") < pl.col("n_tiers")))
+                .then(pl.col("tier_at") + pl.duration(seconds=pl.col("ack_wait_s"))),
+                pl.when(pl.col("repeat_interval_s").is_not_null())
+                .then(pl.col("last_notified_at") + pl.duration(seconds=pl.col("repeat_interval_s"))),
+            ).min().alias("due")
+        )["due"][0]
+        return EscalationPlan(frames.empty(INCIDENT_EVENTS), frames.empty(NOTIFICATIONS), frames.empty(NOTIFICATION_EVENTS),
+                              quiet_until=due)
 
     # Inhibition: accounts with an unresolved incident at or above inhibit_from_level.
     hot = j.filter(~is_resolved & (pl.col("new_level") >= config.inhibit_from_level)).select("account_id").unique()

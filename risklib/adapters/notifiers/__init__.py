@@ -11,6 +11,7 @@ from pathlib import Path
 
 from risklib.adapters.notifiers._base import Credentials, Notifier, OutboundMessage, Secret, load_credentials, redact
 from risklib.adapters.notifiers._console import ConsoleNotifier
+from risklib.adapters.notifiers._local import LocalOutbox
 from risklib.adapters.notifiers._outbox import DrainReport, OutboxSender
 from risklib.adapters.notifiers._render import email_parts, voice_twiml
 from risklib.adapters.notifiers._state import (
@@ -75,6 +76,7 @@ __all__ = [
     "Credentials",
     "DrainReport",
     "EscalationStateCache",
+    "LocalOutbox",
     "Notifier",
     "OutboundMessage",
     "OutboxSender",

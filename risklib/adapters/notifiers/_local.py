@@ -1,0 +1,503 @@
+"""The escalation outbox kept in the pipeline process: durable on local disk, landed in the warehouse behind.
+
+Every DuckLake statement costs milliseconds and every transaction tens of them,
+and the escalate stage issued several of each per cycle (state and pending
+queries, the plan transaction, the outcome transaction): ~190 ms a cycle while an
+incident was open. :class:`LocalOutbox` gives the sender and the planner the
+warehouse interface they already use (``query``, ``append``, ``prepare``,
+``_transaction``) over a small in-memory DuckDB holding the live part of the
+escalation tables, so the same SQL decides the same things, and makes each write
+durable with one fsync'd local file instead of a DuckLake transaction:
+
+* **Durable before sent.** :meth:`_transaction` writes the rows to a journal entry
+  (the tables as Arrow IPC, a JSON footer with the audit entries; written to a
+  temporary name, fsync'ed, renamed: whole or absent) before it returns, so the
+  plan and its ``attempt`` events are on disk before any provider is called, and
+  outcomes before the next step relies on them.
+* **Landed behind, in order, once.** A lander thread commits the entries to the
+  warehouse one transaction each, in order, with an ``escalation.landed`` audit
+  entry naming the entry; the file is deleted after COMMIT. Opening the outbox
+  lands what an earlier process left (skipping an entry whose marker is already
+  in the warehouse: a crash between COMMIT and delete), then loads the live state
+  (open incidents, unfinished messages and their groups, the dedup history they
+  need) from the warehouse. So a crash after a send never pages twice (the attempt
+  is landed, the message is "in doubt" and reconciled) and a crash before it never
+  loses the page.
+* **Other writers.** Acknowledgements (API, SMS replies, key presses) and delivery
+  callbacks are written by the API process into the warehouse. :meth:`refresh`
+  (once per cycle, given the session's ``ChangeWatch``) re-reads acknowledgements
+  only when that table changed, and events of still-unfinished messages only when
+  ``notification_events`` changed and such messages exist.
+
+The planner and sender learn of changes through :attr:`watch` (``changed`` /
+``forget``, like ``ChangeWatch``), which answers from a local version counter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+log = logging.getLogger("risklib.escalation.local")
+
+#: Tables the local outbox mirrors.
+LOCAL_TABLES = ("incidents", "notifications", "notification_events", "acknowledgements")
+_SUFFIX = ".esc"
+_TMP_PREFIX = ".tmp-"
+_MARKER = "escalation.landed"
+_AUDIT_INLINE_ROWS = 50
+_TERMINAL_SQL = "('sent', 'delivered', 'failed', 'suppressed', 'inhibited')"
+
+# The live part of the escalation tables: everything the state, pending and dedup
+# queries can read. Run against the warehouse at open, against the mirror to compact it.
+_OPEN_KEYS_SQL = """
+SELECT incident_key FROM incidents
+QUALIFY row_number() OVER (
+    PARTITION BY incident_key
+    ORDER BY updated_at DESC, CASE status WHEN 'resolved' THEN 2 WHEN 'acknowledged' THEN 1 ELSE 0 END DESC
+) = 1 AND status <> 'resolved'
+"""
+
+_LIVE_NOTIFICATIONS_SQL = f"""
+WITH cur AS (
+    SELECT incident_key, status FROM incidents
+    QUALIFY row_number() OVER (
+        PARTITION BY incident_key
+        ORDER BY updated_at DESC, CASE status WHEN 'resolved' THEN 2 WHEN 'acknowledged' THEN 1 ELSE 0 END DESC
+    ) = 1
+), op AS (
+    SELECT incident_key FROM cur WHERE status <> 'resolved'
+), ev AS (
+    SELECT notification_id, bool_or(event IN {_TERMINAL_SQL}) AS done FROM notification_events GROUP BY notification_id
+), groups AS (
+    SELECT DISTINCT group_key FROM notifications WHERE incident_key IN (SELECT incident_key FROM op)
+    UNION
+    SELECT DISTINCT n.group_key FROM notifications n LEFT JOIN ev ON ev.notification_id = n.notification_id
+    WHERE n.recipient <> 'dashboard' AND NOT coalesce(ev.done, false)
+), live AS (
+    SELECT * FROM notifications WHERE group_key IN (SELECT group_key FROM groups)
+)
+SELECT * FROM live
+UNION ALL
+-- earlier messages with the same dedup key (the sender never delivers a key twice)
+SELECT n.* FROM notifications n
+WHERE n.dedup_key IN (SELECT dedup_key FROM live) AND n.notification_id NOT IN (SELECT notification_id FROM live)
+  AND n.notification_id IN (SELECT notification_id FROM notification_events WHERE event IN ('sent', 'delivered'))
+"""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_default(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def write_entry(directory: Path, name: str, frames: dict[str, pl.DataFrame], entries: list[dict], *, fsync: bool) -> Path:
+    """Write one journal entry (whole, or absent on error); returns its path."""
+    tmp = directory / f"{_TMP_PREFIX}{name}"
+    final = directory / name
+    try:
+        with open(tmp, "wb") as fh:
+            spans: dict[str, tuple[int, int]] = {}
+            for table, frame in frames.items():
+                start = fh.tell()
+                frame.write_ipc(fh, compression="uncompressed")
+                spans[table] = (start, fh.tell())
+            audit = [{**e, "at": e["at"].isoformat() if isinstance(e.get("at"), datetime) else None} for e in entries]
+            footer = json.dumps({"tables": spans, "audit": audit}, default=_json_default).encode()
+            fh.write(footer)
+            fh.write(len(footer).to_bytes(8, "little"))
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.rename(tmp, final)
+        if fsync:
+            _fsync_dir(directory)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def read_entry(path: Path) -> tuple[dict[str, pl.DataFrame], list[dict]]:
+    """The tables and audit entries a journal entry holds."""
+    import io
+
+    data = memoryview(path.read_bytes())
+    size = int.from_bytes(data[-8:], "little")
+    meta = json.loads(bytes(data[-8 - size : -8]))
+    frames = {t: pl.read_ipc(io.BytesIO(data[a:b])) for t, (a, b) in meta["tables"].items()}
+    audit = [{**e, "at": datetime.fromisoformat(e["at"]) if e.get("at") else None} for e in meta["audit"]]
+    return frames, audit
+
+
+class _Watch:
+    """``changed``/``forget`` over the outbox's version counter (the ChangeWatch interface)."""
+
+    def __init__(self, outbox: LocalOutbox) -> None:
+        self._outbox = outbox
+        self._seen: dict[str, int] = {}
+
+    def changed(self, reader: str, tables: Iterable[str] = ()) -> bool:
+        version = self._outbox.version
+        last = self._seen.get(reader)
+        self._seen[reader] = version
+        return last is None or last != version
+
+    def forget(self, reader: str) -> None:
+        self._seen.pop(reader, None)
+
+
+class LocalOutbox:
+    """The escalation tables' live rows in memory, each write durable in a local journal, landed behind.
+
+    Parameters
+    ----------
+    warehouse
+        The session's writer :class:`~risklib.adapters.warehouse.Warehouse` (schema
+        checks, the state loaded at open, the reads of other processes' writes).
+    directory
+        Journal folder; default ``escalation_journal/`` in the warehouse folder.
+    fsync
+        Flush each entry to the disk before a write returns (survives a power loss).
+    retries
+        Landing attempts per entry before it is moved to ``failed/`` (kept, and
+        landed again when the outbox is next opened).
+    compact_rows
+        Compact the mirror (drop resolved conversations) when it holds more rows.
+    """
+
+    def __init__(
+        self,
+        warehouse: Any,
+        directory: str | Path | None = None,
+        *,
+        fsync: bool = True,
+        retries: int = 5,
+        compact_rows: int = 50_000,
+    ) -> None:
+        from risklib.adapters.warehouse import Warehouse
+
+        self.warehouse = warehouse
+        layout = warehouse.layout
+        self.directory = Path(directory) if directory is not None else layout.lock_file.parent / (
+            "escalation_journal" if layout.local_root is not None else layout.lock_file.stem + ".escalation"
+        )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "failed").mkdir(exist_ok=True)
+        self.fsync = fsync
+        self.retries = max(1, int(retries))
+        self.compact_rows = compact_rows
+        self.version = 0
+        self._rows = 0
+        self._compact_at = compact_rows
+        self.watch = _Watch(self)
+        self.failure: str | None = None  # the last entry that could not be landed (kept in failed/)
+        self.landed = 0
+        self.lag_ms: deque[float] = deque(maxlen=1000)
+        self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute("SET threads = 1")
+        self._columns = {t: [c.name for c in warehouse.columns(t)] for t in LOCAL_TABLES}
+        for table in LOCAL_TABLES:
+            cols = ", ".join(f'"{c.name}" {c.sql_type}' for c in warehouse.columns(table))
+            self._con.execute(f'CREATE TABLE "{table}" ({cols})')
+        self._lander = Warehouse.open(
+            layout.local_root if layout.local_root is not None else layout.catalog_uri,
+            migrate=False,
+            config=warehouse.config,
+            clock=warehouse.clock,
+        )
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[Path, dict[str, pl.DataFrame] | None, list[dict] | None, bool, float]] = deque()
+        self._busy = False
+        self._closed = False
+        for stale in self.directory.glob(f"{_TMP_PREFIX}*"):
+            stale.unlink(missing_ok=True)  # never renamed: its write did not return, nothing relied on it
+        leftovers = sorted(
+            list(self.directory.glob(f"[0-9]*{_SUFFIX}")) + list((self.directory / "failed").glob(f"[0-9]*{_SUFFIX}")),
+            key=lambda p: p.name,
+        )
+        self._seq = int(leftovers[-1].name.split("-", 1)[0]) if leftovers else 0
+        if leftovers:
+            log.warning("landing %d escalation journal entr(ies) left in %s by an earlier run", len(leftovers), self.directory)
+        unlanded = [p for p in leftovers  # before the state is read: the warehouse must hold every earlier write
+                    if not self._land(p, None, None, recovered=True)]
+        self._load(self.warehouse.query)
+        for path in unlanded:  # the warehouse refused them for now: the state here still includes them
+            frames, entries = read_entry(path)
+            self._apply(frames)
+            self._queue.append((path, frames, entries, True, time.monotonic()))
+        self._thread = threading.Thread(target=self._run, name="escalation-lander", daemon=True)
+        self._thread.start()
+        import atexit
+
+        atexit.register(self._close_at_exit)
+        self._atexit = True
+
+    # --- the warehouse interface the planner and sender use -------------------------
+
+    def query(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
+        from risklib.adapters.warehouse._warehouse import _to_polars
+
+        return _to_polars(self._con.sql(sql, params=list(params) if params is not None else None), exact_decimals=False)
+
+    def prepare(self, table: str, frame: pl.DataFrame) -> pl.DataFrame:
+        return self.warehouse.prepare(table, frame)
+
+    def append(self, table: str, frame: pl.DataFrame, *, actor: str, action: str, subject: str | None = None) -> None:
+        """As :meth:`Warehouse.append`: one table and its audit entry, durable when this returns."""
+        from risklib.errors import WarehouseError
+
+        if table not in LOCAL_TABLES:
+            raise WarehouseError(f"table={table!r}: not an escalation table (allowed: {list(LOCAL_TABLES)})")
+        prepared = self.prepare(table, frame)
+        detail: dict[str, object] = {"table": table, "rows": prepared.height}
+        if prepared.height <= _AUDIT_INLINE_ROWS:
+            detail["records"] = prepared.to_dicts()
+        self._transaction({table: prepared}, [{"actor": actor, "action": action, "subject": subject or table,
+                                               "detail": detail}])
+
+    def _transaction(self, frames: dict[str, pl.DataFrame], entries: list[dict]) -> None:
+        """Make ``frames`` (prepared) and ``entries`` durable in one journal entry, apply them here, queue the landing."""
+        frames = {t: f for t, f in frames.items() if f.height}
+        if not frames:
+            return
+        now = self.warehouse.clock.now()
+        entries = [dict(e, at=e.get("at") or now) for e in entries]
+        with self._cond:
+            self._seq += 1
+            name = f"{self._seq:012d}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
+        path = write_entry(self.directory, name, frames, entries, fsync=self.fsync)
+        self._apply(frames)
+        with self._cond:
+            self._queue.append((path, frames, entries, False, time.monotonic()))
+            self._cond.notify_all()
+
+    # --- other processes' writes ----------------------------------------------------
+
+    def refresh(self, watch: Any) -> None:
+        """Pick up acknowledgements and delivery events other processes wrote (``watch``: a ChangeWatch).
+
+        Queries the warehouse only when the watch says the table changed; a failed
+        read is forgotten by the watch, so the next cycle reads again.
+        """
+        if watch.changed("escalation.local.acks", ("acknowledgements",)):
+            try:
+                self._refresh_acks()
+            except Exception:
+                watch.forget("escalation.local.acks")
+                raise
+        events_changed = watch.changed("escalation.local.events", ("notification_events",))
+        if events_changed:
+            try:
+                self._refresh_events()
+            except Exception:
+                watch.forget("escalation.local.events")
+                raise
+
+    def _refresh_acks(self) -> None:
+        keys = self.query("SELECT DISTINCT incident_key FROM incidents")["incident_key"].to_list()
+        if not keys:
+            return
+        fresh = self.warehouse.query(
+            'SELECT incident_key, max("at") AS "at" FROM acknowledgements WHERE list_contains(?, incident_key) '
+            "GROUP BY incident_key",
+            [keys],
+        )
+        have = self.query('SELECT incident_key, max("at") AS "at" FROM acknowledgements GROUP BY incident_key')
+        new = fresh.join(have, on="incident_key", how="left", suffix="_have").filter(
+            pl.col("at_have").is_null() | (pl.col("at") > pl.col("at_have"))
+        ).select("incident_key", "at")
+        if new.height:
+            self._insert("acknowledgements", new)
+            self.version += 1
+
+    def _refresh_events(self) -> None:
+        pending = self.query(
+            f"SELECT n.notification_id FROM notifications n WHERE n.recipient <> 'dashboard' AND n.notification_id NOT IN "
+            f"(SELECT notification_id FROM notification_events WHERE event IN {_TERMINAL_SQL})"
+        )["notification_id"].to_list()
+        if not pending:
+            return  # events of finished messages change nothing the pipeline decides
+        cols = self._columns["notification_events"]
+        theirs = self.warehouse.query("SELECT * FROM notification_events WHERE list_contains(?, notification_id)", [pending])
+        if theirs.height == 0:
+            return
+        mine = self.query("SELECT * FROM notification_events WHERE list_contains(?, notification_id)", [pending])
+        key = ["notification_id", "event", "at"]
+        new = theirs.select(cols).join(mine.select(key), on=key, how="anti", nulls_equal=True)
+        if new.height:
+            self._insert("notification_events", new)
+            self.version += 1
+
+    # --- the mirror -------------------------------------------------------------------
+
+    def _insert(self, table: str, frame: pl.DataFrame) -> None:
+        from risklib.adapters.warehouse._warehouse import _Stream
+
+        cols = self._columns[table]
+        frame = frame.with_columns([pl.lit(None).alias(c) for c in cols if c not in frame.columns]).select(cols)
+        self._con.register("_incoming", _Stream(frame))
+        try:
+            quoted = ", ".join(f'"{c}"' for c in cols)
+            self._con.execute(f'INSERT INTO "{table}" ({quoted}) SELECT {quoted} FROM _incoming')
+        finally:
+            self._con.unregister("_incoming")
+
+    def _apply(self, frames: dict[str, pl.DataFrame]) -> None:
+        for table, frame in frames.items():
+            if table in self._columns:
+                self._insert(table, frame)
+                self._rows += frame.height
+        self.version += 1
+        if self._rows > self._compact_at:
+            self.compact()
+
+    def rows(self) -> int:
+        """Rows the mirror holds (all four tables)."""
+        self._rows = sum(int(self._con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in LOCAL_TABLES)
+        return self._rows
+
+    def _load(self, query: Any) -> None:
+        """Replace the mirror with the live rows ``query`` (warehouse or mirror) returns."""
+        live = query(_LIVE_NOTIFICATIONS_SQL)
+        ids = live["notification_id"].unique().to_list() if live.height else []
+        keys = set(live["incident_key"].drop_nulls().to_list()) if live.height else set()
+        opened = query(_OPEN_KEYS_SQL)["incident_key"].to_list()
+        keys = sorted(keys | set(opened))
+        incidents = query("SELECT * FROM incidents WHERE list_contains(?, incident_key)", [keys]) if keys else None
+        events = query("SELECT * FROM notification_events WHERE list_contains(?, notification_id)", [ids]) if ids else None
+        acks = (
+            query('SELECT incident_key, max("at") AS "at" FROM acknowledgements WHERE list_contains(?, incident_key) '
+                  "GROUP BY incident_key", [keys])
+            if keys else None
+        )
+        for table in LOCAL_TABLES:
+            self._con.execute(f'DELETE FROM "{table}"')
+        for table, frame in (("incidents", incidents), ("notifications", live), ("notification_events", events),
+                             ("acknowledgements", acks)):
+            if frame is not None and frame.height:
+                self._insert(table, frame)
+        self.version += 1
+        self.rows()
+
+    def compact(self) -> None:
+        """Drop resolved conversations (their dedup history stays while a live message shares its key)."""
+        before = self.rows()
+        self._load(self.query)
+        self._compact_at = max(self.compact_rows, 2 * self._rows)  # all live: do not compact again at once
+        log.info("escalation mirror compacted: %d -> %d rows", before, self.rows())
+
+    # --- landing ------------------------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Entries written but not yet committed to the warehouse."""
+        with self._cond:
+            return len(self._queue) + (1 if self._busy else 0)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every entry is committed to the warehouse (or moved to ``failed/``); False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._queue or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(0.5 if left is None else min(0.5, left))
+        return True
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Land what is queued (up to ``timeout_s``), then stop; what is left stays on disk for the next open."""
+        if self._closed:
+            return
+        self.flush(timeout_s)
+        with self._cond:
+            self._closed = True
+            self._queue.clear()
+            self._cond.notify_all()
+        self._thread.join(timeout=30 if timeout_s is None else timeout_s)
+        if not self._thread.is_alive():
+            self._lander.close()
+        self._con.close()
+        import atexit
+
+        atexit.unregister(self._close_at_exit)
+
+    def _close_at_exit(self) -> None:
+        self.close(timeout_s=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                path, frames, entries, recovered, submitted = self._queue[0]
+                self._busy = True
+            try:
+                if self._land(path, frames, entries, recovered=recovered):
+                    self.lag_ms.append((time.monotonic() - submitted) * 1e3)
+            finally:
+                with self._cond:
+                    if self._queue and self._queue[0][0] == path:
+                        self._queue.popleft()
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _land(self, path: Path, frames: dict | None, entries: list[dict] | None, *, recovered: bool) -> bool:
+        """Commit one entry (with its marker) unless already committed; delete it. False if kept in ``failed/``."""
+        error = ""
+        for attempt in range(1, self.retries + 1):
+            try:
+                if frames is None or entries is None:
+                    frames, entries = read_entry(path)
+                if (recovered or attempt > 1) and self._already_landed(path.name):
+                    log.info("escalation entry %s was already in the warehouse; removed", path.name)
+                else:
+                    marker = {"actor": "escalation", "action": _MARKER, "subject": path.name,
+                              "at": entries[-1]["at"] if entries else None,
+                              "detail": {"rows": {t: f.height for t, f in frames.items()}}}
+                    self._lander._transaction(
+                        {t: self._lander.prepare(t, f) for t, f in frames.items()}, [*entries, marker]
+                    )
+                path.unlink(missing_ok=True)
+                self.landed += 1
+                return True
+            except Exception as exc:  # noqa: BLE001 - retried, then kept and reported
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("landing %s failed (attempt %d/%d): %s", path.name, attempt, self.retries, error)
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        if path.parent.name != "failed":
+            kept = self.directory / "failed" / path.name
+            shutil.move(str(path), kept)
+        else:
+            kept = path
+        self.failure = f"escalation journal entry {path.name!r} could not be landed (kept in {str(kept)!r}): {error}"
+        log.error("%s", self.failure)
+        return False
+
+    def _already_landed(self, name: str) -> bool:
+        rows = self._lander.query("SELECT count(*) AS n FROM audit_log WHERE action = ? AND subject = ?", [_MARKER, name])
+        return bool(rows["n"][0])

@@ -1,0 +1,187 @@
+"""The local outbox: escalation state in the pipeline process, each write fsync'd locally, landed behind.
+
+Real DuckLake warehouses, the real Twilio client against the fake server. A "crash"
+abandons an outbox whose lander never ran: its journal entries stay on disk,
+nothing reached the warehouse, exactly as after a killed process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+from esc_builders import T0, alerts
+from risklib.adapters.notifiers import EscalationStateCache, LocalOutbox, OutboxSender, record_ack, run_escalation
+
+pytestmark = pytest.mark.integration
+
+
+class NoLander(LocalOutbox):
+    """An outbox whose lander never lands (the process dies before it gets to it)."""
+
+    def _run(self) -> None:
+        return
+
+
+def crash(outbox: LocalOutbox, warehouse) -> None:
+    """Drop the outbox and its warehouse without landing or closing anything cleanly."""
+    atexit.unregister(outbox._close_at_exit)
+    outbox._lander.close()
+    outbox._con.close()
+    warehouse.close()
+
+
+def pipeline(outbox, notifiers, config, creds, cls=OutboxSender):
+    sender = cls(outbox, notifiers, config, secrets=creds.secrets(), sleep=lambda s: None)
+    return sender, EscalationStateCache(outbox.watch)
+
+
+def cycle(outbox, sender, state, config, now, rows=(("A1", 2),)):
+    return run_escalation(outbox, sender, alerts(list(rows), now=now), config, now, state=state)
+
+
+def counts(wh) -> dict[str, int]:
+    return {t: int(wh.query(f"SELECT count(*) AS n FROM {t}")["n"][0])
+            for t in ("incidents", "notifications", "notification_events")}
+
+
+def test_writes_land_in_the_warehouse_behind_and_nothing_is_sent_twice(wh, notifiers, config, creds, twilio):
+    # Arrange
+    outbox = LocalOutbox(wh)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    try:
+        # Act: the same condition for three cycles
+        for s in (0, 5, 10):
+            cycle(outbox, sender, state, config, T0 + timedelta(seconds=s))
+        outbox.flush()
+        ev = wh.query("SELECT event, provider_message_id FROM notification_events ORDER BY event")
+    finally:
+        outbox.close()
+    # Assert: one incident, one page per recipient, every attempt and provider id in the warehouse
+    assert len(twilio.created("Messages")) == 2
+    assert counts(wh) == {"incidents": 1, "notifications": 3, "notification_events": 4}
+    assert ev.filter(pl.col("event") == "attempt").height == 2
+    sent = ev.filter(pl.col("event") == "sent")
+    assert sent.height == 2 and sent["provider_message_id"].null_count() == 0
+    assert wh.query("SELECT count(*) AS n FROM audit_log WHERE action = 'escalation.landed'")["n"][0] == 2
+
+
+def test_crash_after_send_before_landing_is_landed_on_restart_and_not_resent(wh_path, notifiers, config, creds, twilio):
+    # Arrange: a cycle sends, then the process dies before anything reached the warehouse.
+    from risklib.warehouse import Warehouse
+
+    w1 = Warehouse.open(wh_path)
+    ob1 = NoLander(w1)
+    sender, state = pipeline(ob1, notifiers, config, creds)
+    cycle(ob1, sender, state, config, T0)
+    landed_before = counts(w1)
+    crash(ob1, w1)
+    # Act: restart, and keep escalating the same condition past the in-doubt window
+    with Warehouse.open(wh_path) as w2:
+        ob2 = LocalOutbox(w2)
+        sender2, state2 = pipeline(ob2, notifiers, config, creds)
+        try:
+            for s in (5, config.retry.in_doubt_after_s + 1, 600):
+                cycle(ob2, sender2, state2, config, T0 + timedelta(seconds=s))
+            ob2.flush()
+            after = counts(w2)
+            sent = w2.query("SELECT provider_message_id FROM notification_events WHERE event = 'sent'")
+        finally:
+            ob2.close()
+    # Assert
+    assert landed_before == {"incidents": 0, "notifications": 0, "notification_events": 0}
+    assert len(twilio.created("Messages")) == 2  # never paged twice
+    assert after == {"incidents": 1, "notifications": 3, "notification_events": 4}
+    assert sent.height == 2 and sent["provider_message_id"].null_count() == 0
+
+
+def test_crash_after_durable_plan_before_provider_call_sends_once_after_restart(wh_path, notifiers, config, creds, twilio):
+    # Arrange: the plan and its attempts are durable locally, then the process dies before calling Twilio.
+    from risklib.warehouse import Warehouse
+
+    class DiesBeforeCall(OutboxSender):
+        def _call_and_record(self, batch, clock, sent_keys, report):
+            raise SystemExit("killed")
+
+    w1 = Warehouse.open(wh_path)
+    ob1 = NoLander(w1)
+    sender, state = pipeline(ob1, notifiers, config, creds, cls=DiesBeforeCall)
+    with pytest.raises(SystemExit):
+        cycle(ob1, sender, state, config, T0)
+    crash(ob1, w1)
+    # Act
+    with Warehouse.open(wh_path) as w2:
+        ob2 = LocalOutbox(w2)
+        sender2, state2 = pipeline(ob2, notifiers, config, creds)
+        try:
+            reports = [cycle(ob2, sender2, state2, config, T0 + timedelta(seconds=s))
+                       for s in (5, config.retry.in_doubt_after_s + 1, 60)]
+            ob2.flush()
+        finally:
+            ob2.close()
+    # Assert: not lost, not doubled
+    assert reports[0][2].sent == [] and len(reports[0][2].in_flight) == 2
+    assert len(reports[1][2].sent) == 2 and reports[2][2].sent == []
+    assert sorted(r.form["To"][0] for r in twilio.created("Messages")) == ["+15555550101", "+15555550104"]
+
+
+def test_an_entry_left_after_its_commit_is_not_landed_twice(wh_path, notifiers, config, creds, twilio, tmp_path):
+    # Arrange: entries written, landed by a restart, then put back (a crash between COMMIT and delete).
+    from risklib.warehouse import Warehouse
+
+    w1 = Warehouse.open(wh_path)
+    ob1 = NoLander(w1)
+    sender, state = pipeline(ob1, notifiers, config, creds)
+    cycle(ob1, sender, state, config, T0)
+    saved = tmp_path / "saved"
+    shutil.copytree(ob1.directory, saved)
+    journal = ob1.directory
+    crash(ob1, w1)
+    with Warehouse.open(wh_path) as w2:
+        LocalOutbox(w2).close()
+        first = counts(w2)
+    for entry in saved.glob("*.esc"):
+        shutil.copy(entry, journal / entry.name)
+    # Act
+    with Warehouse.open(wh_path) as w3:
+        LocalOutbox(w3).close()
+        second = counts(w3)
+    # Assert
+    assert first == {"incidents": 1, "notifications": 3, "notification_events": 4}
+    assert second == first
+    assert list(journal.glob("*.esc")) == []
+
+
+@pytest.mark.parametrize("acknowledged", [True, False])
+def test_an_acknowledgement_from_another_process_stops_the_ladder(wh_path, notifiers, config, creds, twilio, acknowledged):
+    # Arrange: the pipeline pages tier 1; the API (its own warehouse connection) records an ack.
+    from risklib.adapters.warehouse import ChangeWatch
+    from risklib.warehouse import Warehouse
+
+    wait = config.levels[2].ack_wait_s
+    with Warehouse.open(wh_path) as wh, Warehouse.open(wh_path) as api:
+        watch = ChangeWatch.for_warehouse(wh)
+        outbox = LocalOutbox(wh)
+        sender, state = pipeline(outbox, notifiers, config, creds)
+        try:
+            watch.refresh()
+            outbox.refresh(watch)
+            cycle(outbox, sender, state, config, T0)
+            outbox.flush()
+            if acknowledged:
+                record_ack(api, ["A1:drawdown:e1"], at=T0 + timedelta(seconds=10), channel="api", operator="op")
+            # Act: cycles after the ack wait, each first looking at what other processes wrote
+            for s in (wait + 1, wait + 2):
+                watch.refresh()
+                outbox.refresh(watch)
+                cycle(outbox, sender, state, config, T0 + timedelta(seconds=s))
+        finally:
+            outbox.close()
+    # Assert: tier 1 got the page; tier 2 is paged only without the acknowledgement
+    to = [r.form["To"][0] for r in twilio.created("Messages")]
+    assert sorted(to[:2]) == ["+15555550101", "+15555550104"]
+    assert (len(to) == 2) is acknowledged

@@ -63,6 +63,7 @@ class Session:
         notifiers: dict | None = None,
         state: pl.DataFrame | None = None,
         journal: Any = None,
+        outbox: Any = None,
     ) -> None:
         from risklib.adapters.validation import SnapshotValidator
 
@@ -71,6 +72,9 @@ class Session:
         self.broker = broker
         self.warehouse = warehouse
         self.journal = journal  # write-behind of cycle records (CycleJournal), or None: commit in the cycle
+        # The escalation tables' live rows with a local journal (LocalOutbox), or None: the sender
+        # reads and writes the warehouse itself.
+        self.outbox = outbox
         self.sender = sender
         self.clock = clock
         self.speed = clock.speed
@@ -116,9 +120,10 @@ class Session:
         self.shared = SharedTables(warehouse)  # overrides, threshold changes, operator requests
         self.watch = self.shared.watch
 
-        self._escalation_state = EscalationStateCache(self.watch)
+        esc_watch = outbox.watch if outbox is not None else self.watch
+        self._escalation_state = EscalationStateCache(esc_watch)
         if getattr(sender, "watch", False) is None:
-            sender.watch = self.watch  # the outbox skips its pending query while nothing changed
+            sender.watch = esc_watch  # the outbox skips its pending query while nothing changed
 
     def _metrics_config(self, config: RiskConfig) -> Any:
         """The [metrics] settings with the live cycle's windows and horizon in this feed's bars."""
@@ -191,11 +196,17 @@ class Session:
 
             # Opening it lands whatever an earlier run left in the journal, before any state is read.
             journal = CycleJournal(wh, max_backlog=cfg.monitor.journal_max_backlog, fsync=cfg.monitor.journal_fsync)
+        outbox = None
+        if cfg.monitor.record_behind:
+            from risklib.adapters.notifiers import LocalOutbox
+
+            # Opening it lands what an earlier run left in its journal, then loads the live escalation state.
+            outbox = LocalOutbox(wh, fsync=cfg.monitor.journal_fsync)
         creds = load_credentials(cfg.escalation)
         notifiers = build_notifiers(cfg.escalation, creds, console_path=console_path)
         if notify_stream is not None and "console" in notifiers:
             notifiers["console"].stream = notify_stream  # where the console notifier shows what it would send
-        sender = make_sender(wh, cfg.escalation, notifiers)
+        sender = make_sender(outbox if outbox is not None else wh, cfg.escalation, notifiers)
         state = restore_state(wh) if resume else None
         session = cls(
             config=cfg,
@@ -208,6 +219,7 @@ class Session:
             notifiers=notifiers,
             state=state,
             journal=journal,
+            outbox=outbox,
         )
         if resume:
             keys = wh.query("SELECT DISTINCT idempotency_key FROM emergency_actions")["idempotency_key"].to_list()
@@ -217,11 +229,15 @@ class Session:
         return session
 
     def flush(self) -> None:
-        """Wait until every recorded cycle is committed to the warehouse (readers see it)."""
+        """Wait until every recorded cycle and escalation write is committed to the warehouse (readers see it)."""
+        if self.outbox is not None:
+            self.outbox.flush()
         if self.journal is not None:
             self.journal.flush()
 
     def close(self) -> None:
+        if self.outbox is not None:
+            self.outbox.close()
         if self.journal is not None:
             self.journal.close()
         self.warehouse.close()
@@ -399,9 +415,14 @@ class Session:
         """Plan per incident, write the plan to the outbox, then send what is due."""
         from risklib.adapters.notifiers import run_escalation
 
-        # The plan and its send attempts are durable in one transaction before any provider call.
+        # The plan and its send attempts are durable (one transaction, or one fsync'd journal entry
+        # of the local outbox) before any provider call.
+        store = self.warehouse
+        if self.outbox is not None:
+            self.outbox.refresh(self.watch)  # acknowledgements and delivery callbacks other processes wrote
+            store = self.outbox
         plan, fast, rest = run_escalation(
-            self.warehouse, self.sender, alerts, self.config.escalation, now, state=self._escalation_state
+            store, self.sender, alerts, self.config.escalation, now, state=self._escalation_state
         )
         opened = plan.incident_events.filter(pl.col("status") == "open")["incident_key"].unique().to_list()
         self.new_incident_count = len(set(opened) - self._known_incidents)

@@ -11,6 +11,7 @@ reloads the risk state from the warehouse (a restart never clears a halt).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -96,6 +97,8 @@ def risk_monitor(
 
     log = get_run_logger()
     session = session or Session.build()
+    # Prefect's per-task INFO lines cost about half of each task run (see MonitorConfig).
+    logging.getLogger("prefect.task_runs").setLevel(session.config.monitor.task_run_log_level)
     report = MonitorReport(flow_run_id=str(flow_run.id) if flow_run.id else None)
     started_wall = time.monotonic()
     started_sim = session.clock.now()

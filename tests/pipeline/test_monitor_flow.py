@@ -147,3 +147,40 @@ def test_bad_batch_is_quarantined_and_the_rest_get_metrics(prefect_api, make_ses
     modes = session.warehouse.query("SELECT account_id, trading_mode FROM risk_state")
     blocked = modes.filter(pl.col("account_id").is_in(bad["account_id"].to_list()))
     assert set(blocked["trading_mode"].to_list()) <= {"REDUCE_ONLY", "HALTED", "FLATTEN"}
+
+
+def _task_run_info_lines(flow_run_id: str, wait_for_some: bool, timeout_s: float = 30.0) -> list[str]:
+    """INFO (and below) log lines of the flow run's task runs, as the API holds them.
+
+    Logs reach the API in batches after the flow returns: when lines are expected,
+    poll until they arrive; when none are, wait for the flow run's own lines as the
+    sign that the batch carrying them was shipped.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)])), limit=200, offset=0)
+            task_info = [log.message for log in logs if log.task_run_id is not None and log.level < 30]
+            flow_lines = [log for log in logs if log.task_run_id is None]
+            done = bool(task_info) if wait_for_some else bool(flow_lines)
+            if done or time.monotonic() > deadline:
+                return task_info
+            time.sleep(0.5)
+
+
+def test_task_run_info_lines_are_off_by_default_and_can_be_turned_on(prefect_api, make_session, fast_config):
+    # Arrange
+    quiet = make_session("calm")
+    loud_config = fast_config.model_copy(
+        update={"monitor": fast_config.monitor.model_copy(update={"task_run_log_level": "INFO"})})
+    loud = make_session("calm", config=loud_config)
+    # Act
+    quiet_run = risk_monitor(quiet, max_cycles=1)
+    loud_run = risk_monitor(loud, max_cycles=1)
+    # Assert
+    assert _task_run_info_lines(quiet_run.flow_run_id, wait_for_some=False) == []
+    assert any("Finished in state" in m for m in _task_run_info_lines(loud_run.flow_run_id, wait_for_some=True))

@@ -3,16 +3,20 @@
 The policy returns the next interval each cycle (5 min normal … 30 s at
 drawdown level 1 … continuous in extreme volatility). The monitor sleeps until
 then, reports a cycle that overran its interval instead of silently skipping,
-publishes the dashboard artifacts, and emits a ``risk.trigger.<rule>`` event for
-every new incident so operators can hang Prefect Automations on it. A run rolls
+publishes the dashboard artifacts (on a background thread, so a slow API never
+delays the next cycle), and emits a ``risk.trigger.<rule>`` event for every new
+incident so operators can hang Prefect Automations on it. A run rolls
 over after ``rollover_minutes`` so the UI stays easy to browse; the next run
 reloads the risk state from the warehouse (a restart never clears a halt).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
@@ -46,8 +50,8 @@ class MonitorReport:
     flow_run_id: str | None = None
 
 
-def publish(result: CycleResult, session) -> None:
-    """Update the keyed artifacts (latest always one click away) and emit trigger events."""
+def publish_artifacts(result: CycleResult, session) -> None:
+    """The dashboard, the position-risk table and the validation summary, keyed so the newest replaces the last."""
     ev = result.evaluation
     book = result.book
     markdown = render_dashboard(
@@ -69,12 +73,73 @@ def publish(result: CycleResult, session) -> None:
         description="Top position risks by risk contribution",
     )
     create_markdown_artifact(markdown=session.validation_markdown(result.validation), key=VALIDATION_KEY, description="Validation summary")
-    for row in session.new_incidents(ev.alerts).iter_rows(named=True):
+
+
+def emit_trigger_events(result: CycleResult, session) -> None:
+    """One ``risk.trigger.<rule>`` event per incident opened this cycle (for Prefect Automations)."""
+    for row in session.new_incidents(result.evaluation.alerts).iter_rows(named=True):
         emit_event(
             event=f"risk.trigger.{row['rule']}",
             resource={"prefect.resource.id": f"risk.incident.{row['incident_key']}", "prefect.resource.name": row["account_id"]},
             payload={k: row[k] for k in ("account_id", "rule", "level", "metric_value", "threshold", "trading_mode", "message")},
         )
+
+
+class ArtifactPublisher:
+    """Publishes the dashboard artifacts on one background thread, newest cycle first.
+
+    Three artifact writes are three API calls (tens of ms on a busy server): made
+    in the loop, they would delay the next cycle, and with it the next action.
+    Here the loop hands over the cycle and goes on; if the API is slower than the
+    cycles, the dashboards of cycles it could not keep up with are skipped (the
+    newest replaces them anyway). Trigger events are not published here: every
+    one of them counts. ``close`` publishes the last cycle handed over.
+    """
+
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter) -> None:
+        self._log = log
+        self._cv = threading.Condition()
+        self._pending: Callable[[], None] | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.published = 0
+        self.skipped = 0
+
+    def submit(self, publish: Callable[[], None]) -> None:
+        """Hand over one cycle's publishing; it replaces a handed-over one not yet started."""
+        # the caller's Prefect run context goes along, so the artifacts belong to this flow run
+        ctx = contextvars.copy_context()
+        job = lambda: ctx.run(publish)  # noqa: E731
+        with self._cv:
+            if self._pending is not None:
+                self.skipped += 1
+            self._pending = job
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="artifact-publisher", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None and not self._closed:
+                    self._cv.wait()
+                if self._pending is None:
+                    return
+                job, self._pending = self._pending, None
+            try:
+                job()
+                self.published += 1
+            except Exception as exc:  # a dashboard that did not update must not stop the monitor
+                self._log.warning("dashboard artifacts not published: %s: %s", type(exc).__name__, exc)
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Publish what is pending, then stop the thread."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
 
 @flow(name="risk-monitor", log_prints=False)
@@ -102,6 +167,19 @@ def risk_monitor(
     report = MonitorReport(flow_run_id=str(flow_run.id) if flow_run.id else None)
     started_wall = time.monotonic()
     started_sim = session.clock.now()
+    publisher = ArtifactPublisher(log)
+    try:
+        _run_cycles(session, report, log, publisher, max_cycles, max_sim_seconds, rollover_minutes, progress,
+                    started_wall, started_sim)
+    finally:
+        publisher.close()  # the newest dashboard is published before the run ends
+    report.sim_seconds = (session.clock.now() - started_sim).total_seconds()
+    session.flush()  # a monitor run ends with every cycle it recorded visible in the warehouse
+    return report
+
+
+def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublisher, max_cycles, max_sim_seconds,
+                rollover_minutes, progress, started_wall, started_sim) -> None:
     while True:
         now = session.clock.now()
         sim_elapsed = (now - started_sim).total_seconds()
@@ -124,7 +202,8 @@ def risk_monitor(
             session.clock_sleep(interval, time.monotonic() - t0)
             continue
         report.cycles += 1
-        publish(result, session)
+        emit_trigger_events(result, session)
+        publisher.submit(lambda result=result: publish_artifacts(result, session))
         ev = result.evaluation
         interval = max(float(ev.next_interval_s), session.min_interval_s)
         for level, n in ev.alerts.group_by("level").len().iter_rows():
@@ -147,6 +226,3 @@ def risk_monitor(
             )
         if progress is not None:
             progress(result, summary, interval, overran)
-    report.sim_seconds = (session.clock.now() - started_sim).total_seconds()
-    session.flush()  # a monitor run ends with every cycle it recorded visible in the warehouse
-    return report

@@ -1,0 +1,71 @@
+"""The monitor's background artifact publisher: newest cycle wins, failures never stop it."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+
+from flows.monitor import ArtifactPublisher
+
+_CYCLE = contextvars.ContextVar("cycle", default="none")
+
+
+def test_a_slow_publish_skips_the_cycles_behind_it_and_close_publishes_the_newest():
+    # Arrange
+    done: list[str] = []
+    first_started, release = threading.Event(), threading.Event()
+
+    def slow():
+        first_started.set()
+        release.wait(10)
+        done.append("c1")
+
+    publisher = ArtifactPublisher(logging.getLogger("test"))
+    # Act
+    publisher.submit(slow)
+    assert first_started.wait(10)
+    publisher.submit(lambda: done.append("c2"))
+    publisher.submit(lambda: done.append("c3"))
+    release.set()
+    publisher.close()
+    # Assert
+    assert done == ["c1", "c3"]
+    assert (publisher.published, publisher.skipped) == (2, 1)
+
+
+def test_a_failing_publish_is_logged_and_the_next_one_still_runs(caplog):
+    # Arrange
+    done: list[str] = []
+    failing = threading.Event()
+    publisher = ArtifactPublisher(logging.getLogger("test.publisher"))
+
+    def broken():
+        failing.set()
+        raise ConnectionError("API unreachable")
+
+    # Act
+    with caplog.at_level(logging.WARNING, logger="test.publisher"):
+        publisher.submit(broken)
+        assert failing.wait(10)
+        publisher.submit(lambda: done.append("next"))
+        publisher.close()
+    # Assert
+    assert "dashboard artifacts not published: ConnectionError: API unreachable" in caplog.text
+    assert done == ["next"]
+    assert publisher.published == 1
+
+
+def test_the_publish_runs_in_the_context_of_the_cycle_that_handed_it_over():
+    # Arrange
+    seen: list[str] = []
+    publisher = ArtifactPublisher(logging.getLogger("test"))
+    token = _CYCLE.set("cycle-7")
+    # Act
+    try:
+        publisher.submit(lambda: seen.append(_CYCLE.get()))
+    finally:
+        _CYCLE.reset(token)
+    publisher.close()
+    # Assert
+    assert seen == ["cycle-7"]

@@ -346,3 +346,87 @@ def test_caller_audit_entries_are_not_mutated(wh):
     wh.write_cycle(records)
     # Assert
     assert records.audit == before
+
+
+def _big_positions(**columns) -> pl.DataFrame:
+    frame = pl.concat([position_metrics(T0, n=6)] * (_warehouse._FILE_ROWS // 6 + 1))
+    return frame.with_columns(**columns) if columns else frame
+
+
+def test_large_frame_violation_is_refused_with_its_row_and_leaves_no_file(wh, wh_path):
+    # Arrange: the large frame is checked on the encode thread; its last row is bad
+    frame = _big_positions()
+    bad_row = frame.height - 1
+    frame = frame.with_columns(
+        instrument=pl.when(pl.int_range(pl.len()) == bad_row).then(None).otherwise(pl.col("instrument"))
+    )
+    records = cycle("bad", T0, position_risk_metrics=frame, risk_state=risk_state_rows(T0))
+    # Act
+    with pytest.raises(WarehouseError, match=rf"position_risk_metrics.currency_pair=None \(row {bad_row}\): must not be null"):
+        wh.write_cycle(records)
+    # Assert
+    assert not list((wh_path / "files" / "main" / "position_risk_metrics").glob("*.parquet"))
+    assert wh.query("SELECT count(*) AS n FROM risk_state")["n"][0] == 0
+    assert wh.query("SELECT status FROM cycle_runs WHERE cycle_id = 'bad'")["status"].to_list() == ["failed"]
+    assert wh.verify().ok
+
+
+@pytest.mark.parametrize("large_first", [True, False])
+def test_refusal_names_the_first_bad_table_in_the_cycle(wh, large_first):
+    # Arrange: a bad large frame (checked on the encode thread) and a bad small one
+    big = _big_positions(quantity=pl.lit(float("inf")))
+    alerts = alert_rows(T0, level=9)
+    tables = {"position_risk_metrics": big, "alerts": alerts}
+    if not large_first:
+        tables = {"alerts": alerts, "position_risk_metrics": big}
+    # Act
+    with pytest.raises(WarehouseError) as refused:
+        wh.write_cycle(cycle("bad", T0, **tables))
+    # Assert
+    first = next(iter(tables))
+    assert str(refused.value).startswith(f"{first}.")
+
+
+def test_large_frame_added_then_rolled_back_leaves_no_file(wh, wh_path, monkeypatch):
+    # Arrange: the file was written and added to the transaction, then COMMIT is never reached
+    def failing_commit(self):
+        raise _warehouse.duckdb.IOException("catalog gone (injected)")
+
+    monkeypatch.setattr(_warehouse.Warehouse, "_commit", failing_commit)
+    # Act
+    with pytest.raises(WarehouseError, match="catalog gone"):
+        wh.write_cycle(cycle("c1", T0, position_risk_metrics=_big_positions()))
+    monkeypatch.undo()
+    # Assert
+    assert not list((wh_path / "files" / "main" / "position_risk_metrics").glob("*.parquet"))
+    assert wh.query("SELECT count(*) AS n FROM position_risk_metrics")["n"][0] == 0
+
+
+def test_large_frame_keeps_its_own_cycle_ids(wh):
+    # Arrange: a producer frame that carries cycle ids of its own (some missing)
+    frame = _big_positions()
+    ids = pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.format("own-{}", pl.int_range(pl.len()) % 2))
+    frame = frame.with_columns(cycle_id=ids)
+    # Act
+    wh.write_cycle(cycle("c1", T0, position_risk_metrics=frame))
+    # Assert: missing ids are this cycle's, the others as given
+    got = wh.query("SELECT cycle_id, count(*) AS n FROM position_risk_metrics GROUP BY ALL ORDER BY ALL")
+    expect = frame.select(pl.col("cycle_id").fill_null("c1")).group_by("cycle_id").len("n").sort("cycle_id")
+    assert got.rows() == expect.cast({"n": pl.Int64}).rows()
+
+
+def test_large_frame_cycle_id_is_stored_and_pruned_on(wh):
+    # Arrange
+    wh.write_cycle(cycle("c1", T0, position_risk_metrics=_big_positions()))
+    wh.write_cycle(cycle("c2", T0, position_risk_metrics=_big_positions()))
+    # Act
+    counts = wh.query("SELECT cycle_id, count(*) AS n FROM position_risk_metrics WHERE cycle_id = 'c2' GROUP BY ALL")
+    stats = wh.con.execute(
+        "SELECT DISTINCT s.min_value, s.max_value FROM __ducklake_metadata_wh.ducklake_file_column_stats s "
+        "JOIN __ducklake_metadata_wh.ducklake_column c ON c.column_id = s.column_id AND c.table_id = s.table_id "
+        "JOIN __ducklake_metadata_wh.ducklake_table t ON t.table_id = s.table_id "
+        "WHERE t.table_name = 'position_risk_metrics' AND c.column_name = 'cycle_id' ORDER BY ALL"
+    ).fetchall()
+    # Assert
+    assert counts.rows() == [("c2", _big_positions().height)]
+    assert stats == [("c1", "c1"), ("c2", "c2")]

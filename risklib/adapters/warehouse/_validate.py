@@ -242,27 +242,73 @@ def prepare(
             frame = frame.with_columns(pl.lit(value).alias(name))
     out: list[pl.Series] = []
     checks = CHECKS.get(table, {})
-    for col in columns:
-        if col.name not in frame.columns:
-            if not col.nullable:
-                raise WarehouseError(f"{table}.{col.name}: missing column (NOT NULL) in a frame with columns {frame.columns}")
-            out.append(pl.Series(col.name, [None] * frame.height, col.dtype))
-            continue
-        s = frame.get_column(col.name)
-        s = _cast(table, col, s)
-        if not col.nullable and s.null_count():
-            raise _fail(table, col.name, _first(s.is_null()), None, "must not be null")
-        bound = col.max_abs
-        if bound is not None and s.len():
-            bad = ~(s.is_finite() & (s.abs() < bound)) & s.is_not_null()
-            if bad.any():
-                i = _first(bad)
-                raise _fail(table, col.name, i, s[i], f"not a finite number within {col.sql_type}")
-        rule = checks.get(col.name)
-        if rule is not None and s.len():
-            _check(table, col.name, s, rule)
-        out.append(s)
+    # Range and allowed-value checks run together at the end (one Polars query instead of
+    # several per column); a cast or null error found first still yields to a bad value
+    # in an earlier column, so the refusal names the same column as a column-by-column check.
+    pending: list[tuple[Column, pl.Series]] = []
+    try:
+        for col in columns:
+            if col.name not in frame.columns:
+                if not col.nullable:
+                    raise WarehouseError(f"{table}.{col.name}: missing column (NOT NULL) in a frame with columns {frame.columns}")
+                out.append(pl.Series(col.name, [None] * frame.height, col.dtype))
+                continue
+            s = frame.get_column(col.name)
+            s = _cast(table, col, s)
+            if not col.nullable and s.null_count():
+                raise _fail(table, col.name, _first(s.is_null()), None, "must not be null")
+            if s.len() and (col.max_abs is not None or col.name in checks):
+                pending.append((col, s))
+            out.append(s)
+    except WarehouseError:
+        _check_values(table, pending, checks)
+        raise
+    _check_values(table, pending, checks)
     return pl.DataFrame(out)
+
+
+def _bad_values(col: Column, dtype: pl.DataType, rule: tuple | None) -> pl.Expr:
+    """True for the rows of ``col`` that break its DECIMAL bound or its :data:`CHECKS` rule."""
+    c = pl.col(col.name)
+    bad = pl.lit(False)
+    bound = col.max_abs
+    if bound is not None:
+        bad = bad | (~(c.is_finite() & (c.abs() < bound)) & c.is_not_null())
+    if rule is not None:
+        kind, *args = rule
+        if kind == "enum":
+            bad = bad | (~c.is_in(list(args)) & c.is_not_null())
+        elif kind == "range":
+            lo, hi = args
+            out_of_range = (c < lo) | (c > hi)
+            if dtype == pl.Float64:
+                out_of_range = out_of_range | c.is_nan()
+            bad = bad | (out_of_range & c.is_not_null())
+    return bad
+
+
+def _check_values(table: str, pending: list[tuple[Column, pl.Series]], checks: dict[str, tuple]) -> None:
+    """Raise for the first of ``pending`` (in column order) holding a value out of bound or not allowed."""
+    if not pending:
+        return
+    frame = pl.DataFrame([s for _, s in pending])
+    flags = frame.select(
+        _bad_values(col, s.dtype, checks.get(col.name)).any().alias(col.name) for col, s in pending
+    ).row(0)
+    for (col, s), flagged in zip(pending, flags):
+        if flagged:  # name the row and value as the column-by-column checks do
+            _check_column(table, col, s, checks.get(col.name))
+
+
+def _check_column(table: str, col: Column, s: pl.Series, rule: tuple | None) -> None:
+    bound = col.max_abs
+    if bound is not None:
+        bad = ~(s.is_finite() & (s.abs() < bound)) & s.is_not_null()
+        if bad.any():
+            i = _first(bad)
+            raise _fail(table, col.name, i, s[i], f"not a finite number within {col.sql_type}")
+    if rule is not None:
+        _check(table, col.name, s, rule)
 
 
 def _cast(table: str, col: Column, s: pl.Series) -> pl.Series:

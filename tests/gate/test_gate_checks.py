@@ -32,6 +32,9 @@ def test_plain_order_is_approved():
         ({}, dict(state_edit={"trading_mode": pl.lit("HALTED")}), "TRADING_HALTED", "HALTED"),
         ({}, dict(state_edit={"trading_mode": pl.lit("FLATTEN")}), "TRADING_HALTED", "FLATTEN"),
         ({}, dict(state_edit={"trading_mode": pl.lit("REDUCE_ONLY")}), "ENTRIES_HALTED", "REDUCE_ONLY"),
+        # a mode the gate does not know, or none at all, fails closed
+        ({}, dict(state_edit={"trading_mode": pl.lit("PAUSED")}), "TRADING_HALTED", "HALTED"),
+        ({}, dict(state_edit={"trading_mode": pl.lit(None, pl.String)}), "TRADING_HALTED", "HALTED"),
         ({}, dict(cfg=config(restricted_instruments=["EUR/USD"])), "RESTRICTED_INSTRUMENT", "restricted"),
         (dict(price=1.2), {}, "PRICE_BAND", "price=1.2 is 9.09% from last=1.1 > band=1.00%"),
         (dict(inst="USD/JPY"), dict(state_edit={"max_positions": pl.lit(1)}), "MAX_POSITIONS",
@@ -203,3 +206,15 @@ def test_batch_from_frame():
     # Assert
     assert res["approved"].to_list() == [True, False]
     assert res["reasons"].to_list() == ["", "UNKNOWN_ACCOUNT"]
+
+
+def test_positions_of_accounts_without_risk_state_do_not_count_in_the_known_accounts_exposures():
+    # Arrange
+    own = positions(("A1", "swing", "EUR/USD", 1000))
+    with_stranger = positions(("A1", "swing", "EUR/USD", 1000), ("GHOST", "swing", "EUR/USD", 5_000_000))
+    # Act
+    plain, mixed = gate_state(pos=own), gate_state(pos=with_stranger)
+    # Assert
+    assert mixed.accounts == plain.accounts == ("A1",)
+    assert mixed.gross == plain.gross and mixed.net == plain.net and mixed.firm_gross == plain.firm_gross
+    assert plain.gross[0] == pytest.approx(1000 * 1.1)

@@ -269,13 +269,18 @@ class GateState:
             lp = last_prices.select("instrument", pl.col(col).cast(pl.Float64).alias("mid"))
         pend = pending if pending is not None else pl.DataFrame(
             schema={"account_id": pl.String, "strategy": pl.String, "instrument": pl.String, "quantity": pl.Float64})
-        def distinct(frame: pl.DataFrame, col: str) -> set:
-            return set(frame[col].unique().to_list()) if frame.height else set()
+        def distinct(frame: pl.DataFrame) -> tuple[set, set]:
+            """Instruments and strategies of a position-like frame, both found in one query."""
+            if not frame.height:
+                return set(), set()
+            u = frame.select(pl.col("instrument").unique().implode(), pl.col("strategy").unique().implode())
+            return set(u["instrument"][0].to_list()), set(u["strategy"][0].to_list())
 
-        instruments = sorted(set(FX_MAJORS) | distinct(positions, "instrument") | distinct(lp, "instrument")
-                             | distinct(pend, "instrument") | set(g.restricted_instruments) | set(g.instrument_max_usd))
-        strategies = sorted(distinct(positions, "strategy") | distinct(pend, "strategy")
-                            | set(config.strategies) | set(g.strategy_max_usd))
+        pos_inst, pos_strat = distinct(positions)
+        pend_inst, pend_strat = distinct(pend)
+        instruments = sorted(set(FX_MAJORS) | pos_inst | set(lp["instrument"].to_list()) | pend_inst
+                             | set(g.restricted_instruments) | set(g.instrument_max_usd))
+        strategies = sorted(pos_strat | pend_strat | set(config.strategies) | set(g.strategy_max_usd))
         st = risk_state.join(metrics.select("account_id", "equity_usd", pl.col("valid").alias("m_valid")),
                              on="account_id", how="left")
         accounts = st["account_id"].to_list()
@@ -283,6 +288,7 @@ class GateState:
         i_ix = {s: i for i, s in enumerate(instruments)}
         s_ix = {s: i for i, s in enumerate(strategies)}
         na, ni, ns = len(accounts), len(instruments), len(strategies)
+        account_enum, instrument_enum, strategy_enum = pl.Enum(accounts), pl.Enum(instruments), pl.Enum(strategies)
 
         def f64(name: str, default: float) -> np.ndarray:
             if name not in st.columns:
@@ -297,8 +303,8 @@ class GateState:
         for c in ("sizing_multiplier", "max_leverage"):
             valid &= np.isfinite(f64(c, np.nan))
         mode_map = {"ACTIVE": 0, "REDUCE_ONLY": 1, "HALTED": 2, "FLATTEN": 3}
-        mode = np.array([mode_map.get(x, 2) for x in st["trading_mode"].fill_null("HALTED").to_list()], np.int64) \
-            if na else np.zeros(0, np.int64)
+        # an unknown or missing mode counts as HALTED
+        mode = st["trading_mode"].replace_strict(mode_map, default=2, return_dtype=pl.Int64).to_numpy()
         breaker_open = (st["breaker_state"].fill_null("OPEN") != "CLOSED").to_numpy() & \
             (st["breaker_state"].fill_null("OPEN") == "OPEN").to_numpy() if na else np.zeros(0, bool)
         sizing = np.clip(np.nan_to_num(f64("sizing_multiplier", 0.0), nan=0.0), 0.0, 1.0)
@@ -325,14 +331,21 @@ class GateState:
         for frame, target in ((positions, position), (pend, pend_q)):
             if frame.height == 0:
                 continue
-            f = frame.filter(pl.col("account_id").is_in(accounts))
-            ai = f["account_id"].replace_strict(a_ix, return_dtype=pl.Int64).to_numpy()
-            ii = f["instrument"].replace_strict(i_ix, return_dtype=pl.Int64).to_numpy()
-            si = f["strategy"].replace_strict(s_ix, return_dtype=pl.Int64).to_numpy()
-            q = f["quantity"].cast(pl.Float64).to_numpy()
+            # rows as integer codes: enum casts are one hash lookup per row; unknown accounts drop out
+            f = frame.select(
+                pl.col("account_id").cast(account_enum, strict=False).to_physical().alias("ai"),
+                pl.col("instrument").cast(instrument_enum).to_physical().alias("ii"),
+                pl.col("strategy").cast(strategy_enum).to_physical().alias("si"),
+                pl.col("quantity").cast(pl.Float64),
+                *([pl.col("entry_price").cast(pl.Float64)] if "entry_price" in frame.columns else []),
+            ).filter(pl.col("ai").is_not_null())
+            ai = f["ai"].cast(pl.Int64).to_numpy()
+            ii = f["ii"].cast(pl.Int64).to_numpy()
+            si = f["si"].cast(pl.Int64).to_numpy()
+            q = f["quantity"].to_numpy()
             px = last[ii]
             if frame is positions and "entry_price" in f.columns:
-                px = np.where(np.isfinite(px), px, f["entry_price"].cast(pl.Float64).to_numpy())
+                px = np.where(np.isfinite(px), px, f["entry_price"].to_numpy())
             notional = np.where(usd_rule[ii] == 1, q * px, np.where(usd_rule[ii] == 0, q, np.nan))
             # bincount sums repeated (account, column) pairs like np.add.at, an order of magnitude faster
             cell = ai * ni + ii

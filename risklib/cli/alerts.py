@@ -95,14 +95,22 @@ def drain(
     config: Optional[str] = _CONFIG,
 ) -> None:
     """Send what is due in the outbox (console notifier unless provider credentials are set)."""
-    from risklib.adapters.notifiers import make_sender
+    from risklib.adapters.notifiers import OutboxInUse, claim_outbox, make_sender, outbox_directory
     from risklib.clock import SystemClock
 
     cfg = _load(config)
     wh = _open(warehouse, read_only=False)
     try:
+        # a running pipeline's unlanded sends are invisible here: never drain beside it
+        owner = claim_outbox(outbox_directory(wh))
+    except OutboxInUse as exc:
+        wh.close()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
         report = make_sender(wh, cfg).drain(SystemClock().now())
     finally:
+        owner.close()
         wh.close()
     typer.echo(" ".join(f"{k}={v}" for k, v in report.summary().items()))
     for e in report.errors:

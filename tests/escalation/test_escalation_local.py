@@ -32,6 +32,7 @@ def crash(outbox: LocalOutbox, warehouse) -> None:
     atexit.unregister(outbox._close_at_exit)
     outbox._lander.close()
     outbox._con.close()
+    outbox._owner.close()  # the OS drops a dead process's lock
     warehouse.close()
 
 
@@ -185,3 +186,29 @@ def test_an_acknowledgement_from_another_process_stops_the_ladder(wh_path, notif
     to = [r.form["To"][0] for r in twilio.created("Messages")]
     assert sorted(to[:2]) == ["+15555550101", "+15555550104"]
     assert (len(to) == 2) is acknowledged
+
+
+def test_one_owner_at_a_time_and_drain_refuses_beside_a_running_pipeline(wh, wh_path):
+    # Arrange
+    import subprocess
+    import sys
+
+    from risklib.adapters.notifiers import OutboxInUse
+
+    owner = LocalOutbox(wh)
+    try:
+        # Act: a second outbox in this process, and `riskctl alerts drain` in another one
+        with pytest.raises(OutboxInUse) as second:
+            LocalOutbox(wh)
+        drain = subprocess.run(
+            [sys.executable, "-c", "from risklib.cli import main; main()", "alerts", "drain", "--warehouse", str(wh_path)],
+            capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        owner.close()
+    reopened = LocalOutbox(wh)
+    reopened.close()
+    # Assert
+    assert str(owner.directory) in str(second.value) and "owned by another process" in str(second.value)
+    assert drain.returncode == 2 and "owned by another process" in drain.stderr
+    assert reopened.directory == owner.directory

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from risklib.adapters.notifiers._base import Credentials, Notifier, OutboundMessage, Secret, load_credentials, redact
 from risklib.adapters.notifiers._console import ConsoleNotifier
-from risklib.adapters.notifiers._local import LocalOutbox
+from risklib.adapters.notifiers._local import LocalOutbox, OutboxInUse, claim_outbox, outbox_directory
 from risklib.adapters.notifiers._outbox import DrainReport, OutboxSender
 from risklib.adapters.notifiers._render import email_parts, voice_twiml
 from risklib.adapters.notifiers._state import (
@@ -77,6 +77,9 @@ __all__ = [
     "DrainReport",
     "EscalationStateCache",
     "LocalOutbox",
+    "OutboxInUse",
+    "claim_outbox",
+    "outbox_directory",
     "Notifier",
     "OutboundMessage",
     "OutboxSender",

@@ -35,6 +35,7 @@ The planner and sender learn of changes through :attr:`watch` (``changed`` /
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -97,6 +98,44 @@ SELECT n.* FROM notifications n
 WHERE n.dedup_key IN (SELECT dedup_key FROM live) AND n.notification_id NOT IN (SELECT notification_id FROM live)
   AND n.notification_id IN (SELECT notification_id FROM notification_events WHERE event IN ('sent', 'delivered'))
 """
+
+
+class OutboxInUse(RuntimeError):
+    """Another process (a running pipeline, or ``riskctl alerts drain``) owns this escalation outbox."""
+
+
+def outbox_directory(warehouse: Any) -> Path:
+    """Where a warehouse's local escalation outbox keeps its journal (beside the warehouse's lock file)."""
+    layout = warehouse.layout
+    return layout.lock_file.parent / (
+        "escalation_journal" if layout.local_root is not None else layout.lock_file.stem + ".escalation"
+    )
+
+
+def claim_outbox(directory: Path) -> Any:
+    """Hold the outbox's owner lock until the returned file is closed (or the process ends).
+
+    Rows a running pipeline has sent but not yet landed are invisible to any other
+    process: a second sender on the same warehouse could page the same message
+    again. One owner at a time rules that out; the OS drops the lock with a crash.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / "owner.lock", "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise OutboxInUse(
+            f"escalation outbox {str(directory)!r} is owned by another process ({holder}): a running pipeline "
+            "sends and lands its own escalations; stop it first"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _fsync_dir(path: Path) -> None:
@@ -195,14 +234,19 @@ class LocalOutbox:
         retries: int = 5,
         compact_rows: int = 50_000,
     ) -> None:
-        from risklib.adapters.warehouse import Warehouse
-
         self.warehouse = warehouse
         layout = warehouse.layout
-        self.directory = Path(directory) if directory is not None else layout.lock_file.parent / (
-            "escalation_journal" if layout.local_root is not None else layout.lock_file.stem + ".escalation"
-        )
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = Path(directory) if directory is not None else outbox_directory(warehouse)
+        self._owner = claim_outbox(self.directory)  # raises OutboxInUse
+        try:
+            self._open(warehouse, layout, fsync=fsync, retries=retries, compact_rows=compact_rows)
+        except BaseException:
+            self._owner.close()
+            raise
+
+    def _open(self, warehouse: Any, layout: Any, *, fsync: bool, retries: int, compact_rows: int) -> None:
+        from risklib.adapters.warehouse import Warehouse
+
         (self.directory / "failed").mkdir(exist_ok=True)
         self.fsync = fsync
         self.retries = max(1, int(retries))
@@ -440,6 +484,7 @@ class LocalOutbox:
         if not self._thread.is_alive():
             self._lander.close()
         self._con.close()
+        self._owner.close()
         import atexit
 
         atexit.unregister(self._close_at_exit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import polars as pl
@@ -430,3 +431,26 @@ def test_large_frame_cycle_id_is_stored_and_pruned_on(wh):
     # Assert
     assert counts.rows() == [("c2", _big_positions().height)]
     assert stats == [("c1", "c1"), ("c2", "c2")]
+
+
+def test_encode_started_before_a_failing_one_leaves_no_file(wh, wh_path, monkeypatch):
+    # Arrange: two large frames; the second cannot start (its folder lookup fails)
+    real_dir = _warehouse.Warehouse._table_dir
+
+    def failing_dir(self, table):
+        if table == "realtime_risk_metrics":
+            raise WarehouseError("table='realtime_risk_metrics': not in the DuckLake catalog (injected)")
+        return real_dir(self, table)
+
+    monkeypatch.setattr(_warehouse.Warehouse, "_table_dir", failing_dir)
+    accounts = pl.concat([account_metrics(T0)] * (_warehouse._FILE_ROWS // 2 + 1))
+    records = cycle("c1", T0, position_risk_metrics=_big_positions(), realtime_risk_metrics=accounts)
+    # Act
+    with pytest.raises(WarehouseError, match="injected"):
+        wh.write_cycle(records)
+    for worker in threading.enumerate():  # a leaked encode would still be writing its file
+        if worker.name.startswith("warehouse-encode-"):
+            worker.join()
+    # Assert
+    assert not list((wh_path / "files" / "main" / "position_risk_metrics").glob("*.parquet"))
+    assert wh.query("SELECT status FROM cycle_runs WHERE cycle_id = 'c1'")["status"].to_list() == ["failed"]

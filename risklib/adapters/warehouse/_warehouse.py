@@ -370,7 +370,7 @@ class Warehouse:
             for table in records.tables:
                 if table not in CYCLE_TABLES:
                     raise WarehouseError(f"table={table!r}: not a cycle table (allowed: {sorted(CYCLE_TABLES)})")
-            encodes = self._start_encodes(records)
+            self._start_encodes(records, encodes)
             prepared: dict[str, pl.DataFrame] = {}
             for table, frame in records.tables.items():
                 if table in encodes:
@@ -413,17 +413,18 @@ class Warehouse:
             self._discard_encodes(encodes)
             raise
 
-    def _start_encodes(self, records: CycleRecords) -> dict[str, _FileEncode]:
-        """Start a :class:`_FileEncode` for each frame large enough to become a Parquet file."""
+    def _start_encodes(self, records: CycleRecords, encodes: dict[str, _FileEncode]) -> None:
+        """Start a :class:`_FileEncode` into ``encodes`` for each frame large enough to become a Parquet file.
+
+        Each is added as soon as it starts, so the caller can discard it if a later one fails to start.
+        """
         if not _ENCODE_IN_BACKGROUND or self.layout.local_root is None:
-            return {}
-        encodes: dict[str, _FileEncode] = {}
+            return
         for table, frame in records.tables.items():
             if frame.height >= _FILE_ROWS:
                 # Catalog reads (columns, folder) stay on this thread; the worker gets plain values.
                 path = self._table_dir(table) / f"ducklake-{uuid.uuid4()}.parquet"
                 encodes[table] = _FileEncode(table, frame, self.columns(table), records.cycle_id, path)
-        return encodes
 
     @staticmethod
     def _discard_encodes(encodes: dict[str, _FileEncode]) -> None:

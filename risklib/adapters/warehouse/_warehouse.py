@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -117,7 +118,23 @@ class _FileEncode:
 
 
 def _write_file(stored: pl.DataFrame, path: Path) -> None:
+    """Write a data file and flush it, and its name, to the disk.
+
+    The catalog COMMIT that follows points at this file: were it still only in the
+    page cache, a power loss after the COMMIT would leave committed history
+    pointing at a truncated file (and the cycle's journal entry already deleted).
+    """
     stored.write_parquet(path, compression=_FILE_COMPRESSION, statistics=True, row_group_size=_FILE_ROW_GROUP)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass

@@ -145,6 +145,9 @@ def _matrix(rows: object, shape: tuple[int, int]) -> np.ndarray:
     return np.array(rows, float).reshape(shape)
 
 
+# Numeric columns of the risk state and metrics the build reads.
+_NUMERIC_STATE = ("equity_usd", "sizing_multiplier", "max_leverage", "max_position_frac", "max_positions",
+                  "next_cadence_s")
 _MUTABLE_1D = ("gross", "net", "n_positions", "rate_start", "rate_count", "firm_gross")
 _MUTABLE_2D = ("pending", "pending_reduce", "inst_gross", "strat_gross")
 
@@ -290,10 +293,14 @@ class GateState:
         na, ni, ns = len(accounts), len(instruments), len(strategies)
         account_enum, instrument_enum, strategy_enum = pl.Enum(accounts), pl.Enum(instruments), pl.Enum(strategies)
 
+        # the numeric columns read in one conversion (null is NaN); a missing column is its default
+        wanted = [c for c in _NUMERIC_STATE if c in st.columns]
+        numeric = st.select(pl.col(c).cast(pl.Float64) for c in wanted).to_numpy(order="fortran") if wanted else None
+
         def f64(name: str, default: float) -> np.ndarray:
-            if name not in st.columns:
+            if name not in wanted:
                 return np.full(na, default)
-            return st[name].cast(pl.Float64).fill_null(np.nan).to_numpy().astype(float, copy=True)
+            return numeric[:, wanted.index(name)].copy()
 
         equity = f64("equity_usd", np.nan)
         valid = st["m_valid"].fill_null(False).to_numpy().astype(bool)

@@ -2,8 +2,8 @@
 
 A cycle costs eight task runs (~2 ms each in the flow), never a flow run
 (~0.1-1 s) and never a task per account: the local Prefect server ingests only
-~50 task runs/s on 2 cores, so the monitor also keeps a minimum gap between
-cycles (``pipeline.min_cycle_gap_s``).
+~50 task runs/s on 2 cores, so the monitor also starts cycles no more often
+than ``monitor.min_cycle_period_s``.
 
 Every frame-carrying argument is passed ``quote``d: Prefect would otherwise walk
 it looking for upstream futures (hundreds of milliseconds for a cycle's results).

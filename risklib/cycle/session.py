@@ -109,8 +109,8 @@ class Session:
         self._known_incidents: set[str] = set()
         self.new_incident_count = 0
         self.var_halt = _var_halt(config)
-        # "continuous" cadence is bounded by the machinery (see MonitorConfig.min_cycle_gap_s)
-        self.min_interval_s = mon.min_cycle_gap_s * self.speed
+        # "continuous" cadence is bounded by the machinery (see MonitorConfig.min_cycle_period_s)
+        self.min_interval_s = max(mon.min_cycle_period_s, mon.min_cycle_gap_s) * self.speed
         self.failure_interval_s = mon.failure_interval_s
         self._bar_s = getattr(getattr(feed, "config", None), "bar_s", 60.0)
         self.metrics_config = self._metrics_config(config)
@@ -573,12 +573,22 @@ class Session:
         Returns True when the cycle overran the interval (took longer in wall
         time than the interval allows at this speed).
         """
-        budget = interval_s / self.speed
-        gap = self.config.monitor.min_cycle_gap_s
-        overran = elapsed_wall_s > budget and budget > gap
+        mon = self.config.monitor
+        idle, overran = pacing(interval_s / self.speed, elapsed_wall_s, mon.min_cycle_period_s, mon.min_cycle_gap_s)
         self.clock.advance(interval_s)
-        time.sleep(max(gap, budget - elapsed_wall_s))
+        time.sleep(idle)
         return overran
+
+
+def pacing(budget_s: float, elapsed_s: float, period_s: float, gap_s: float) -> tuple[float, bool]:
+    """Wall seconds to wait after a cycle, and whether it overran its interval.
+
+    ``budget_s`` is the policy's interval in wall time; cycles start at most every
+    ``period_s`` (the machinery's bound) and are followed by at least ``gap_s`` of
+    idle. A cycle overran when it took longer than a budget the machinery allows.
+    """
+    idle = max(budget_s - elapsed_s, period_s - elapsed_s, gap_s, 0.0)
+    return idle, elapsed_s > budget_s and budget_s > max(period_s, gap_s)
 
 
 def _var_halt(config: RiskConfig) -> float:

@@ -26,7 +26,7 @@ def filled_warehouse(tmp_path_factory, prefect_api):
 
     root = tmp_path_factory.mktemp("nb")
     cfg = load_config()
-    cfg = cfg.model_copy(update={"monitor": MonitorConfig(min_cycle_gap_s=0.0)})
+    cfg = cfg.model_copy(update={"monitor": MonitorConfig(min_cycle_gap_s=0.0, min_cycle_period_s=0.0)})
     session = Session.build(
         config=cfg, scenario="flash-crash", accounts=10, seed=5, speed=1e9,
         warehouse=root / "wh", console_path=root / "console.jsonl", notify_stream=io.StringIO(),

@@ -15,7 +15,7 @@ from risklib.cycle.config import MonitorConfig
 def fast_config():
     """The shipped config, but no wall-clock gap between cycles (tests run at full speed)."""
     cfg = load_config()
-    return cfg.model_copy(update={"monitor": MonitorConfig(min_cycle_gap_s=0.0)})
+    return cfg.model_copy(update={"monitor": MonitorConfig(min_cycle_gap_s=0.0, min_cycle_period_s=0.0)})
 
 
 @pytest.fixture

@@ -36,7 +36,6 @@ The planner and sender learn of changes through :attr:`watch` (``changed`` /
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -52,12 +51,13 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from risklib.adapters.warehouse._journal import TMP_PREFIX, read_frames_file, write_frames_file
+
 log = logging.getLogger("risklib.escalation.local")
 
 #: Tables the local outbox mirrors.
 LOCAL_TABLES = ("incidents", "notifications", "notification_events", "acknowledgements")
 _SUFFIX = ".esc"
-_TMP_PREFIX = ".tmp-"
 _MARKER = "escalation.landed"
 _AUDIT_INLINE_ROWS = 50
 _TERMINAL_SQL = "('sent', 'delivered', 'failed', 'suppressed', 'inhibited')"
@@ -138,54 +138,16 @@ def claim_outbox(directory: Path) -> Any:
     return handle
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _json_default(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
 def write_entry(directory: Path, name: str, frames: dict[str, pl.DataFrame], entries: list[dict], *, fsync: bool) -> Path:
     """Write one journal entry (whole, or absent on error); returns its path."""
-    tmp = directory / f"{_TMP_PREFIX}{name}"
-    final = directory / name
-    try:
-        with open(tmp, "wb") as fh:
-            spans: dict[str, tuple[int, int]] = {}
-            for table, frame in frames.items():
-                start = fh.tell()
-                frame.write_ipc(fh, compression="uncompressed")
-                spans[table] = (start, fh.tell())
-            audit = [{**e, "at": e["at"].isoformat() if isinstance(e.get("at"), datetime) else None} for e in entries]
-            footer = json.dumps({"tables": spans, "audit": audit}, default=_json_default).encode()
-            fh.write(footer)
-            fh.write(len(footer).to_bytes(8, "little"))
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.rename(tmp, final)
-        if fsync:
-            _fsync_dir(directory)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return final
+    audit = [{**e, "at": e["at"].isoformat() if isinstance(e.get("at"), datetime) else None} for e in entries]
+    return write_frames_file(directory, name, frames, {"audit": audit}, fsync=fsync)
 
 
 def read_entry(path: Path) -> tuple[dict[str, pl.DataFrame], list[dict]]:
     """The tables and audit entries a journal entry holds."""
-    import io
-
-    data = memoryview(path.read_bytes())
-    size = int.from_bytes(data[-8:], "little")
-    meta = json.loads(bytes(data[-8 - size : -8]))
-    frames = {t: pl.read_ipc(io.BytesIO(data[a:b])) for t, (a, b) in meta["tables"].items()}
-    audit = [{**e, "at": datetime.fromisoformat(e["at"]) if e.get("at") else None} for e in meta["audit"]]
+    frames, footer = read_frames_file(path)
+    audit = [{**e, "at": datetime.fromisoformat(e["at"]) if e.get("at") else None} for e in footer["audit"]]
     return frames, audit
 
 
@@ -275,7 +237,7 @@ class LocalOutbox:
         self._queue: deque[tuple[Path, dict[str, pl.DataFrame] | None, list[dict] | None, bool, float]] = deque()
         self._busy = False
         self._closed = False
-        for stale in self.directory.glob(f"{_TMP_PREFIX}*"):
+        for stale in self.directory.glob(f"{TMP_PREFIX}*"):
             stale.unlink(missing_ok=True)  # never renamed: its write did not return, nothing relied on it
         leftovers = sorted(
             list(self.directory.glob(f"[0-9]*{_SUFFIX}")) + list((self.directory / "failed").glob(f"[0-9]*{_SUFFIX}")),

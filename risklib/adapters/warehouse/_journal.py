@@ -48,15 +48,62 @@ from risklib.errors import WarehouseError
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".cycle"
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"  # a journal file being written: never renamed means never relied on
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (a file's name) to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_frames_file(directory: Path, name: str, frames: dict[str, pl.DataFrame], footer: dict, *,
+                      fsync: bool = True) -> Path:
+    """Write ``frames`` and a JSON ``footer`` as one journal file, whole or absent; returns its path.
+
+    Layout: the frames' Arrow IPC bytes one after another, then the footer (with
+    ``tables``: where each frame starts and ends) and its length as 8 bytes. One
+    file means one fsync however many frames it holds; the frames go straight to
+    the file, uncopied. Written to a temporary name, fsync'ed, then renamed.
+    """
+    tmp = directory / f"{TMP_PREFIX}{name}"
+    final = directory / name
+    try:
+        with open(tmp, "wb") as fh:
+            spans: dict[str, tuple[int, int]] = {}
+            for table, frame in frames.items():
+                start = fh.tell()
+                frame.write_ipc(fh, compression="uncompressed")
+                spans[table] = (start, fh.tell())
+            data = json.dumps({**footer, "tables": spans}, default=_json_default).encode()
+            fh.write(data)
+            fh.write(len(data).to_bytes(8, "little"))
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.rename(tmp, final)
+        if fsync:
+            fsync_dir(directory)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def read_frames_file(path: Path) -> tuple[dict[str, pl.DataFrame], dict]:
+    """The frames and the footer a journal file holds."""
+    data = memoryview(path.read_bytes())
+    size = int.from_bytes(data[-8:], "little")
+    footer = json.loads(bytes(data[-8 - size : -8]))
+    frames = {t: pl.read_ipc(io.BytesIO(data[a:b])) for t, (a, b) in footer["tables"].items()}
+    return frames, footer
+
+
+def _json_default(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _encode_audit(entries: list[dict]) -> list[dict]:
@@ -74,57 +121,25 @@ def _decode_audit(entries: list[dict]) -> list[dict]:
 
 
 def write_entry(directory: Path, seq: int, records: CycleRecords, *, fsync: bool = True) -> Path:
-    """Write one cycle's records as a journal entry; returns its path (whole, or absent on error).
-
-    One file: the tables' Arrow IPC bytes one after another, then a JSON footer
-    (the cycle's fields, its audit entries and where each table starts and ends),
-    then the footer's length as 8 bytes. One file means one fsync per cycle
-    however many tables it has; the tables go straight to the file, uncopied.
-    """
-    name = f"{seq:012d}-{records.cycle_id}{_SUFFIX}"
-    tmp = directory / f"{_TMP_PREFIX}{name}"
-    final = directory / name
-    try:
-        with open(tmp, "wb") as fh:
-            spans: dict[str, tuple[int, int]] = {}
-            for table, frame in records.tables.items():
-                start = fh.tell()
-                frame.write_ipc(fh, compression="uncompressed")
-                spans[table] = (start, fh.tell())
-            meta = {
-                "cycle_id": records.cycle_id,
-                "flow_run_id": records.flow_run_id,
-                "started_at": records.started_at.isoformat(),
-                "finished_at": records.finished_at.isoformat(),
-                "status": records.status,
-                "stage_ms": records.stage_ms,
-                "tables": spans,
-                "audit": _encode_audit(records.audit),
-                "n_accounts": records.n_accounts,
-                "next_interval_s": records.next_interval_s,
-                "error": records.error,
-            }
-            footer = json.dumps(meta).encode()
-            fh.write(footer)
-            fh.write(len(footer).to_bytes(8, "little"))
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.rename(tmp, final)
-        if fsync:
-            _fsync_dir(directory)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return final
+    """Write one cycle's records as a journal entry (see :func:`write_frames_file`); returns its path."""
+    footer = {
+        "cycle_id": records.cycle_id,
+        "flow_run_id": records.flow_run_id,
+        "started_at": records.started_at.isoformat(),
+        "finished_at": records.finished_at.isoformat(),
+        "status": records.status,
+        "stage_ms": records.stage_ms,
+        "audit": _encode_audit(records.audit),
+        "n_accounts": records.n_accounts,
+        "next_interval_s": records.next_interval_s,
+        "error": records.error,
+    }
+    return write_frames_file(directory, f"{seq:012d}-{records.cycle_id}{_SUFFIX}", records.tables, footer, fsync=fsync)
 
 
 def read_entry(path: Path) -> CycleRecords:
     """The :class:`CycleRecords` a journal entry holds."""
-    data = memoryview(path.read_bytes())
-    size = int.from_bytes(data[-8:], "little")
-    meta = json.loads(bytes(data[-8 - size : -8]))
-    tables = {t: pl.read_ipc(io.BytesIO(data[a:b])) for t, (a, b) in meta["tables"].items()}
+    tables, meta = read_frames_file(path)
     return CycleRecords(
         cycle_id=meta["cycle_id"],
         flow_run_id=meta["flow_run_id"],
@@ -195,7 +210,7 @@ class CycleJournal:
         self.landed = 0
         self._submitted_at: dict[str, float] = {}
         self.lag_ms: deque[float] = deque(maxlen=1000)  # submit -> committed, per entry
-        for stale in self.directory.glob(f"{_TMP_PREFIX}*"):
+        for stale in self.directory.glob(f"{TMP_PREFIX}*"):
             stale.unlink(missing_ok=True)  # never renamed: the cycle did not complete its record
         leftovers = sorted(self.directory.glob(f"[0-9]*{_SUFFIX}"))
         self._seq = int(leftovers[-1].name.split("-", 1)[0]) if leftovers else 0

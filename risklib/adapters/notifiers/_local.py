@@ -39,7 +39,6 @@ import fcntl
 import logging
 import os
 import shutil
-import threading
 import time
 import uuid
 from collections import deque
@@ -51,7 +50,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from risklib.adapters.warehouse._journal import TMP_PREFIX, read_frames_file, write_frames_file
+from risklib.adapters.warehouse._journal import TMP_PREFIX, LanderThread, read_frames_file, write_frames_file
 
 log = logging.getLogger("risklib.escalation.local")
 
@@ -168,7 +167,7 @@ class _Watch:
         self._seen.pop(reader, None)
 
 
-class LocalOutbox:
+class LocalOutbox(LanderThread):
     """The escalation tables' live rows in memory, each write durable in a local journal, landed behind.
 
     Parameters
@@ -233,10 +232,7 @@ class LocalOutbox:
             config=warehouse.config,
             clock=warehouse.clock,
         )
-        self._cond = threading.Condition()
-        self._queue: deque[tuple[Path, dict[str, pl.DataFrame] | None, list[dict] | None, bool, float]] = deque()
-        self._busy = False
-        self._closed = False
+        self._init_queue()  # items: (path, frames, audit entries (None: read them back), recovered, submitted at)
         for stale in self.directory.glob(f"{TMP_PREFIX}*"):
             stale.unlink(missing_ok=True)  # never renamed: its write did not return, nothing relied on it
         leftovers = sorted(
@@ -253,12 +249,7 @@ class LocalOutbox:
             frames, entries = read_entry(path)
             self._apply(frames)
             self._queue.append((path, frames, entries, True, time.monotonic()))
-        self._thread = threading.Thread(target=self._run, name="escalation-lander", daemon=True)
-        self._thread.start()
-        import atexit
-
-        atexit.register(self._close_at_exit)
-        self._atexit = True
+        self._start_lander("escalation-lander")
 
     # --- the warehouse interface the planner and sender use -------------------------
 
@@ -416,62 +407,18 @@ class LocalOutbox:
 
     # --- landing ------------------------------------------------------------------------
 
-    @property
-    def backlog(self) -> int:
-        """Entries written but not yet committed to the warehouse."""
-        with self._cond:
-            return len(self._queue) + (1 if self._busy else 0)
-
-    def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every entry is committed to the warehouse (or moved to ``failed/``); False on timeout."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._cond:
-            while self._queue or self._busy:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(0.5 if left is None else min(0.5, left))
-        return True
-
     def close(self, timeout_s: float | None = None) -> None:
         """Land what is queued (up to ``timeout_s``), then stop; what is left stays on disk for the next open."""
         if self._closed:
             return
-        self.flush(timeout_s)
-        with self._cond:
-            self._closed = True
-            self._queue.clear()
-            self._cond.notify_all()
-        self._thread.join(timeout=30 if timeout_s is None else timeout_s)
-        if not self._thread.is_alive():
-            self._lander.close()
+        self._stop_lander(timeout_s)
         self._con.close()
         self._owner.close()
-        import atexit
 
-        atexit.unregister(self._close_at_exit)
-
-    def _close_at_exit(self) -> None:
-        self.close(timeout_s=30)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                path, frames, entries, recovered, submitted = self._queue[0]
-                self._busy = True
-            try:
-                if self._land(path, frames, entries, recovered=recovered):
-                    self.lag_ms.append((time.monotonic() - submitted) * 1e3)
-            finally:
-                with self._cond:
-                    if self._queue and self._queue[0][0] == path:
-                        self._queue.popleft()
-                    self._busy = False
-                    self._cond.notify_all()
+    def _land_queued(self, item: tuple) -> None:
+        path, frames, entries, recovered, submitted = item
+        if self._land(path, frames, entries, recovered=recovered):
+            self.lag_ms.append((time.monotonic() - submitted) * 1e3)
 
     def _land(self, path: Path, frames: dict | None, entries: list[dict] | None, *, recovered: bool) -> bool:
         """Commit one entry (with its marker) unless already committed; delete it. False if kept in ``failed/``."""

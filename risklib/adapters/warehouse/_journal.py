@@ -155,7 +155,88 @@ def read_entry(path: Path) -> CycleRecords:
     )
 
 
-class CycleJournal:
+class LanderThread:
+    """The lander both journals run: queued entries committed in order, one at a time, behind the caller.
+
+    A subclass calls :meth:`_init_queue`, queues what an earlier run left, calls
+    :meth:`_start_lander`, and implements :meth:`_land_queued` (commit one queued
+    item; the item's first field is its file) and ``_lander`` (the warehouse
+    connection the thread writes with).
+    """
+
+    _lander: Any
+
+    def _init_queue(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[tuple] = deque()
+        self._busy = False
+        self._closed = False
+
+    def _start_lander(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        # A process that exits without close() still lands what it wrote (and the
+        # lander is not killed inside a commit); what does not land in time stays on disk.
+        atexit.register(self._close_at_exit)
+
+    def _land_queued(self, item: tuple) -> None:
+        raise NotImplementedError
+
+    @property
+    def backlog(self) -> int:
+        """Entries written but not yet committed to the warehouse."""
+        with self._cond:
+            return len(self._queue) + (1 if self._busy else 0)
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every entry is committed (or moved to ``failed/``); False on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._queue or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(0.5 if left is None else min(0.5, left))
+        return True
+
+    def _stop_lander(self, timeout_s: float | None) -> None:
+        """Land what is queued (up to ``timeout_s``), then stop the thread; what is left stays on disk."""
+        self.flush(timeout_s)
+        with self._cond:
+            self._closed = True
+            self._queue.clear()  # what is left is on disk; the next start lands it
+            self._cond.notify_all()
+        self._thread.join(timeout=30 if timeout_s is None else timeout_s)
+        if not self._thread.is_alive():
+            self._lander.close()
+        atexit.unregister(self._close_at_exit)
+
+    def _close_at_exit(self) -> None:
+        self.close(timeout_s=30)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                item = self._queue[0]
+                self._busy = True
+            try:
+                self._land_queued(item)
+            finally:
+                with self._cond:
+                    if self._queue and self._queue[0][0] == item[0]:  # close() may have cleared it meanwhile
+                        self._queue.popleft()
+                    self._busy = False
+                    self._cond.notify_all()
+
+
+class CycleJournal(LanderThread):
     """Durable write-behind of :class:`CycleRecords` into a :class:`Warehouse`.
 
     Parameters
@@ -202,11 +283,8 @@ class CycleJournal:
             config=warehouse.config,
             clock=warehouse.clock,
         )
-        self._cond = threading.Condition()
-        self._queue: deque[tuple[Path, CycleRecords | None, bool]] = deque()
-        self._busy = False
+        self._init_queue()  # items: (path, records or None to read them back, recovered)
         self._failure: str | None = None
-        self._closed = False
         self.landed = 0
         self._submitted_at: dict[str, float] = {}
         self.lag_ms: deque[float] = deque(maxlen=1000)  # submit -> committed, per entry
@@ -216,11 +294,7 @@ class CycleJournal:
         self._seq = int(leftovers[-1].name.split("-", 1)[0]) if leftovers else 0
         for path in leftovers:
             self._queue.append((path, None, True))
-        self._thread = threading.Thread(target=self._run, name="warehouse-lander", daemon=True)
-        self._thread.start()
-        # A process that exits without close() still lands what it recorded (and the
-        # lander is not killed inside a commit); what does not land in time stays on disk.
-        atexit.register(self._close_at_exit)
+        self._start_lander("warehouse-lander")
         if leftovers:
             log.warning("landing %d cycle(s) left in %s by an earlier run", len(leftovers), self.directory)
             self.flush()
@@ -261,62 +335,19 @@ class CycleJournal:
             self._queue.append((path, records, False))
             self._cond.notify_all()
 
-    @property
-    def backlog(self) -> int:
-        """Entries written but not yet committed to the warehouse."""
-        with self._cond:
-            return len(self._queue) + (1 if self._busy else 0)
-
-    def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every submitted entry is committed (or moved to ``failed/``); False on timeout."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._cond:
-            while self._queue or self._busy:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(0.5 if left is None else min(0.5, left))
-        return True
-
     def close(self, timeout_s: float | None = None) -> None:
         """Land everything still queued (up to ``timeout_s``), then stop the lander (idempotent).
 
         Entries not landed by then stay in the journal for the next start.
         """
-        if self._closed:
-            return
-        self.flush(timeout_s)
-        with self._cond:
-            self._closed = True
-            self._queue.clear()  # what is left is on disk; the next start lands it
-            self._cond.notify_all()
-        self._thread.join(timeout=30 if timeout_s is None else timeout_s)
-        if not self._thread.is_alive():
-            self._lander.close()
-        atexit.unregister(self._close_at_exit)
-
-    def _close_at_exit(self) -> None:
-        self.close(timeout_s=30)
+        if not self._closed:
+            self._stop_lander(timeout_s)
 
     # --- the lander thread -----------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                path, records, recovered = self._queue[0]
-                self._busy = True
-            try:
-                self._land(path, records, recovered)
-            finally:
-                with self._cond:
-                    if self._queue and self._queue[0][0] == path:  # close() may have cleared it meanwhile
-                        self._queue.popleft()
-                    self._busy = False
-                    self._cond.notify_all()
+    def _land_queued(self, item: tuple) -> None:
+        path, records, recovered = item
+        self._land(path, records, recovered)
 
     def _land(self, path: Path, records: CycleRecords | None, recovered: bool) -> None:
         error = ""

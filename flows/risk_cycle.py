@@ -53,7 +53,10 @@ def evaluate_triggers(session, now: datetime, book, snapshot):
 
 @task(name="escalate", cache_policy=NONE)
 def escalate(session, now: datetime, evaluation):
-    return stages.escalate(session, now, evaluation)
+    summary = stages.escalate(session, now, evaluation)
+    if isinstance(summary, dict) and summary.get("landing_failure"):
+        get_run_logger().warning("escalation records are not reaching the warehouse: %s", summary["landing_failure"])
+    return summary
 
 
 @task(name="act", cache_policy=NONE)

@@ -428,7 +428,11 @@ class Session:
         self.new_incident_count = len(set(opened) - self._known_incidents)
         self._known_incidents |= set(opened)
         self._new_incident_keys = set(opened)
-        return {"plan": plan.summary(), "sent": fast.summary(), "drain": rest.summary()}
+        summary = {"plan": plan.summary(), "sent": fast.summary(), "drain": rest.summary()}
+        if self.outbox is not None and self.outbox.failure is not None:
+            # paging goes on from the local journal, but the warehouse misses these rows until it lands them
+            summary["landing_failure"] = self.outbox.failure
+        return summary
 
     def new_incidents(self, alerts: pl.DataFrame) -> pl.DataFrame:
         """Alerts whose incident opened this cycle (one Prefect event each)."""

@@ -184,3 +184,26 @@ def test_task_run_info_lines_are_off_by_default_and_can_be_turned_on(prefect_api
     # Assert
     assert _task_run_info_lines(quiet_run.flow_run_id, wait_for_some=False) == []
     assert any("Finished in state" in m for m in _task_run_info_lines(loud_run.flow_run_id, wait_for_some=True))
+
+
+def test_escalation_rows_that_cannot_land_are_kept_and_reported_while_paging_goes_on(prefect_api, make_session):
+    # Arrange: the outbox's warehouse connection is gone, so nothing it wrote can land
+    session = make_session("flash-crash", seed=5)
+    session.outbox.retries = 1
+    session.outbox._lander.close()
+    summaries = []
+
+    def progress(result, summary, interval, overran):
+        summaries.append(result.escalation)
+
+    # Act
+    for _ in range(4):
+        risk_monitor(session, max_cycles=6, progress=progress)
+        if any("landing_failure" in s for s in summaries):
+            break
+    # Assert
+    reported = [s["landing_failure"] for s in summaries if "landing_failure" in s]
+    assert reported and "could not be landed" in reported[-1]
+    kept = list((session.outbox.directory / "failed").iterdir())
+    assert kept and any(p.name in reported[-1] for p in kept)
+    assert sum(s["sent"]["sent"] + s["drain"]["sent"] for s in summaries) > 0  # pages still went out

@@ -58,7 +58,6 @@ log = logging.getLogger("risklib.escalation.local")
 LOCAL_TABLES = ("incidents", "notifications", "notification_events", "acknowledgements")
 _SUFFIX = ".esc"
 _MARKER = "escalation.landed"
-_AUDIT_INLINE_ROWS = 50
 _TERMINAL_SQL = "('sent', 'delivered', 'failed', 'suppressed', 'inhibited')"
 
 # The live part of the escalation tables: everything the state, pending and dedup
@@ -263,16 +262,14 @@ class LocalOutbox(LanderThread):
 
     def append(self, table: str, frame: pl.DataFrame, *, actor: str, action: str, subject: str | None = None) -> None:
         """As :meth:`Warehouse.append`: one table and its audit entry, durable when this returns."""
+        from risklib.adapters.warehouse._warehouse import append_audit_entry
         from risklib.errors import WarehouseError
 
         if table not in LOCAL_TABLES:
             raise WarehouseError(f"table={table!r}: not an escalation table (allowed: {list(LOCAL_TABLES)})")
         prepared = self.prepare(table, frame)
-        detail: dict[str, object] = {"table": table, "rows": prepared.height}
-        if prepared.height <= _AUDIT_INLINE_ROWS:
-            detail["records"] = prepared.to_dicts()
-        self._transaction({table: prepared}, [{"actor": actor, "action": action, "subject": subject or table,
-                                               "detail": detail}])
+        self._transaction({table: prepared}, [append_audit_entry(table, prepared, actor=actor, action=action,
+                                                                 subject=subject)])
 
     def _transaction(self, frames: dict[str, pl.DataFrame], entries: list[dict]) -> None:
         """Make ``frames`` (prepared) and ``entries`` durable in one journal entry, apply them here, queue the landing."""

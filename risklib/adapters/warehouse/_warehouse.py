@@ -175,6 +175,16 @@ class CycleRecords:
     error: str | None = None
 
 
+def append_audit_entry(table: str, prepared: pl.DataFrame, *, actor: str, action: str, subject: str | None) -> dict:
+    """The audit entry of an append: small appends copied in, larger ones by digest."""
+    detail: dict[str, object] = {"table": table, "rows": prepared.height}
+    if prepared.height <= _AUDIT_INLINE_ROWS:
+        detail["records"] = prepared.to_dicts()
+    else:
+        detail["digest"] = _frame_digest(prepared)
+    return {"actor": actor, "action": action, "subject": subject or table, "detail": detail}
+
+
 def _frame_digest(frame: pl.DataFrame) -> str:
     return hashlib.sha256(frame.write_json().encode()).hexdigest()
 
@@ -466,12 +476,7 @@ class Warehouse:
         if table not in APPEND_TABLES:
             raise WarehouseError(f"table={table!r}: not appendable (allowed: {sorted(APPEND_TABLES)})")
         prepared = self.prepare(table, frame)
-        detail: dict[str, object] = {"table": table, "rows": prepared.height}
-        if prepared.height <= _AUDIT_INLINE_ROWS:
-            detail["records"] = prepared.to_dicts()
-        else:
-            detail["digest"] = _frame_digest(prepared)
-        entry = {"actor": actor, "action": action, "subject": subject or table, "detail": detail}
+        entry = append_audit_entry(table, prepared, actor=actor, action=action, subject=subject)
         try:
             self._transaction({table: prepared}, [entry])
         except duckdb.Error as exc:

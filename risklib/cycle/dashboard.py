@@ -130,13 +130,16 @@ def render_dashboard(
     if alerts.height:
         grouped = (
             alerts.group_by("rule", "level")
-            .agg(pl.len().alias("accounts"), pl.col("message").first(), pl.col("trading_mode").first())
+            .agg(pl.len().alias("accounts"), pl.col("metric_value").max().alias("worst"),
+                 pl.col("message").first(), pl.col("trading_mode").first())
             .sort("level", "accounts", descending=True)
         )
-        lines += ["| | Rule | Level | Accounts | Mode | Example |", "|---|---|---|---|---|---|"]
+        lines += ["| | Rule | Level | Accounts | Worst value | Mode | Example |", "|---|---|---|---|---|---|---|"]
         for r in grouped.iter_rows(named=True):
+            worst = "" if r["worst"] is None or r["worst"] != r["worst"] else f"{r['worst']:.6g}"
             lines.append(
-                f"| {_LEVEL_ICON.get(r['level'], '')} | {r['rule']} | {r['level']} | {r['accounts']} | {r['trading_mode']} | {r['message']} |"
+                f"| {_LEVEL_ICON.get(r['level'], '')} | {r['rule']} | {r['level']} | {r['accounts']} | {worst} "
+                f"| {r['trading_mode']} | {r['message']} |"
             )
     else:
         lines.append("No active alerts.")

@@ -722,7 +722,7 @@ def evaluate(
         fired.append(pl.DataFrame({
             "account_id": _take(acct, idx), "step": step,
             "level": np.zeros(idx.size, np.int64), "alert_level": np.broadcast_to(lvl, idx.shape).astype(np.int64),
-            "metric_value": mv, "threshold": np.full(idx.size, np.nan),
+            "metric_value": mv, "threshold": pl.Series([None] * idx.size, dtype=pl.Float64),
             "effect": pl.Series([eff]).gather(pl.Series(np.zeros(idx.size, np.int64))),
             "suspended": np.zeros(idx.size, bool), "since": key_since,
             "mode_in_force": _take(mode_names, idx), "blocks": _take(_BLOCKS_SERIES, mode[idx]),
@@ -746,9 +746,10 @@ def evaluate(
         alerts = rf.filter((pl.col("alert_level") > 0) & (pl.col("rule") != "override")).select(
             "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
             pl.col("mode_in_force").alias("trading_mode"),
-            pl.format("{} {}: {} {} {} (basis: {}); {}{}; mode {} in force: {}",
-                      pl.col("rule"), pl.col("step"), pl.col("metric_value").round(6).cast(pl.String).fill_null("n/a"),
-                      pl.col("op"), pl.col("threshold").round(6).cast(pl.String).fill_null(""), pl.col("basis"),
+            pl.format("{} {}{} (basis: {}); {}{}; mode {} in force: {}",
+                      pl.col("rule"), pl.col("step"),
+                      pl.when(pl.col("op") != "").then(pl.format(" {} {}", pl.col("op"), pl.col("threshold").round(6).cast(pl.String).fill_null("")))
+                      .otherwise(pl.lit("")), pl.col("basis"),
                       pl.col("effect"), pl.when(pl.col("suspended")).then(pl.lit(" [SUSPENDED by override]")).otherwise(pl.lit("")),
                       pl.col("mode_in_force"), pl.col("blocks")).alias("message"),
             "ts",

@@ -47,9 +47,8 @@ from risklib.core.policy._records import (
     BREAKER_SERIES,
     MODE_SERIES,
     cut_actions,
-    ladder_records,
+    fired_records,
     mode_actions,
-    special_records,
     take,
     ts_strings,
 )
@@ -446,12 +445,9 @@ def evaluate(
     actions = frames.conform(actions, frames.ACTIONS, "actions")
 
     # alerts and the audit of fired rules: ladder steps, then data, feed, breaker and overrides
-    rf_ladder, alerts_ladder = ladder_records(cat, acct, ts_col, mode, per_rule, suspended)
-    rf_special, alerts_special = special_records(
-        config, acct, ts_col, mode, now_s, invalid=invalid, reason=reason, feed_known=feed_known,
-        feed_suspended=suspended["feed"], new_brk=new_brk, opened=opened, episode=episode, rejected=rejected)
-    rules_fired = pl.concat([rf_ladder, rf_special]) if rf_special.height else rf_ladder
-    alerts = pl.concat([alerts_ladder, alerts_special]) if alerts_special.height else alerts_ladder
+    rules_fired, alerts = fired_records(
+        config, cat, acct, ts_col, mode, now_s, per_rule, suspended, invalid=invalid, reason=reason,
+        feed_known=feed_known, new_brk=new_brk, opened=opened, episode=episode, rejected=rejected)
 
     # state
     market_cadence = lad["stress"].cadence[min(stress.stress_level, lad["stress"].k)]

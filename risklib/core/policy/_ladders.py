@@ -105,15 +105,13 @@ class Catalog:
     """Every rule's ladder tables plus tables over all steps of all rules.
 
     A global step id ``gid = offset[rule_id] + k`` indexes ``step_names``, ``cut_code``,
-    ``threshold``, ``alert_prefix`` (``"<rule> <step>: "``, the start of an alert message) and, as
-    ``2 * gid + held``, ``effects`` (the step's effect, with the note that it is only held).
+    ``threshold`` and, as ``2 * gid + held``, ``effects`` (the step's effect, with the note that it is only held).
     """
 
     ladders: dict[str, LadderArrays]
     offset: np.ndarray
     step_names: pl.Series
     effects: pl.Series
-    alert_prefix: pl.Series
     cut_code: np.ndarray
     threshold: np.ndarray  # the ladder's (default) threshold of each step, NaN at k = 0
     basis: pl.Series  # per rule id
@@ -130,7 +128,6 @@ def _catalog(cfg: PolicyConfig) -> Catalog:
         offset=np.cumsum([0] + [lad[r].k + 1 for r in RULES])[:-1],
         step_names=pl.Series([x for _, x in names], dtype=pl.String),
         effects=pl.Series([e + note for e in effects for note in ("", HELD_NOTE)], dtype=pl.String),
-        alert_prefix=pl.Series([f"{r} {x}: " for r, x in names], dtype=pl.String),
         cut_code=np.array([ACTION_CODES.get(x, 0) for r in RULES for x in lad[r].cut_kind.tolist()], np.int64),
         threshold=np.array([t for r in RULES for t in (np.nan, *lad[r].ladder.thresholds)], float),
         basis=pl.Series([lad[r].ladder.basis for r in RULES], dtype=pl.String),

@@ -2,12 +2,15 @@
 
 Only accounts where something fired or changed get rows. Text is assembled once per distinct
 value and gathered per row: a timestamp is formatted once however many incidents started at
-it, and an alert message is ``<rule> <step>: `` (per step) + the metric value (per row) + the
-rest of the sentence (per distinct step, threshold, suspension and mode), which gives exactly
-the sentence formatted in one piece.
+it, and an alert message (``<rule> <step> <op> <threshold> (basis: ...); <effect>; mode ... in
+force: ...``) once per distinct step, threshold, suspension and mode. The metric's value is the
+row's ``metric_value`` column, not part of the text: gathering a few hundred distinct sentences
+costs a fraction of formatting one per row.
 """
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
@@ -24,6 +27,7 @@ BREAKER_SERIES = pl.Series(list(brk.NAMES), dtype=pl.String)
 RULE_SERIES = pl.Series(list(RULES), dtype=pl.String)
 ACTION_SERIES = pl.Series([a.value for a in ActionKind], dtype=pl.String)
 _TS_FORMAT = "%Y%m%dT%H%M%S%.6fZ"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SUSPENDED = " [SUSPENDED by override]"
 _FLOAT = {"metric_value": pl.Float64, "threshold": pl.Float64}
 
@@ -49,17 +53,76 @@ def codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u + lo, slot[key - lo]
 
 
+def _us_texts(us: np.ndarray) -> list[str]:
+    """``YYYYMMDDTHHMMSS.ffffffZ`` of distinct epoch microseconds: a few in Python, many in one Polars pass."""
+    if us.size <= 64:  # a Polars query costs more than formatting a handful of times here
+        return [(_EPOCH + timedelta(microseconds=int(u))).strftime("%Y%m%dT%H%M%S.%fZ") for u in us.tolist()]
+    return pl.from_epoch(pl.Series(us), time_unit="us").dt.strftime(_TS_FORMAT).to_list()
+
+
 def ts_strings(epoch_s: np.ndarray) -> pl.Series:
     """``YYYYMMDDTHHMMSS.ffffffZ`` of epoch seconds (NaN as the epoch), each distinct time formatted once."""
     us = np.where(np.isnan(epoch_s), 0, np.round(epoch_s * 1e6)).astype(np.int64)
-    u, inv = np.unique(us, return_inverse=True)
-    text = pl.from_epoch(pl.Series(u), time_unit="us").dt.strftime(_TS_FORMAT)
-    return text if u.size == us.size and (u == us).all() else take(text, inv.reshape(-1))
+    u, inv = codes(us)
+    text = pl.Series(_us_texts(u), dtype=pl.String)
+    return text if u.size == us.size and (u == us).all() else take(text, inv)
 
 
-def ladder_records(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndarray, per_rule: dict,
-                   suspended: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rules fired and alerts of every held ladder step: rule by rule, accounts in order."""
+_TH_TEXT: dict[float, str] = {}
+
+
+def threshold_texts(values: np.ndarray) -> list[str]:
+    """Each threshold as the alert message prints it (rounded to 6 decimals, Polars' float text; NaN as
+    ""). Thresholds come from the config, so their texts are kept once made."""
+    missing = [v for v in values.tolist() if v not in _TH_TEXT]
+    if missing:
+        if len(_TH_TEXT) > 100_000:  # per-account adjusted thresholds could grow it without end
+            _TH_TEXT.clear()
+        text = pl.Series(missing, dtype=pl.Float64).round(6).cast(pl.String).fill_null("").to_list()
+        _TH_TEXT.update(zip(missing, text))
+    return [_TH_TEXT[v] if v == v else "" for v in values.tolist()]
+
+
+def fired_records(config: PolicyConfig, cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndarray,
+                  now_s: float, per_rule: dict, suspended: dict, *, invalid: np.ndarray, reason: pl.Series,
+                  feed_known: bool, new_brk: np.ndarray, opened: np.ndarray, episode: pl.Series,
+                  rejected: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rules fired and alerts: every held ladder step (rule by rule, accounts in order), then the
+    non-ladder rules (data, feed, breaker), then rejected overrides (audit only).
+
+    Every text column is a gather from a table of distinct texts except the incident key, so a
+    row costs a few integer gathers: an alert message depends only on the rule's step, threshold,
+    suspension and the mode in force (the metric's value is the row's ``metric_value``).
+    """
+    parts = [_ladder_rows(cat, mode, per_rule, suspended)]
+    parts.append(_special_rows(config, mode, now_s, invalid=invalid, reason=reason, feed_known=feed_known,
+                               feed_suspended=suspended["feed"], new_brk=new_brk, opened=opened, episode=episode))
+    rows = [x for x in parts if x is not None]
+    if not rows:
+        rf = frames.empty(frames.RULES_FIRED)
+        al = frames.empty(frames.ALERTS)
+    else:
+        f = rows[0] if len(rows) == 1 else pl.concat(rows)
+        account = pl.lit(acct).gather(pl.col("idx"))
+        out = f.select(  # one query: its expressions run in parallel
+            account.alias("account_id"), ts_col.alias("ts"), "rule", "step", "level", "alert_level", "metric_value",
+            "threshold", "basis", "effect", "suspended",
+            pl.concat_str([account, pl.col("tail")], separator=":").alias("incident_key"),
+            pl.lit(MODE_SERIES).gather(pl.col("mode")).alias("trading_mode"), "message",
+        )
+        rf = out.select(*frames.RULES_FIRED)
+        alerting = out["alert_level"] > 0
+        al = (out if alerting.all() else out.filter(alerting)).select(
+            "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
+            "trading_mode", "message", "ts",
+        )
+    if rejected:
+        rf = pl.concat([rf, _rejected_rows(rejected, ts_col)])
+    return rf, al
+
+
+def _ladder_rows(cat: Catalog, mode: np.ndarray, per_rule: dict, suspended: dict) -> pl.DataFrame | None:
+    """Every held ladder step: the account's row index, the rule's texts and the values; None when none is held."""
     parts = []
     for r_id, rule in enumerate(RULES):
         held, v, th, since, raw = per_rule[rule]
@@ -72,17 +135,16 @@ def ladder_records(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndar
             parts.append((idx, np.full(idx.size, r_id), k, gid, cat.ladders[rule].alert[k], v[idx],
                           th[idx, k - 1], since[idx], suspended[rule][idx], raw[idx] < k, th_key))
     if not parts:
-        return frames.empty(frames.RULES_FIRED), frames.empty(frames.ALERTS)
+        return None
     idx, r_id, k, gid, alert_k, mv, thv, since_v, susp, held, th_key = (np.concatenate(x) for x in zip(*parts))
     gh = 2 * gid + held  # step and whether it is only held: the effect text
     # incident key "<account>:<rule>:<since>"; "<rule>:<since>" is shared by many rows
     since_u, since_code = codes(np.round(since_v * 1e6).astype(np.int64))
-    since_text = pl.from_epoch(pl.Series(since_u), time_unit="us").dt.strftime(_TS_FORMAT).to_list()
+    since_text = _us_texts(since_u)
     tail_u, tail_code = codes(r_id * since_u.size + since_code)
     tail = pl.Series([f"{RULES[t // since_u.size]}:{since_text[t % since_u.size]}" for t in tail_u.tolist()],
                      dtype=pl.String)
-    # an alert message is "<rule> <step>: " + value + the rest of the sentence, which depends only on
-    # step, threshold, suspension and mode
+    # the message depends only on step, threshold, suspension and mode: one text per distinct combination
     m = mode[idx]
     th_table = cat.threshold
     own = th_key < 0  # per-account thresholds (groups, adjustments): code their distinct values
@@ -92,54 +154,39 @@ def ladder_records(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndar
         th_key[own] = th_table.size + th_inv.reshape(-1)
         th_table = np.concatenate([th_table, th_u])
     n_modes, n_gh = len(MODES_BY_RANK), cat.effects.len()
-    rest_u, rest_code = codes(((th_key * n_gh + gh) * 2 + susp) * n_modes + m)
-    u_mode = (rest_u % n_modes).tolist()
-    u_susp = ((rest_u // n_modes) % 2).tolist()
-    u_gh = (rest_u // (2 * n_modes)) % n_gh
-    u_th = pl.Series(th_table[rest_u // (2 * n_modes * n_gh)], dtype=pl.Float64)
+    msg_u, msg_code = codes(((th_key * n_gh + gh) * 2 + susp) * n_modes + m)
+    u_mode = (msg_u % n_modes).tolist()
+    u_susp = ((msg_u // n_modes) % 2).tolist()
+    u_gh = (msg_u // (2 * n_modes)) % n_gh
     u_rule = (np.searchsorted(cat.offset, u_gh // 2, side="right") - 1).tolist()
-    th_text = u_th.round(6).cast(pl.String).fill_null("").to_list()
-    op, basis, effects = cat.op.to_list(), cat.basis.to_list(), take(cat.effects, u_gh).to_list()
+    th_text = threshold_texts(th_table[msg_u // (2 * n_modes * n_gh)])
+    steps, op, basis, effects = cat.step_names.to_list(), cat.op.to_list(), cat.basis.to_list(), cat.effects.to_list()
     modes, blocks = MODE_SERIES.to_list(), BLOCKS_SERIES.to_list()
-    rest = pl.Series([
-        f" {op[r]} {t} (basis: {basis[r]}); {e}{_SUSPENDED if s else ''}; mode {modes[mo]} in force: {blocks[mo]}"
-        for r, t, e, s, mo in zip(u_rule, th_text, effects, u_susp, u_mode)
+    message = pl.Series([
+        f"{RULES[r]} {steps[g // 2]} {op[r]} {t} (basis: {basis[r]}); {effects[g]}{_SUSPENDED if s else ''}; "
+        f"mode {modes[mo]} in force: {blocks[mo]}"
+        for r, g, t, s, mo in zip(u_rule, u_gh.tolist(), th_text, u_susp, u_mode)
     ], dtype=pl.String)
-
-    # every text column in one query (its expressions run in parallel)
     rows = pl.DataFrame({
         "idx": idx, "r_id": r_id, "gid": gid, "gh": gh, "level": k, "alert_level": alert_k, "metric_value": mv,
-        "threshold": thv, "suspended": susp, "tail": tail_code, "rest": rest_code, "mode": m,
+        "threshold": thv, "suspended": susp, "tail": tail_code, "msg": msg_code, "mode": m,
     }, schema_overrides=_FLOAT)
-    account = pl.lit(acct).gather(pl.col("idx"))
-    out = rows.select(
-        account.alias("account_id"), ts_col.alias("ts"), pl.lit(RULE_SERIES).gather(pl.col("r_id")).alias("rule"),
+    return rows.select(
+        "idx", pl.lit(RULE_SERIES).gather(pl.col("r_id")).alias("rule"),
         pl.lit(cat.step_names).gather(pl.col("gid")).alias("step"), "level", "alert_level", "metric_value",
         "threshold", pl.lit(cat.basis).gather(pl.col("r_id")).alias("basis"),
         pl.lit(cat.effects).gather(pl.col("gh")).alias("effect"), "suspended",
-        pl.concat_str([account, pl.lit(tail).gather(pl.col("tail"))], separator=":").alias("incident_key"),
-        pl.lit(MODE_SERIES).gather(pl.col("mode")).alias("trading_mode"),
-        pl.concat_str([pl.lit(cat.alert_prefix).gather(pl.col("gid")),
-                       pl.col("metric_value").round(6).cast(pl.String).fill_null("n/a"),
-                       pl.lit(rest).gather(pl.col("rest"))]).alias("message"),
+        pl.lit(tail).gather(pl.col("tail")).alias("tail"), "mode", pl.lit(message).gather(pl.col("msg")).alias("message"),
     )
-    rf = out.select(*frames.RULES_FIRED)
-    al = out if (alert_k > 0).all() else out.filter(pl.Series(alert_k > 0))
-    alerts = al.select(
-        "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
-        "trading_mode", "message", "ts",
-    )
-    return rf, alerts
 
 
 _SPECIAL_BASIS = {"data": "account metrics validity", "feed": "market inputs", "breaker": "breaker episode"}
 
 
-def special_records(config: PolicyConfig, acct: pl.Series, ts_col: pl.Expr, mode: np.ndarray, now_s: float, *,
-                    invalid: np.ndarray, reason: pl.Series, feed_known: bool, feed_suspended: np.ndarray,
-                    new_brk: np.ndarray, opened: np.ndarray, episode: pl.Series,
-                    rejected: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rules fired and alerts of the non-ladder rules: data, feed, breaker; rejected overrides (audit only)."""
+def _special_rows(config: PolicyConfig, mode: np.ndarray, now_s: float, *, invalid: np.ndarray, reason: pl.Series,
+                  feed_known: bool, feed_suspended: np.ndarray, new_brk: np.ndarray, opened: np.ndarray,
+                  episode: pl.Series) -> pl.DataFrame | None:
+    """The non-ladder rules' rows (as :func:`_ladder_rows`): data, feed, breaker; None when none fired."""
     groups = []  # (rule, accounts, alert level, effect, step text, incident start text, metric value)
     idx = np.flatnonzero(invalid)
     if idx.size:
@@ -160,52 +207,42 @@ def special_records(config: PolicyConfig, acct: pl.Series, ts_col: pl.Expr, mode
                        np.where(is_open, config.breaker.alert_level_open, config.breaker.alert_level_half_open),
                        "breaker state", take(BREAKER_SERIES, new_brk[idx]),
                        ts_strings(np.where(np.isnan(opened[idx]), now_s, opened[idx])), np.where(is_open, 1.0, 0.5)))
-    rf = al = None
-    if groups:
-        rule_id = np.concatenate([np.full(g[1].size, i) for i, g in enumerate(groups)])
-        idx = np.concatenate([g[1] for g in groups])
-        lvl = np.concatenate([g[2] for g in groups]).astype(np.int64)
-        f = pl.DataFrame({
-            "idx": idx, "rule_id": rule_id, "mode": mode[idx], "alert_level": lvl,
-            "metric_value": np.concatenate([g[6] for g in groups]), "threshold": np.full(idx.size, np.nan),
-            "step": pl.concat([g[4] for g in groups]), "since": pl.concat([g[5] for g in groups]),
-        }, schema_overrides=_FLOAT)
-        def per_group(values: list[str]) -> pl.Expr:
-            return pl.lit(pl.Series(values, dtype=pl.String)).gather(pl.col("rule_id"))
+    if not groups:
+        return None
+    idx = np.concatenate([g[1] for g in groups])
+    f = pl.DataFrame({
+        "idx": idx, "rule_id": np.concatenate([np.full(g[1].size, i) for i, g in enumerate(groups)]),
+        "mode": mode[idx], "alert_level": np.concatenate([g[2] for g in groups]).astype(np.int64),
+        "metric_value": np.concatenate([g[6] for g in groups]), "step": pl.concat([g[4] for g in groups]),
+        "since": pl.concat([g[5] for g in groups]),
+    }, schema_overrides=_FLOAT)
 
-        account, rule = pl.lit(acct).gather(pl.col("idx")), per_group([g[0] for g in groups])
-        basis = per_group([_SPECIAL_BASIS[g[0]] for g in groups])
-        effect = per_group([g[3] for g in groups])
-        mode_name = pl.lit(MODE_SERIES).gather(pl.col("mode"))
-        out = f.select(  # one query: its expressions run in parallel
-            account.alias("account_id"), ts_col.alias("ts"), rule.alias("rule"), "step",
-            pl.lit(0, pl.Int64).alias("level"), "alert_level", "metric_value", "threshold", basis.alias("basis"),
-            effect.alias("effect"), pl.lit(False).alias("suspended"),
-            pl.concat_str([account, rule, pl.col("since")], separator=":").alias("incident_key"),
-            mode_name.alias("trading_mode"),
-            pl.format("{} {}: {} {} {} (basis: {}); {}{}; mode {} in force: {}",
-                      rule, pl.col("step"), pl.col("metric_value").round(6).cast(pl.String).fill_null("n/a"),
-                      pl.lit(""), pl.col("threshold").round(6).cast(pl.String).fill_null(""), basis, effect,
-                      pl.lit(""), mode_name, pl.lit(BLOCKS_SERIES).gather(pl.col("mode"))).alias("message"),
-        )
-        rf = out.select(*frames.RULES_FIRED)
-        al = (out if (lvl > 0).all() else out.filter(pl.Series(lvl > 0))).select(
-            "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
-            "trading_mode", "message", "ts",
-        )
-    if rejected:
-        ov = pl.DataFrame({
-            "account_id": [r["account_id"] for r in rejected], "rule": "override", "step": "rejected", "level": 0,
-            "alert_level": 1, "metric_value": None, "threshold": None, "basis": "override authority",
-            "effect": [f"override {r['id']} on {r['rule']} rejected: {r['why']}" for r in rejected],
-            "suspended": False, "since": [r["id"] or "" for r in rejected],
-        }, schema=_OVERRIDE_ROWS).select(
-            *(pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":")
-              .alias("incident_key") if c == "incident_key" else ts_col.alias("ts") if c == "ts" else pl.col(c)
-              for c in frames.RULES_FIRED))
-        rf = ov if rf is None else pl.concat([rf, ov])
-    return (rf if rf is not None else frames.empty(frames.RULES_FIRED),
-            al if al is not None else frames.empty(frames.ALERTS))
+    def per_group(values: list[str]) -> pl.Expr:
+        return pl.lit(pl.Series(values, dtype=pl.String)).gather(pl.col("rule_id"))
+
+    rule, basis = per_group([g[0] for g in groups]), per_group([_SPECIAL_BASIS[g[0]] for g in groups])
+    effect = per_group([g[3] for g in groups])
+    return f.select(
+        "idx", rule.alias("rule"), "step", pl.lit(0, pl.Int64).alias("level"), "alert_level", "metric_value",
+        pl.lit(None, pl.Float64).alias("threshold"), basis.alias("basis"), effect.alias("effect"),
+        pl.lit(False).alias("suspended"), pl.concat_str([rule, pl.col("since")], separator=":").alias("tail"), "mode",
+        pl.format("{} {} (basis: {}); {}; mode {} in force: {}", rule, pl.col("step"), basis, effect,
+                  pl.lit(MODE_SERIES).gather(pl.col("mode")), pl.lit(BLOCKS_SERIES).gather(pl.col("mode")))
+        .alias("message"),
+    )
+
+
+def _rejected_rows(rejected: list[dict], ts_col: pl.Expr) -> pl.DataFrame:
+    """Overrides refused for lack of authority or expiry: audit rows, never alerts."""
+    return pl.DataFrame({
+        "account_id": [r["account_id"] for r in rejected], "rule": "override", "step": "rejected", "level": 0,
+        "alert_level": 1, "metric_value": None, "threshold": None, "basis": "override authority",
+        "effect": [f"override {r['id']} on {r['rule']} rejected: {r['why']}" for r in rejected],
+        "suspended": False, "since": [r["id"] or "" for r in rejected],
+    }, schema=_OVERRIDE_ROWS).select(
+        *(pl.concat_str([pl.col("account_id"), pl.col("rule"), pl.col("since")], separator=":")
+          .alias("incident_key") if c == "incident_key" else ts_col.alias("ts") if c == "ts" else pl.col(c)
+          for c in frames.RULES_FIRED))
 
 
 _OVERRIDE_ROWS = {c: t for c, t in frames.RULES_FIRED.items() if c not in ("ts", "incident_key")} | {"since": pl.String}

@@ -781,17 +781,11 @@ def evaluate(
         "max_position_frac": max_position,
         "max_positions": max_positions.astype(np.int64),
         "stop_loss": stop_loss,
-        "cut_total": cut_total,
-        "brk_opened_s": opened,
-        "brk_clear_s": clear,
-        "brk_half_s": half,
     }
-    for key, arr in out.items():
-        cols[key] = arr
     state = pl.DataFrame({
         k: pl.Series(k, v, nan_to_null=True) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
         for k, v in cols.items()
-    })
+    } | {"cut_total": cut_total, "brk_opened_s": opened, "brk_clear_s": clear, "brk_half_s": half} | out)
     state.insert_column(1, pl.repeat(now, n, eager=True, dtype=frames.UTC_TS).alias("ts"))
     next_interval = float(min(cadence.min() if n else np.inf, market_cadence,
                               config.normal_cadence_s))

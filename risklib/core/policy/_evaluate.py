@@ -147,11 +147,12 @@ class _Book:
         present = [c for c in names if c in schema and schema[c].is_numeric()]
         self.index = {c: i for i, c in enumerate(present)}
         self.missing = len(present)
-        if present:
-            self.values = frame.select(*present, pl.lit(np.nan, pl.Float64).alias("_absent")).to_numpy(order="fortran")
-        else:  # a select of literals alone would have one row
-            self.values = np.full((frame.height, 1), np.nan, order="F")
-        assert self.values.shape == (frame.height, len(present) + 1) and self.values.dtype == np.float64
+        self.values = np.empty((frame.height, len(present) + 1), order="F")
+        # column by column: a column without nulls (as evaluate writes them) converts without a mask
+        for j, c in enumerate(present):
+            s = frame.get_column(c)
+            self.values[:, j] = s.to_numpy() if s.null_count() == 0 else s.cast(pl.Float64).to_numpy()
+        self.values[:, -1] = np.nan
 
     def col(self, name: str) -> int:
         return self.index.get(name, self.missing)
@@ -470,17 +471,14 @@ def evaluate(
         "max_position_frac": max_position,
         "max_positions": max_positions.astype(np.int64),
         "stop_loss": stop_loss,
-        "cut_total": cut_total,
-        "brk_opened_s": opened,
-        "brk_clear_s": clear,
-        "brk_half_s": half,
     }
-    for key, arr in out.items():
-        cols[key] = arr
-    state = pl.DataFrame({
-        k: pl.Series(k, v, nan_to_null=True) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+    # the contract's columns read NaN as null; bookkeeping keeps NaN ("not set"): a column without a
+    # validity mask is read back next cycle without a conversion, and the warehouse's JSON writes it as null
+    state = pl.DataFrame([
+        pl.Series(k, v, nan_to_null=True) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else pl.Series(k, v)
         for k, v in cols.items()
-    })
+    ] + [pl.Series(k, v) for k, v in (("cut_total", cut_total), ("brk_opened_s", opened), ("brk_clear_s", clear),
+                                      ("brk_half_s", half), *out.items())])
     state.insert_column(1, pl.Series("ts", np.full(n, ts_us, np.int64)).cast(frames.UTC_TS))
     next_interval = float(min(cadence.min() if n else np.inf, market_cadence,
                               config.normal_cadence_s))

@@ -187,7 +187,9 @@ def _codes_of(p: pl.DataFrame, column: str, table: dict[str, int], null: str, un
     """A previous state's enum column as integer codes (null counts as ``null``, unknown names as ``unknown``)."""
     if column not in p.columns:
         return np.zeros(n, np.int64)
-    s = p[column].fill_null(null)
+    s = p[column]
+    if s.null_count():
+        s = s.fill_null(null)
     out = np.full(n, unknown, np.int64)
     for name, code in table.items():  # a few names: one comparison each beats a hash lookup per row
         out[(s == name).to_numpy()] = code

@@ -68,19 +68,19 @@ def ts_strings(epoch_s: np.ndarray) -> pl.Series:
     return text if u.size == us.size and (u == us).all() else take(text, inv)
 
 
-_TH_TEXT: dict[float, str] = {}
+_FLOAT_TEXT: dict[tuple[int, float], str] = {}
 
 
-def threshold_texts(values: np.ndarray) -> list[str]:
-    """Each threshold as the alert message prints it (rounded to 6 decimals, Polars' float text; NaN as
-    ""). Thresholds come from the config, so their texts are kept once made."""
-    missing = [v for v in values.tolist() if v not in _TH_TEXT]
+def float_texts(values: np.ndarray, decimals: int = 6) -> list[str]:
+    """Each value rounded to ``decimals`` as Polars writes a float (NaN as ""). Thresholds and cut
+    targets come from the config, so their texts are kept once made."""
+    missing = [v for v in values.tolist() if (decimals, v) not in _FLOAT_TEXT]
     if missing:
-        if len(_TH_TEXT) > 100_000:  # per-account adjusted thresholds could grow it without end
-            _TH_TEXT.clear()
-        text = pl.Series(missing, dtype=pl.Float64).round(6).cast(pl.String).fill_null("").to_list()
-        _TH_TEXT.update(zip(missing, text))
-    return [_TH_TEXT[v] if v == v else "" for v in values.tolist()]
+        if len(_FLOAT_TEXT) > 100_000:  # per-account adjusted thresholds could grow it without end
+            _FLOAT_TEXT.clear()
+        text = pl.Series(missing, dtype=pl.Float64).round(decimals).cast(pl.String).fill_null("").to_list()
+        _FLOAT_TEXT.update(((decimals, v), t) for v, t in zip(missing, text))
+    return [_FLOAT_TEXT[decimals, v] if v == v else "" for v in values.tolist()]
 
 
 def fired_records(config: PolicyConfig, cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndarray,
@@ -159,7 +159,7 @@ def _ladder_rows(cat: Catalog, mode: np.ndarray, per_rule: dict, suspended: dict
     u_susp = ((msg_u // n_modes) % 2).tolist()
     u_gh = (msg_u // (2 * n_modes)) % n_gh
     u_rule = (np.searchsorted(cat.offset, u_gh // 2, side="right") - 1).tolist()
-    th_text = threshold_texts(th_table[msg_u // (2 * n_modes * n_gh)])
+    th_text = float_texts(th_table[msg_u // (2 * n_modes * n_gh)])
     steps, op, basis, effects = cat.step_names.to_list(), cat.op.to_list(), cat.basis.to_list(), cat.effects.to_list()
     modes, blocks = MODE_SERIES.to_list(), BLOCKS_SERIES.to_list()
     message = pl.Series([
@@ -253,26 +253,39 @@ def cut_actions(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, idx: np.ndarray,
                 since_all: np.ndarray) -> pl.DataFrame:
     """Confirmed cuts: one action per account whose cut target grew, keyed by incident, step and target."""
     rule_i = target_rule[idx]  # rule ids
-    lvl_i = target_level[idx]
-    since_i = since_all[rule_i, idx]
-    gid = cat.offset[rule_i] + lvl_i  # global step id
-    kind_code = cat.cut_code[gid]
-    kind_code = np.where(target[idx] >= 1.0 - EPS, ACTION_CODES[ActionKind.CLOSE_ALL.value], kind_code)
-    frac = np.clip(1.0 - (1.0 - target[idx]) / np.maximum(1.0 - prev_cut[idx], EPS), 0.0, 1.0)
-    f = pl.DataFrame({
-        "account_id": take(acct, idx), "rule": take(RULE_SERIES, rule_i), "since": ts_strings(since_i),
-        "lvl": lvl_i, "action": take(ACTION_SERIES, kind_code), "fraction": frac, "target": target[idx],
-        "step": take(cat.step_names, gid),
-    })
-    incident = [pl.col("account_id"), pl.col("rule"), pl.col("since")]
-    return f.select(
-        pl.concat_str([*incident, pl.lit("L") + pl.col("lvl").cast(pl.String), pl.col("action"),
-                       pl.col("target").round(6).cast(pl.String)], separator=":").alias("idempotency_key"),
-        pl.concat_str(incident, separator=":").alias("incident_key"),
-        "account_id", "action", "fraction",
-        pl.format("{} step {} confirmed: cut to {} of episode-start size", pl.col("rule"), pl.col("step"),
-                  (1 - pl.col("target")).round(4)).alias("reason"),
-        ts_col.alias("ts"),
+    gid = cat.offset[rule_i] + target_level[idx]  # global step id
+    tgt = target[idx]
+    kind_code = np.where(tgt >= 1.0 - EPS, ACTION_CODES[ActionKind.CLOSE_ALL.value], cat.cut_code[gid])
+    frac = np.clip(1.0 - (1.0 - tgt) / np.maximum(1.0 - prev_cut[idx], EPS), 0.0, 1.0)
+    since = since_all[rule_i, idx]
+    # after the account, the keys and the reason depend only on the incident's start, the step, the
+    # action and the target, which many accounts share: each distinct combination is written once
+    s_u, s_code = codes(np.where(np.isnan(since), 0, np.round(since * 1e6)).astype(np.int64))
+    t_u, t_code = np.unique(tgt, return_inverse=True)
+    n_gid, n_kind = cat.cut_code.size, len(ACTION_CODES) + 1
+    key_u, key_code = codes(((s_code * n_gid + gid) * n_kind + kind_code) * t_u.size + t_code.reshape(-1))
+    u_t = key_u % t_u.size
+    u_kind = (key_u // t_u.size) % n_kind
+    u_gid = (key_u // (t_u.size * n_kind)) % n_gid
+    u_s = key_u // (t_u.size * n_kind * n_gid)
+    u_rule = np.searchsorted(cat.offset, u_gid, side="right") - 1
+    since_text, target_text = _us_texts(s_u), float_texts(t_u)
+    left_text = float_texts(1.0 - t_u, 4)
+    steps, actions = cat.step_names.to_list(), ACTION_SERIES.to_list()
+    tails, keys, reasons = [], [], []
+    for r, g, kd, si, ti in zip(u_rule.tolist(), u_gid.tolist(), u_kind.tolist(), u_s.tolist(), u_t.tolist()):
+        tail = f"{RULES[r]}:{since_text[si]}"
+        tails.append(tail)
+        keys.append(f"{tail}:L{g - cat.offset[r]}:{actions[kd]}:{target_text[ti]}")
+        reasons.append(f"{RULES[r]} step {steps[g]} confirmed: cut to {left_text[ti]} of episode-start size")
+    account = pl.lit(acct).gather(pl.col("i"))
+    return pl.DataFrame({"i": idx, "k": key_code, "kind": kind_code, "fraction": frac}).select(
+        pl.concat_str([account, pl.lit(pl.Series(keys, dtype=pl.String)).gather(pl.col("k"))], separator=":")
+        .alias("idempotency_key"),
+        pl.concat_str([account, pl.lit(pl.Series(tails, dtype=pl.String)).gather(pl.col("k"))], separator=":")
+        .alias("incident_key"),
+        account.alias("account_id"), pl.lit(ACTION_SERIES).gather(pl.col("kind")).alias("action"), "fraction",
+        pl.lit(pl.Series(reasons, dtype=pl.String)).gather(pl.col("k")).alias("reason"), ts_col.alias("ts"),
     )
 
 

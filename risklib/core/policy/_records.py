@@ -10,6 +10,7 @@ costs a fraction of formatting one per row.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -90,28 +91,39 @@ def fired_records(config: PolicyConfig, cat: Catalog, acct: pl.Series, ts_col: p
     """Rules fired and alerts: every held ladder step (rule by rule, accounts in order), then the
     non-ladder rules (data, feed, breaker), then rejected overrides (audit only).
 
-    Every text column is a gather from a table of distinct texts except the incident key, so a
-    row costs a few integer gathers: an alert message depends only on the rule's step, threshold,
-    suspension and the mode in force (the metric's value is the row's ``metric_value``).
+    Every text column but the incident key is a gather from a table of texts, so a row costs a few
+    integer gathers: an alert message depends only on the rule's step, threshold, suspension and the
+    mode in force (the metric's value is the row's ``metric_value``). Non-ladder rows (usually few)
+    append their own texts to the tables.
     """
-    parts = [_ladder_rows(cat, mode, per_rule, suspended)]
-    parts.append(_special_rows(config, mode, now_s, invalid=invalid, reason=reason, feed_known=feed_known,
-                               feed_suspended=suspended["feed"], new_brk=new_brk, opened=opened, episode=episode))
-    rows = [x for x in parts if x is not None]
-    if not rows:
+    t = _Texts(rule=[*RULES, *_SPECIAL_BASIS], step=cat.step_names.to_list(),
+               basis=[*cat.basis.to_list(), *_SPECIAL_BASIS.values()], effect=cat.effects.to_list())
+    parts = [x for x in (
+        _ladder_rows(cat, mode, per_rule, suspended, t),
+        _special_rows(config, mode, now_s, t, invalid=invalid, reason=reason, feed_known=feed_known,
+                      feed_suspended=suspended["feed"], new_brk=new_brk, opened=opened, episode=episode),
+    ) if x is not None]
+    if not parts:
         rf = frames.empty(frames.RULES_FIRED)
         al = frames.empty(frames.ALERTS)
     else:
-        f = rows[0] if len(rows) == 1 else pl.concat(rows)
+        cols = {c: np.concatenate([x[c] for x in parts]) for c in parts[0]}
+        # ladder thresholds are always set; a non-ladder rule has none (null)
+        cols["threshold"] = pl.Series(cols["threshold"], dtype=pl.Float64, nan_to_null=True)
+        f = pl.DataFrame(cols, schema_overrides=_FLOAT)
+
+        def text(column: str) -> pl.Expr:
+            return pl.lit(pl.Series(getattr(t, column), dtype=pl.String)).gather(pl.col(column)).alias(column)
+
         account = pl.lit(acct).gather(pl.col("idx"))
         out = f.select(  # one query: its expressions run in parallel
-            account.alias("account_id"), ts_col.alias("ts"), "rule", "step", "level", "alert_level", "metric_value",
-            "threshold", "basis", "effect", "suspended",
-            pl.concat_str([account, pl.col("tail")], separator=":").alias("incident_key"),
-            pl.lit(MODE_SERIES).gather(pl.col("mode")).alias("trading_mode"), "message",
+            account.alias("account_id"), ts_col.alias("ts"), text("rule"), text("step"), "level", "alert_level",
+            "metric_value", "threshold", text("basis"), text("effect"), "suspended",
+            pl.concat_str([account, text("tail")], separator=":").alias("incident_key"),
+            pl.lit(MODE_SERIES).gather(pl.col("mode")).alias("trading_mode"), text("message"),
         )
         rf = out.select(*frames.RULES_FIRED)
-        alerting = out["alert_level"] > 0
+        alerting = f["alert_level"] > 0
         al = (out if alerting.all() else out.filter(alerting)).select(
             "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
             "trading_mode", "message", "ts",
@@ -121,8 +133,27 @@ def fired_records(config: PolicyConfig, cat: Catalog, acct: pl.Series, ts_col: p
     return rf, al
 
 
-def _ladder_rows(cat: Catalog, mode: np.ndarray, per_rule: dict, suspended: dict) -> pl.DataFrame | None:
-    """Every held ladder step: the account's row index, the rule's texts and the values; None when none is held."""
+@dataclass
+class _Texts:
+    """The text tables the rows of :func:`fired_records` index (incident tails and messages are added per cycle)."""
+
+    rule: list[str]
+    step: list[str]
+    basis: list[str]
+    effect: list[str]
+    tail: list[str] = field(default_factory=list)
+    message: list[str] = field(default_factory=list)
+
+    def add(self, table: str, texts: list[str]) -> np.ndarray:
+        """Append texts to a table; their codes."""
+        rows = getattr(self, table)
+        start = len(rows)
+        rows.extend(texts)
+        return np.arange(start, len(rows))
+
+
+def _ladder_rows(cat: Catalog, mode: np.ndarray, per_rule: dict, suspended: dict, t: _Texts) -> dict | None:
+    """Every held ladder step as columns of codes and values; None when none is held."""
     parts = []
     for r_id, rule in enumerate(RULES):
         held, v, th, since, raw = per_rule[rule]
@@ -142,8 +173,7 @@ def _ladder_rows(cat: Catalog, mode: np.ndarray, per_rule: dict, suspended: dict
     since_u, since_code = codes(np.round(since_v * 1e6).astype(np.int64))
     since_text = _us_texts(since_u)
     tail_u, tail_code = codes(r_id * since_u.size + since_code)
-    tail = pl.Series([f"{RULES[t // since_u.size]}:{since_text[t % since_u.size]}" for t in tail_u.tolist()],
-                     dtype=pl.String)
+    tail = t.add("tail", [f"{RULES[x // since_u.size]}:{since_text[x % since_u.size]}" for x in tail_u.tolist()])
     # the message depends only on step, threshold, suspension and mode: one text per distinct combination
     m = mode[idx]
     th_table = cat.threshold
@@ -160,76 +190,67 @@ def _ladder_rows(cat: Catalog, mode: np.ndarray, per_rule: dict, suspended: dict
     u_gh = (msg_u // (2 * n_modes)) % n_gh
     u_rule = (np.searchsorted(cat.offset, u_gh // 2, side="right") - 1).tolist()
     th_text = float_texts(th_table[msg_u // (2 * n_modes * n_gh)])
-    steps, op, basis, effects = cat.step_names.to_list(), cat.op.to_list(), cat.basis.to_list(), cat.effects.to_list()
-    modes, blocks = MODE_SERIES.to_list(), BLOCKS_SERIES.to_list()
-    message = pl.Series([
-        f"{RULES[r]} {steps[g // 2]} {op[r]} {t} (basis: {basis[r]}); {effects[g]}{_SUSPENDED if s else ''}; "
+    op, modes, blocks = cat.op.to_list(), MODE_SERIES.to_list(), BLOCKS_SERIES.to_list()
+    message = t.add("message", [
+        f"{RULES[r]} {t.step[g // 2]} {op[r]} {x} (basis: {t.basis[r]}); {t.effect[g]}{_SUSPENDED if s else ''}; "
         f"mode {modes[mo]} in force: {blocks[mo]}"
-        for r, g, t, s, mo in zip(u_rule, u_gh.tolist(), th_text, u_susp, u_mode)
-    ], dtype=pl.String)
-    rows = pl.DataFrame({
-        "idx": idx, "r_id": r_id, "gid": gid, "gh": gh, "level": k, "alert_level": alert_k, "metric_value": mv,
-        "threshold": thv, "suspended": susp, "tail": tail_code, "msg": msg_code, "mode": m,
-    }, schema_overrides=_FLOAT)
-    return rows.select(
-        "idx", pl.lit(RULE_SERIES).gather(pl.col("r_id")).alias("rule"),
-        pl.lit(cat.step_names).gather(pl.col("gid")).alias("step"), "level", "alert_level", "metric_value",
-        "threshold", pl.lit(cat.basis).gather(pl.col("r_id")).alias("basis"),
-        pl.lit(cat.effects).gather(pl.col("gh")).alias("effect"), "suspended",
-        pl.lit(tail).gather(pl.col("tail")).alias("tail"), "mode", pl.lit(message).gather(pl.col("msg")).alias("message"),
-    )
+        for r, g, x, s, mo in zip(u_rule, u_gh.tolist(), th_text, u_susp, u_mode)
+    ])
+    return {"idx": idx, "rule": r_id, "step": gid, "level": k, "alert_level": alert_k, "metric_value": mv,
+            "threshold": thv, "basis": r_id, "effect": gh, "suspended": susp, "tail": tail[tail_code],
+            "mode": m, "message": message[msg_code]}
 
 
 _SPECIAL_BASIS = {"data": "account metrics validity", "feed": "market inputs", "breaker": "breaker episode"}
 
 
-def _special_rows(config: PolicyConfig, mode: np.ndarray, now_s: float, *, invalid: np.ndarray, reason: pl.Series,
-                  feed_known: bool, feed_suspended: np.ndarray, new_brk: np.ndarray, opened: np.ndarray,
-                  episode: pl.Series) -> pl.DataFrame | None:
-    """The non-ladder rules' rows (as :func:`_ladder_rows`): data, feed, breaker; None when none fired."""
-    groups = []  # (rule, accounts, alert level, effect, step text, incident start text, metric value)
+def _special_rows(config: PolicyConfig, mode: np.ndarray, now_s: float, t: _Texts, *, invalid: np.ndarray,
+                  reason: pl.Series, feed_known: bool, feed_suspended: np.ndarray, new_brk: np.ndarray,
+                  opened: np.ndarray, episode: pl.Series) -> dict | None:
+    """The non-ladder rules (data, feed, breaker) as :func:`_ladder_rows` does; None when none fired."""
+    groups = []  # (rule, accounts, alert levels, effect, step texts, incident start texts, metric values)
     idx = np.flatnonzero(invalid)
     if idx.size:
         groups.append(("data", idx, np.full(idx.size, config.data.alert_level),
-                       f"fail closed: mode {config.data.trading_mode.value}", take(reason, idx),
-                       take(episode, idx).fill_null(""), np.full(idx.size, np.nan)))
+                       f"fail closed: mode {config.data.trading_mode.value}", take(reason, idx).to_list(),
+                       [e or "" for e in take(episode, idx).to_list()], np.full(idx.size, np.nan)))
     if not feed_known:
         idx = np.flatnonzero(~feed_suspended)
         if idx.size:
             groups.append(("feed", idx, np.full(idx.size, config.feed_unknown.alert_level),
                            f"feed silence unknown: fail closed, mode {config.feed_unknown.trading_mode.value}",
-                           pl.repeat("feed_unknown", idx.size, eager=True, dtype=pl.String),
-                           take(episode, idx).fill_null(""), np.full(idx.size, np.nan)))
+                           ["feed_unknown"] * idx.size, [e or "" for e in take(episode, idx).to_list()],
+                           np.full(idx.size, np.nan)))
     idx = np.flatnonzero(new_brk != brk.CLOSED)
     if idx.size:
         is_open = new_brk[idx] == brk.OPEN
+        at_u, at_code = codes(np.round(np.where(np.isnan(opened[idx]), now_s, opened[idx]) * 1e6).astype(np.int64))
+        at_text = _us_texts(at_u)
         groups.append(("breaker", idx,
                        np.where(is_open, config.breaker.alert_level_open, config.breaker.alert_level_half_open),
-                       "breaker state", take(BREAKER_SERIES, new_brk[idx]),
-                       ts_strings(np.where(np.isnan(opened[idx]), now_s, opened[idx])), np.where(is_open, 1.0, 0.5)))
+                       "breaker state", [brk.NAMES[c] for c in new_brk[idx].tolist()],
+                       [at_text[c] for c in at_code.tolist()], np.where(is_open, 1.0, 0.5)))
     if not groups:
         return None
+    modes, blocks = MODE_SERIES.to_list(), BLOCKS_SERIES.to_list()
+    cols: dict[str, list] = {c: [] for c in ("rule", "effect", "tail", "message")}
+    for rule, idx, _, effect, steps, since, _ in groups:
+        r = len(RULES) + list(_SPECIAL_BASIS).index(rule)  # "feed" is also a ladder: not t.rule.index
+        e = t.add("effect", [effect])[0]
+        cols["rule"].append(np.full(idx.size, r))
+        cols["effect"].append(np.full(idx.size, e))
+        cols["tail"].append(t.add("tail", [f"{rule}:{x}" for x in since]))
+        basis = t.basis[r]
+        cols["message"].append(t.add("message", [
+            f"{rule} {x} (basis: {basis}); {effect}; mode {modes[mo]} in force: {blocks[mo]}"
+            for x, mo in zip(steps, mode[idx].tolist())]))
     idx = np.concatenate([g[1] for g in groups])
-    f = pl.DataFrame({
-        "idx": idx, "rule_id": np.concatenate([np.full(g[1].size, i) for i, g in enumerate(groups)]),
-        "mode": mode[idx], "alert_level": np.concatenate([g[2] for g in groups]).astype(np.int64),
-        "metric_value": np.concatenate([g[6] for g in groups]), "step": pl.concat([g[4] for g in groups]),
-        "since": pl.concat([g[5] for g in groups]),
-    }, schema_overrides=_FLOAT)
-
-    def per_group(values: list[str]) -> pl.Expr:
-        return pl.lit(pl.Series(values, dtype=pl.String)).gather(pl.col("rule_id"))
-
-    rule, basis = per_group([g[0] for g in groups]), per_group([_SPECIAL_BASIS[g[0]] for g in groups])
-    effect = per_group([g[3] for g in groups])
-    return f.select(
-        "idx", rule.alias("rule"), "step", pl.lit(0, pl.Int64).alias("level"), "alert_level", "metric_value",
-        pl.lit(None, pl.Float64).alias("threshold"), basis.alias("basis"), effect.alias("effect"),
-        pl.lit(False).alias("suspended"), pl.concat_str([rule, pl.col("since")], separator=":").alias("tail"), "mode",
-        pl.format("{} {} (basis: {}); {}; mode {} in force: {}", rule, pl.col("step"), basis, effect,
-                  pl.lit(MODE_SERIES).gather(pl.col("mode")), pl.lit(BLOCKS_SERIES).gather(pl.col("mode")))
-        .alias("message"),
-    )
+    rule = np.concatenate(cols["rule"])
+    return {"idx": idx, "rule": rule, "step": t.add("step", [x for g in groups for x in g[4]]),
+            "level": np.zeros(idx.size, np.int64), "alert_level": np.concatenate([g[2] for g in groups]).astype(np.int64),
+            "metric_value": np.concatenate([g[6] for g in groups]), "threshold": np.full(idx.size, np.nan),
+            "basis": rule, "effect": np.concatenate(cols["effect"]), "suspended": np.zeros(idx.size, bool),
+            "tail": np.concatenate(cols["tail"]), "mode": mode[idx], "message": np.concatenate(cols["message"])}
 
 
 def _rejected_rows(rejected: list[dict], ts_col: pl.Expr) -> pl.DataFrame:

@@ -274,105 +274,136 @@ def size_positions(
     sc = config.sizing
     if position_metrics.height == 0:
         return pl.DataFrame(schema=SIZING)
-    # positions -> row of their account in state and in metrics: narrow joins, values gathered after
-    df = position_metrics.select("account_id", "instrument", "strategy", "volatility_score", "correlation_risk").join(
-        state.select("account_id").with_row_index("_st"), on="account_id", how="left")
-    m = metrics.height
-    if (df.height == position_metrics.height and state.height >= m
-            and state["account_id"].head(m).equals(metrics["account_id"])):
-        # state rows start with the metrics rows (as evaluate returns them) and no position matched twice
-        df = df.with_columns(pl.when(pl.col("_st") < m).then(pl.col("_st")).alias("_mt"))
-    else:
-        df = df.join(metrics.select("account_id").with_row_index("_mt"), on="account_id", how="left")
+    df, i_st, i_mt = _account_rows(position_metrics, state, metrics)
     if df.height == 0:
         return pl.DataFrame(schema=SIZING)
-    i_st = df["_st"].cast(pl.Int64).fill_null(-1).to_numpy()
-    i_mt = df["_mt"].cast(pl.Int64).fill_null(-1).to_numpy()
+    # account-level inputs: one select per frame, then one gather per frame (small Polars calls cost more than
+    # the arithmetic); positions whose account is missing (row -1) get the appended last row
+    has = set(state.columns)
+    sm = pl.col("sizing_multiplier").cast(pl.Float64).fill_null(0.0)
+    acct = _with_missing_row(state.select(
+        sm, sm.round(4).alias("_sm_rounded"),  # the reason prints the multiplier rounded as Polars rounds it
+        (pl.col("trading_mode") == TradingMode.ACTIVE.value).fill_null(False).cast(pl.Float64).alias("_active"),
+        # a missing column counts as valid, a missing account as invalid
+        (pl.col("valid").fill_null(False).cast(pl.Boolean).cast(pl.Float64) if "valid" in has
+         else pl.lit(1.0)).alias("_valid"),
+        (pl.col("max_position_frac").cast(pl.Float64).fill_null(0.0) if "max_position_frac" in has
+         else pl.lit(config.risk_budget.max_single_position, pl.Float64)).alias("_cap"),
+    ).to_numpy(), [0.0, 0.0, 0.0, 0.0, 0.0])[i_st]
+    state_mult, sm_rounded, mode_active, valid, cap_frac = acct.T
+    active = (mode_active != 0) & (valid != 0)
+    regimes = tuple(sc.regime_multipliers)
+    mvals = metrics.select(
+        pl.col("var_99").cast(pl.Float64), pl.col("var_99_parametric").cast(pl.Float64),
+        pl.col("drawdown").cast(pl.Float64), pl.col("equity_usd").cast(pl.Float64).fill_null(0.0),
+        # regime -> its index in the table (null, unknown: one past the end)
+        pl.col("regime").fill_null("").cast(_enum(regimes), strict=False).to_physical().fill_null(len(regimes)),
+    ).to_numpy()  # nulls of the float columns read as NaN
+    var = np.nan_to_num(np.fmax(mvals[:, 0], mvals[:, 1]), nan=np.nan)
+    reg = np.array([*sc.regime_multipliers.values(), sc.unknown_regime_multiplier], dtype=float)
+    mvals = _with_missing_row(np.column_stack([var, mvals[:, 2:4], reg[mvals[:, 4].astype(np.int64)]]),
+                              [np.nan, np.nan, 0.0, sc.unknown_regime_multiplier])[i_mt]
+    var, drawdown, equity, regime_mult = mvals.T
 
-    def st(values: pl.Series, missing) -> np.ndarray:
-        """An account-level column at each position's state row; positions without one get ``missing``."""
-        return _per_row(values.to_numpy(), i_st, missing)
-
-    def mt(column: str, missing: float = np.nan) -> np.ndarray:
-        """A metrics column as floats (null: ``missing``) at each position's metrics row."""
-        return _per_row(metrics[column].cast(pl.Float64).fill_null(missing).to_numpy(), i_mt, missing)
-
-    var = np.fmax(mt("var_99"), mt("var_99_parametric"))
-    corr = np.nan_to_num(df["correlation_risk"].cast(pl.Float64).fill_null(0.0).to_numpy(), nan=0.0)
-    dyn = dynamic_multiplier(
-        df["volatility_score"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-        mt("drawdown"),
-        np.clip(corr, 0.0, 1.0),
-        np.nan_to_num(var, nan=np.nan),
-        _per_row(_lookup(metrics["regime"].fill_null(""), sc.regime_multipliers, sc.unknown_regime_multiplier),
-                 i_mt, sc.unknown_regime_multiplier),
-        sc,
-    )
-    strategy = df["strategy"]
-    s_mult = _lookup(strategy, {k: v.sizing_multiplier for k, v in config.strategies.items()}, 1.0)
-    s_cap = _lookup(strategy, {k: v.max_position_usd or np.inf for k, v in config.strategies.items()}, np.inf)
+    vol_score = df["volatility_score"].cast(pl.Float64).to_numpy()  # null reads as NaN
+    corr = np.nan_to_num(df["correlation_risk"].cast(pl.Float64).to_numpy(), nan=0.0)  # null or NaN: none
+    dyn = dynamic_multiplier(vol_score, drawdown, np.clip(corr, 0.0, 1.0), var, regime_mult, sc)
+    s_mult, s_cap = _lookup(df["strategy"], {k: (v.sizing_multiplier, v.max_position_usd or np.inf)
+                                              for k, v in config.strategies.items()}, (1.0, np.inf)).T
     correlated = corr > sc.correlation_threshold
-    state_mult = st(state["sizing_multiplier"].cast(pl.Float64).fill_null(0.0), 0.0)
-    active = st((state["trading_mode"] == TradingMode.ACTIVE.value).fill_null(False), False)
-    if "valid" in state.columns:  # a missing column counts as valid, a missing account as invalid
-        active &= st(state["valid"].fill_null(False), False).astype(bool)
-    else:
-        active &= i_st >= 0
     mult = state_mult * dyn * s_mult * np.where(correlated, 1.0 - sc.correlated_cut, 1.0)
     mult = np.where(active & np.isfinite(mult), np.clip(mult, 0.0, 1.0), 0.0)
-    equity = mt("equity_usd", 0.0)
-    if "max_position_frac" in state.columns:
-        cap_frac = st(state["max_position_frac"].cast(pl.Float64).fill_null(0.0), 0.0)
-    else:
-        cap_frac = np.where(i_st < 0, 0.0, config.risk_budget.max_single_position)
     max_pos = np.minimum(np.where(equity > 0, equity, 0.0) * cap_frac * mult, s_cap)
     cut = np.where(correlated, sc.correlated_cut, 0.0)
-    return pl.DataFrame({
-        "account_id": df["account_id"], "instrument": df["instrument"], "strategy": df["strategy"],
-        "sizing_multiplier": mult, "max_position_usd": max_pos, "target_cut_fraction": cut,
-        "reason": _reasons(state_mult, dyn, correlated, active),
-    })
+    return pl.DataFrame([
+        df["account_id"], df["instrument"], df["strategy"], pl.Series("sizing_multiplier", mult),
+        pl.Series("max_position_usd", max_pos), pl.Series("target_cut_fraction", cut),
+        _reasons(sm_rounded, dyn, correlated, active),
+    ])
 
 
-def _per_row(per_account: np.ndarray, rows: np.ndarray, missing) -> np.ndarray:
-    """An account-level array taken at each position's account row (``missing`` where the row is -1)."""
-    if per_account.size == 0:
-        return np.full(rows.size, missing, dtype=per_account.dtype)
-    return np.where(rows >= 0, per_account[np.maximum(rows, 0)], missing)
+def _account_rows(positions: pl.DataFrame, state: pl.DataFrame, metrics: pl.DataFrame
+                  ) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """The positions with each one's row in ``state`` and in ``metrics`` (-1: account missing).
+
+    As the reference's left joins, a position whose account appears twice becomes one row per match.
+    """
+    m = metrics.height
+    # evaluate returns state rows that start with the metrics rows: a state row below m is that metrics row
+    aligned = state.height >= m and state["account_id"].head(m).equals(metrics["account_id"])
+    ids, st_ids = positions["account_id"], state["account_id"]
+    if aligned and ids.null_count() == 0 and st_ids.len() > 0:
+        # positions grouped by account in state order, every account holding some (as the cycle builds them):
+        # the i-th run of equal ids is state row i, no join needed
+        run = ids.rle_id().cast(pl.Int64).to_numpy()
+        if run[-1] == st_ids.len() - 1:
+            starts = np.flatnonzero(np.diff(run, prepend=-1))
+            if ids.gather(starts).equals(st_ids) and st_ids.n_unique() == st_ids.len():
+                return positions, run, np.where(run < m, run, -1)
+    pos = positions.select("account_id", "instrument", "strategy", "volatility_score", "correlation_risk")
+    df = pos.join(state.select("account_id").with_row_index("_st"), on="account_id", how="left")
+    if aligned and df.height == pos.height:  # no position matched two state rows
+        i_st = df["_st"].cast(pl.Int64).fill_null(-1).to_numpy()
+        return df, i_st, np.where(i_st < m, i_st, -1)
+    df = df.join(metrics.select("account_id").with_row_index("_mt"), on="account_id", how="left")
+    return (df, df["_st"].cast(pl.Int64).fill_null(-1).to_numpy(), df["_mt"].cast(pl.Int64).fill_null(-1).to_numpy())
 
 
-def _lookup(names: pl.Series, table: dict[str, float], default: float) -> np.ndarray:
-    """Each name's value in a small table (null or unknown: ``default``)."""
+def _with_missing_row(values: np.ndarray, missing: list[float]) -> np.ndarray:
+    """Account rows of float columns with one more row, ``missing``, that row index -1 picks."""
+    return np.vstack([values.reshape(-1, len(missing)), missing]).astype(float, copy=False)
+
+
+def _lookup(names: pl.Series, table: dict[str, tuple[float, ...]], default: tuple[float, ...]) -> np.ndarray:
+    """Each name's row of values in a small table (null or unknown: ``default``), one column per value."""
     if not table:
-        return np.full(names.len(), default, dtype=float)
+        return np.tile(np.asarray(default, dtype=float), (names.len(), 1))
     # an enum cast is one hash lookup per row; unknown names become null
-    code = names.cast(pl.Enum(list(table)), strict=False).to_physical().cast(pl.Int64).fill_null(len(table))
+    code = names.cast(_enum(tuple(table)), strict=False).to_physical().cast(pl.Int64).fill_null(len(table))
     return np.array([*table.values(), default], dtype=float)[code.to_numpy()]
 
 
-def _reasons(state_mult: np.ndarray, dyn: np.ndarray, correlated: np.ndarray, active: np.ndarray) -> pl.Series:
-    """``state x<m> * dynamic x<d>[ * correlated cut 30%]``, each number formatted as Polars rounds and prints it;
-    the state part once per distinct value, the dynamic part from a table of every 4-decimal value in [0, 1]."""
-    sm_u, sm_code = np.unique(state_mult, return_inverse=True)
-    head = pl.select(pl.format("state x{} * dynamic x", pl.lit(pl.Series(sm_u, dtype=pl.Float64)).round(4)))
-    rounded = pl.Series(dyn, dtype=pl.Float64).round(4)
-    step = np.rint(rounded.to_numpy() * 1e4)
-    if (np.array_equal(step / 1e4, rounded.to_numpy()) and not np.signbit(step).any()
-            and (step.size == 0 or step.max() <= 1e4)):
-        dyn_text = _four_decimals().gather(pl.Series(step.astype(np.int64)))
-    else:  # outside the table: format each
-        dyn_text = rounded.cast(pl.String)
-    frame = pl.DataFrame({"head": head.to_series().gather(pl.Series(sm_code.reshape(-1))), "dyn": dyn_text,
-                          "correlated": correlated, "active": active})
-    return frame.select(
-        pl.when(~pl.col("active")).then(pl.lit("no new risk: account not ACTIVE or data invalid"))
-        .otherwise(pl.format("{}{}{}", pl.col("head"), pl.col("dyn"),
-                             pl.when(pl.col("correlated")).then(pl.lit(" * correlated cut 30%")).otherwise(pl.lit(""))))
-        .alias("reason"),
-    ).to_series()
+@functools.lru_cache(maxsize=64)
+def _enum(names: tuple[str, ...]) -> pl.Enum:
+    """The enum of a lookup table's names (built once: building one costs as much as a small cast)."""
+    return pl.Enum(names)
+
+
+_INACTIVE = "no new risk: account not ACTIVE or data invalid"
+
+
+def _reasons(sm: np.ndarray, dyn: np.ndarray, correlated: np.ndarray, active: np.ndarray) -> pl.Series:
+    """``state x<m> * dynamic x<d>[ * correlated cut 30%]``, each number formatted as Polars rounds and prints it.
+
+    Numbers that round to four decimals in [0, 1] (the usual case) take their text from cached tables: one
+    gather for the head (state part or the inactive text), one for the tail (dynamic part and cut) and one
+    concatenation; other numbers are formatted one by one.
+    """
+    d = pl.Series(dyn, dtype=pl.Float64).round(4).to_numpy()
+    # an inactive row prints neither number
+    sm_step = np.where(active, np.rint(sm * 1e4), 0.0)
+    d_step = np.where(active, np.rint(d * 1e4), 0.0)
+    if not all(np.array_equal(step / 1e4, np.where(active, x, 0.0)) and not np.signbit(step).any()
+               and (step.size == 0 or step.max() <= 1e4) for step, x in ((sm_step, sm), (d_step, d))):
+        return pl.DataFrame({"sm": sm, "d": d, "correlated": correlated, "active": active}).select(
+            pl.when(~pl.col("active")).then(pl.lit(_INACTIVE))
+            .otherwise(pl.format("state x{} * dynamic x{}{}", pl.col("sm"), pl.col("d"),
+                                 pl.when(pl.col("correlated")).then(pl.lit(" * correlated cut 30%"))
+                                 .otherwise(pl.lit(""))))
+            .alias("reason"),
+        ).to_series()
+    heads, tails = _reason_texts()
+    head = np.where(active, sm_step.astype(np.int64), 10_001)
+    tail = np.where(active, d_step.astype(np.int64) + 10_001 * correlated, 20_002)
+    return (heads.gather(head) + tails.gather(tail)).alias("reason")
 
 
 @functools.cache
-def _four_decimals() -> pl.Series:
-    """Text of j / 10_000 for j = 0 .. 10_000, as a rounded Float64 casts to String."""
-    return pl.Series(np.arange(10_001) / 1e4, dtype=pl.Float64).cast(pl.String)
+def _reason_texts() -> tuple[pl.Series, pl.Series]:
+    """Reason heads ``state x<j / 10_000> * dynamic x`` for j = 0 .. 10_000 then the inactive text, and tails
+    ``<j / 10_000>`` then the same with `` * correlated cut 30%`` then ''; numbers as a rounded Float64 casts to
+    String. Single chunks: a gather from a chunked string column is several times slower."""
+    text = pl.Series(np.arange(10_001) / 1e4, dtype=pl.Float64).cast(pl.String)
+    heads = pl.concat([("state x" + text + " * dynamic x"), pl.Series([_INACTIVE])], rechunk=True)
+    tails = pl.concat([text, text + " * correlated cut 30%", pl.Series([""])], rechunk=True)
+    return heads, tails

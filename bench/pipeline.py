@@ -22,7 +22,8 @@ Figures (``bench/results/pipeline.json``):
   cycle's commit in the warehouse (what an analyst's query waits for), over the
   cycle measurements above.
 
-A real Prefect API is used: ``$PREFECT_API_URL`` if set, else a temporary one.
+A real Prefect API is used: ``$PREFECT_API_URL`` if set, else a temporary one. The process
+runs with the allocator settings ``riskctl`` applies (``risklib.allocator``).
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ def _shock_to_action_ms(root: Path, accounts: int, cycles: int) -> np.ndarray:
 
 def run() -> dict[str, float]:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from risklib.allocator import tune_allocator
+
+    tuned = tune_allocator()  # as `riskctl run` runs the monitor
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     harness = contextlib.nullcontext()
@@ -163,5 +167,6 @@ def run() -> dict[str, float]:
         shock = _shock_to_action_ms(root, 100, 40)
         figures["shock_to_action_p99_ms"] = round(p(shock, 99), 1)
         figures["shock_actions_cycles"] = float(np.isfinite(shock).sum())
+    figures["allocator_tuned"] = float(tuned)
     figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
     return figures

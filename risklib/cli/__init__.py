@@ -23,4 +23,7 @@ for _module in (metrics, policy, warehouse, alerts, pipeline, api):
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    from risklib.allocator import tune_allocator
+
+    tune_allocator()  # a long-running cycle reuses its freed memory instead of page-faulting it back
     app()

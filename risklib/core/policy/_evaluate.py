@@ -198,9 +198,12 @@ def _codes_of(p: pl.DataFrame, column: str, table: dict[str, int], null: str, un
 
 def _episodes(acct: pl.Series, prev_ep: pl.Series, in_episode: np.ndarray, now_s: float) -> pl.Series:
     """Episode ids: kept while the account stays in an episode, ``<account>:<now>`` when one starts."""
-    ep = pl.select(pl.when(pl.lit(pl.Series(in_episode))).then(pl.lit(prev_ep))
-                   .otherwise(pl.lit(None, pl.String))).to_series()
-    start = np.flatnonzero(in_episode & prev_ep.is_null().to_numpy())
+    prev_null = prev_ep.is_null().to_numpy()
+    start = np.flatnonzero(in_episode & prev_null)
+    ended = np.flatnonzero(~in_episode & ~prev_null)
+    ep = prev_ep.cast(pl.String).clone()  # scatter writes in place: never into the previous state
+    if ended.size:
+        ep = ep.scatter(ended, pl.repeat(None, ended.size, dtype=pl.String, eager=True))
     if start.size:
         now_str = ts_strings(np.array([now_s]))[0]
         ep = ep.scatter(start, take(acct, start) + (":" + now_str))
@@ -282,7 +285,9 @@ def evaluate(
     mcol = _Reader(m)
     book = _Book(p, _book_columns(cat))
     acct = m["account_id"]
-    groups = m["account_group"].fill_null("")
+    groups = m["account_group"]
+    if groups.null_count():
+        groups = groups.fill_null("")
     stress = detect_market_stress(now, market, config.stress_detection)
 
     # data validity: fail closed
@@ -293,9 +298,9 @@ def evaluate(
     if valid.all():
         reason = pl.repeat("", n, eager=True, dtype=pl.String)
     else:
-        reason = pl.select(pl.when(pl.lit(pl.Series(valid))).then(pl.lit(""))
-                           .otherwise(pl.lit(m["invalid_reason"]).fill_null("missing or non-finite required metric"))
-                           ).to_series()
+        bad = np.flatnonzero(~valid)
+        reason = pl.repeat("", n, eager=True, dtype=pl.String).scatter(
+            bad, take(m["invalid_reason"], bad).fill_null("missing or non-finite required metric"))
 
     suspended, scale, reset, rejected = apply_overrides(now, overrides, acct, config, n)
 
@@ -342,7 +347,7 @@ def evaluate(
         streak = np.empty((cut_ks.size, n), np.int64)
         first = np.empty((cut_ks.size, n))
         step_ladder(
-            now_s, v, np.ascontiguousarray(th), L.inclusive, 1.0 - L.clear_margin, L.dwell_s,
+            now_s, v, np.ascontiguousarray(th[:1] if th.strides[0] == 0 else th), L.inclusive, 1.0 - L.clear_margin, L.dwell_s,
             rule not in ("stress", "feed"), valid,
             book.values, book.col(f"lvl_{rule}"), book.col(f"below_{rule}"), book.col(f"since_{rule}"),
             book.col(f"conf_{rule}"), c_streak, c_first,

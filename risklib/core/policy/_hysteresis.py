@@ -20,10 +20,12 @@ EPS = 1e-9
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _count(x: float, th: np.ndarray, i: int, factor: float, inclusive: bool) -> int:
-    """How many of account ``i``'s thresholds (times ``factor``) ``x`` passes; NaN passes none."""
+    """How many of account ``i``'s thresholds (times ``factor``) ``x`` passes; NaN passes none.
+    A single row of thresholds is every account's."""
     c = 0
+    row = i if th.shape[0] > 1 else 0
     for j in range(th.shape[1]):
-        t = th[i, j] * factor if factor != 1.0 else th[i, j]
+        t = th[row, j] * factor if factor != 1.0 else th[row, j]
         if (x >= t) if inclusive else (x > t):
             c += 1
     return c

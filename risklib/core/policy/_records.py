@@ -38,6 +38,13 @@ def take(values: pl.Series, idx: np.ndarray) -> pl.Series:
     return values.gather(pl.Series(np.asarray(idx, np.int64)))
 
 
+def texts_at(values: pl.Series, idx: np.ndarray, null: str = "") -> list[str]:
+    """Strings by integer index as a list (null as ``null``): a few read one by one, many in one gather."""
+    if idx.size <= 32:  # a Polars gather costs more than reading a handful of values
+        return [null if x is None else x for x in (values[int(i)] for i in idx)]
+    return [null if x is None else x for x in take(values, idx).to_list()]
+
+
 def codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values of an integer array (sorted) and each element's index into them."""
     if key.size == 0:
@@ -212,14 +219,14 @@ def _special_rows(config: PolicyConfig, mode: np.ndarray, now_s: float, t: _Text
     idx = np.flatnonzero(invalid)
     if idx.size:
         groups.append(("data", idx, np.full(idx.size, config.data.alert_level),
-                       f"fail closed: mode {config.data.trading_mode.value}", take(reason, idx).to_list(),
-                       [e or "" for e in take(episode, idx).to_list()], np.full(idx.size, np.nan)))
+                       f"fail closed: mode {config.data.trading_mode.value}", texts_at(reason, idx),
+                       texts_at(episode, idx), np.full(idx.size, np.nan)))
     if not feed_known:
         idx = np.flatnonzero(~feed_suspended)
         if idx.size:
             groups.append(("feed", idx, np.full(idx.size, config.feed_unknown.alert_level),
                            f"feed silence unknown: fail closed, mode {config.feed_unknown.trading_mode.value}",
-                           ["feed_unknown"] * idx.size, [e or "" for e in take(episode, idx).to_list()],
+                           ["feed_unknown"] * idx.size, texts_at(episode, idx),
                            np.full(idx.size, np.nan)))
     idx = np.flatnonzero(new_brk != brk.CLOSED)
     if idx.size:

@@ -166,8 +166,11 @@ def classify_vol_ratio(vol_ratio: np.ndarray, levels: tuple[float, ...]) -> np.n
     NaN gives 0 (callers handle missing data separately).
     """
     v = np.asarray(vol_ratio, dtype=float)
+    lv = np.asarray(levels, dtype=float)
+    if lv.size and np.all(lv[1:] >= lv[:-1]):  # ascending (as validated): how many reached is a sorted search
+        return np.where(np.isnan(v), 0, np.searchsorted(lv, v, side="right")).astype(np.int64)
     with np.errstate(invalid="ignore"):
-        return (v[..., None] >= np.asarray(levels)).sum(axis=-1).astype(np.int64)
+        return (v[..., None] >= lv).sum(axis=-1).astype(np.int64)
 
 
 def _silent(name: str, threshold: float) -> DetectorResult:

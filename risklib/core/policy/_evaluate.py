@@ -40,7 +40,7 @@ from risklib.core import frames
 from risklib.core.policy import _breaker as brk
 from risklib.core.policy._config import RULES, PolicyConfig
 from risklib.core.policy._enums import MODES_BY_RANK, RISK_LEVELS_BY_RANK, TradingMode
-from risklib.core.policy._hysteresis import combine, step_ladder
+from risklib.core.policy._hysteresis import combine, held_rows, step_ladder
 from risklib.core.policy._ladders import EPS, Catalog, catalog
 from risklib.core.policy._overrides import apply_overrides, check_override
 from risklib.core.policy._records import (
@@ -328,13 +328,20 @@ def evaluate(
     conf_all = np.empty((len(RULES), n), np.int64)
     active_all = np.empty((len(RULES), n), bool)
     since_all = np.empty((len(RULES), n))
+    raw_all = np.empty((len(RULES), n), np.int64)
+    values_all = np.empty((len(RULES), n))
+    suspended_all = np.empty((len(RULES), n), bool)
+    th_parts = []
     out: dict[str, np.ndarray] = {}
-    per_rule: dict[str, tuple] = {}
     for r_id, rule in enumerate(RULES):
         a = lad[rule]
         L = a.ladder
-        v = values[rule]
+        v = values_all[r_id]
+        v[:] = values[rule]
+        suspended_all[r_id] = suspended[rule]
         th = _thresholds(rule, config, groups, scale[rule])
+        th = np.ascontiguousarray(th[:1] if th.strides[0] == 0 else th)  # one row: every account's
+        th_parts.append(th)
         cut_ks = np.flatnonzero(a.cut_step)
         cut_row = np.full(a.k + 1, -1, np.int64)
         cut_row[cut_ks] = np.arange(cut_ks.size)
@@ -342,12 +349,12 @@ def evaluate(
         c_first = np.array([book.col(f"t_{rule}_{k}") for k in range(a.k + 1)], np.int64)
         held, conf, since = held_all[r_id], conf_all[r_id], since_all[r_id]
         active_all[r_id] = ~suspended[rule]
-        raw = np.empty(n, np.int64)
+        raw = raw_all[r_id]
         below = np.empty(n)
         streak = np.empty((cut_ks.size, n), np.int64)
         first = np.empty((cut_ks.size, n))
         step_ladder(
-            now_s, v, np.ascontiguousarray(th[:1] if th.strides[0] == 0 else th), L.inclusive, 1.0 - L.clear_margin, L.dwell_s,
+            now_s, v, th, L.inclusive, 1.0 - L.clear_margin, L.dwell_s,
             rule not in ("stress", "feed"), valid,
             book.values, book.col(f"lvl_{rule}"), book.col(f"below_{rule}"), book.col(f"since_{rule}"),
             book.col(f"conf_{rule}"), c_streak, c_first,
@@ -361,7 +368,12 @@ def evaluate(
         out[f"below_{rule}"] = below
         out[f"since_{rule}"] = since
         out[f"conf_{rule}"] = conf
-        per_rule[rule] = (held, v, th, since, raw)
+    th_rows = np.array([t.shape[0] for t in th_parts], np.int64)
+    th_k = np.array([t.shape[1] for t in th_parts], np.int64)
+    held_steps = held_rows(
+        held_all, raw_all, values_all, since_all, suspended_all, cat.offset, cat.alert,
+        np.concatenate([t.ravel() for t in th_parts]), np.concatenate([[0], np.cumsum(th_rows * th_k)[:-1]]),
+        th_rows, th_k)
 
     prev_cut = np.clip(np.where(np.isnan(book("cut_total")), 0.0, book("cut_total")), 0.0, 1.0)
     alert = np.empty(n, np.int64)
@@ -454,7 +466,7 @@ def evaluate(
 
     # alerts and the audit of fired rules: ladder steps, then data, feed, breaker and overrides
     rules_fired, alerts = fired_records(
-        config, cat, acct, ts_col, mode, now_s, per_rule, suspended, invalid=invalid, reason=reason,
+        config, cat, acct, ts_col, mode, now_s, held_steps, suspended, invalid=invalid, reason=reason,
         feed_known=feed_known, new_brk=new_brk, opened=opened, episode=episode, rejected=rejected)
 
     # state

@@ -159,3 +159,54 @@ def combine(
         target[i] = tgt
         target_rule[i] = t_rule
         target_level[i] = t_level
+
+
+@numba.njit(cache=True, nogil=True)
+def held_rows(held_all, raw_all, values, since_all, suspended_all, offset, alert_by_gid,
+              th_flat, th_start, th_rows, th_k):
+    """Every held ladder step of every account, rule by rule and accounts in order, as columns.
+
+    ``th_flat[th_start[r]:]`` holds rule r's thresholds, ``th_rows[r]`` rows (1: shared by every
+    account) of ``th_k[r]`` steps; ``alert_by_gid[offset[r] + k]`` is step k's alert level.
+    Returns the account index, rule, step, global step id, alert level, metric value, threshold,
+    incident start, suspension, whether the step is only held (the metric is below it now), and the
+    threshold key (the global step id when the threshold is the ladder's own, else -1).
+    """
+    n_rules, n = held_all.shape
+    m = 0
+    for r in range(n_rules):
+        for i in range(n):
+            if held_all[r, i] > 0:
+                m += 1
+    idx = np.empty(m, np.int64)
+    rule = np.empty(m, np.int64)
+    level = np.empty(m, np.int64)
+    gid = np.empty(m, np.int64)
+    alert = np.empty(m, np.int64)
+    value = np.empty(m)
+    threshold = np.empty(m)
+    since = np.empty(m)
+    suspended = np.empty(m, np.bool_)
+    only_held = np.empty(m, np.bool_)
+    th_key = np.empty(m, np.int64)
+    j = 0
+    for r in range(n_rules):
+        shared = th_rows[r] == 1
+        for i in range(n):
+            k = held_all[r, i]
+            if k <= 0:
+                continue
+            row = 0 if shared else i
+            idx[j] = i
+            rule[j] = r
+            level[j] = k
+            gid[j] = offset[r] + k
+            alert[j] = alert_by_gid[offset[r] + k]
+            value[j] = values[r, i]
+            threshold[j] = th_flat[th_start[r] + row * th_k[r] + k - 1]
+            since[j] = since_all[r, i]
+            suspended[j] = suspended_all[r, i]
+            only_held[j] = raw_all[r, i] < k
+            th_key[j] = offset[r] + k if shared else -1
+            j += 1
+    return idx, rule, level, gid, alert, value, threshold, since, suspended, only_held, th_key

@@ -104,7 +104,7 @@ def _arrays(rule: str, ladder: Ladder, cfg: PolicyConfig) -> LadderArrays:
 class Catalog:
     """Every rule's ladder tables plus tables over all steps of all rules.
 
-    A global step id ``gid = offset[rule_id] + k`` indexes ``step_names``, ``cut_code``,
+    A global step id ``gid = offset[rule_id] + k`` indexes ``step_names``, ``cut_code``, ``alert``,
     ``threshold`` and, as ``2 * gid + held``, ``effects`` (the step's effect, with the note that it is only held).
     """
 
@@ -113,6 +113,7 @@ class Catalog:
     step_names: pl.Series
     effects: pl.Series
     cut_code: np.ndarray
+    alert: np.ndarray  # alert level of each step
     threshold: np.ndarray  # the ladder's (default) threshold of each step, NaN at k = 0
     basis: pl.Series  # per rule id
     op: pl.Series  # per rule id: ">=" or ">"
@@ -129,6 +130,7 @@ def _catalog(cfg: PolicyConfig) -> Catalog:
         step_names=pl.Series([x for _, x in names], dtype=pl.String),
         effects=pl.Series([e + note for e in effects for note in ("", HELD_NOTE)], dtype=pl.String),
         cut_code=np.array([ACTION_CODES.get(x, 0) for r in RULES for x in lad[r].cut_kind.tolist()], np.int64),
+        alert=np.concatenate([lad[r].alert for r in RULES]).astype(np.int64),
         threshold=np.array([t for r in RULES for t in (np.nan, *lad[r].ladder.thresholds)], float),
         basis=pl.Series([lad[r].ladder.basis for r in RULES], dtype=pl.String),
         op=pl.Series([">=" if lad[r].ladder.inclusive else ">" for r in RULES], dtype=pl.String),

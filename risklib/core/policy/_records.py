@@ -92,7 +92,7 @@ def float_texts(values: np.ndarray, decimals: int = 6) -> list[str]:
 
 
 def fired_records(config: PolicyConfig, cat: Catalog, acct: pl.Series, ts_col: pl.Expr, mode: np.ndarray,
-                  now_s: float, per_rule: dict, suspended: dict, *, invalid: np.ndarray, reason: pl.Series,
+                  now_s: float, held_steps: tuple, suspended: dict, *, invalid: np.ndarray, reason: pl.Series,
                   feed_known: bool, new_brk: np.ndarray, opened: np.ndarray, episode: pl.Series,
                   rejected: list[dict]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rules fired and alerts: every held ladder step (rule by rule, accounts in order), then the
@@ -106,7 +106,7 @@ def fired_records(config: PolicyConfig, cat: Catalog, acct: pl.Series, ts_col: p
     t = _Texts(rule=[*RULES, *_SPECIAL_BASIS], step=cat.step_names.to_list(),
                basis=[*cat.basis.to_list(), *_SPECIAL_BASIS.values()], effect=cat.effects.to_list())
     parts = [x for x in (
-        _ladder_rows(cat, mode, per_rule, suspended, t),
+        _ladder_rows(cat, mode, held_steps, t),
         _special_rows(config, mode, now_s, t, invalid=invalid, reason=reason, feed_known=feed_known,
                       feed_suspended=suspended["feed"], new_brk=new_brk, opened=opened, episode=episode),
     ) if x is not None]
@@ -159,22 +159,12 @@ class _Texts:
         return np.arange(start, len(rows))
 
 
-def _ladder_rows(cat: Catalog, mode: np.ndarray, per_rule: dict, suspended: dict, t: _Texts) -> dict | None:
-    """Every held ladder step as columns of codes and values; None when none is held."""
-    parts = []
-    for r_id, rule in enumerate(RULES):
-        held, v, th, since, raw = per_rule[rule]
-        idx = np.flatnonzero(held > 0)
-        if idx.size:
-            k = held[idx]
-            gid = cat.offset[r_id] + k
-            # thresholds shared by all accounts (a broadcast view) are the step's: no need to compare values
-            th_key = gid if th.strides[0] == 0 else np.full(idx.size, -1)
-            parts.append((idx, np.full(idx.size, r_id), k, gid, cat.ladders[rule].alert[k], v[idx],
-                          th[idx, k - 1], since[idx], suspended[rule][idx], raw[idx] < k, th_key))
-    if not parts:
+def _ladder_rows(cat: Catalog, mode: np.ndarray, held_steps: tuple, t: _Texts) -> dict | None:
+    """Every held ladder step (:func:`~risklib.core.policy._hysteresis.held_rows`) as columns of codes and
+    values; None when none is held."""
+    idx, r_id, k, gid, alert_k, mv, thv, since_v, susp, held, th_key = held_steps
+    if not idx.size:
         return None
-    idx, r_id, k, gid, alert_k, mv, thv, since_v, susp, held, th_key = (np.concatenate(x) for x in zip(*parts))
     gh = 2 * gid + held  # step and whether it is only held: the effect text
     # incident key "<account>:<rule>:<since>"; "<rule>:<since>" is shared by many rows
     since_u, since_code = codes(np.round(since_v * 1e6).astype(np.int64))

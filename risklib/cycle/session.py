@@ -451,7 +451,9 @@ class Session:
         state = ev.state
         extra = [c for c in state.columns if c not in _SPECIAL_STATE]
         state_rows = state.select(list(frames.RISK_STATE_CORE)).with_columns(
-            to_json_rows(state.select(extra)).alias("state_json") if extra else pl.lit(None, pl.String).alias("state_json")
+            # bookkeeping NaN means "not set", as null does: written as null
+            to_json_rows(state.select(extra), nan_as_null=True).alias("state_json") if extra
+            else pl.lit(None, pl.String).alias("state_json")
         )
         acted = result.execution
         actions_by_account = acted.actions.group_by("account_id").agg(

@@ -171,12 +171,14 @@ def record(session: Session, result: CycleResult, finished_at: datetime, flow_ru
     session.record(result, finished_at, flow_run_id)
 
 
-def to_json_rows(frame: pl.DataFrame) -> pl.Series:
+def to_json_rows(frame: pl.DataFrame, *, nan_as_null: bool = False) -> pl.Series:
     """Each row of ``frame`` as a JSON string (for the ``state_json``/``raw_row`` columns).
 
     Rows are encoded by Polars in one pass; a row holding NaN or infinity (which
     Polars would write as null) is encoded by :func:`json.dumps`, which keeps them,
-    so a restored state reads back exactly what was evaluated.
+    so a restored state reads back exactly what was evaluated. With ``nan_as_null``
+    (the policy's bookkeeping, where NaN means "not set" as null does) NaN is
+    written as null and only infinity takes the slow path.
     """
     if frame.height == 0:
         return pl.Series([], dtype=pl.String)
@@ -188,7 +190,8 @@ def to_json_rows(frame: pl.DataFrame) -> pl.Series:
     if not floats:
         return encoded.alias("json")
     odd = frame.select(
-        pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats]).fill_null(False)
+        pl.any_horizontal([pl.col(c).is_infinite() if nan_as_null else pl.col(c).is_nan() | pl.col(c).is_infinite()
+                           for c in floats]).fill_null(False)
     ).to_series()
     if odd.any():
         rows = frame.filter(odd)

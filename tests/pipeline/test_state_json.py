@@ -42,3 +42,10 @@ def test_nan_and_infinity_are_kept_not_turned_into_null():
     frame = pl.DataFrame({"t": [1.5, float("nan"), float("inf"), None]})
     back = [json.loads(x)["t"] for x in to_json_rows(frame).to_list()]
     assert back[0] == 1.5 and math.isnan(back[1]) and back[2] == math.inf and back[3] is None
+
+
+def test_bookkeeping_nan_is_written_as_null_and_infinity_kept():
+    frame = pl.DataFrame({"t": [1.5, float("nan"), float("inf"), None], "n": [1, 2, 3, None]})
+    back = [json.loads(x) for x in to_json_rows(frame, nan_as_null=True).to_list()]
+    assert [b["t"] for b in back] == [1.5, None, math.inf, None]
+    assert [b["n"] for b in back] == [1, 2, 3, None]

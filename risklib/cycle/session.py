@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,7 @@ class Session:
         self.state: pl.DataFrame | None = state
         self.gate_state = None
         self._cycle_no = 0
+        self._gate_pool: ThreadPoolExecutor | None = None
         self._known_incidents: set[str] = set()
         self.new_incident_count = 0
         self.var_halt = _var_halt(config)
@@ -236,6 +239,9 @@ class Session:
             self.journal.flush()
 
     def close(self) -> None:
+        if self._gate_pool is not None:
+            self._gate_pool.shutdown(wait=True)
+            self._gate_pool = None
         if self.outbox is not None:
             self.outbox.close()
         if self.journal is not None:
@@ -391,13 +397,19 @@ class Session:
         return check_and_record(gate_order, self.gate_state, now=now)
 
     def refresh_gate(self, now: datetime, result: CycleResult) -> None:
+        self.gate_state = self._build_gate(now, result)()
+
+    def _build_gate(self, now: datetime, result: CycleResult) -> Callable[[], Any]:
+        """The gate state of a cycle's results, as a call that reads nothing mutable: the broker's modes
+        and positions are taken now, so the build may run on another thread."""
         from risklib.core.gate import GateState
 
         prices = result.snapshot.ticks.select("instrument", "mid").drop_nulls()
         state = result.evaluation.state
         # An operator's halt executed at the broker binds the gate too, whatever the policy says.
-        halted = {a for a, m in self.broker.modes().items() if m == "HALT_ALL"}
-        entries = {a for a, m in self.broker.modes().items() if m == "HALT_ENTRIES"}
+        modes = self.broker.modes()
+        halted = {a for a, m in modes.items() if m == "HALT_ALL"}
+        entries = {a for a, m in modes.items() if m == "HALT_ENTRIES"}
         if halted or entries:
             state = state.with_columns(
                 pl.when(pl.col("account_id").is_in(list(halted)))
@@ -407,7 +419,8 @@ class Session:
                 .otherwise(pl.col("trading_mode"))
                 .alias("trading_mode")
             )
-        self.gate_state = GateState.from_frames(now, state, result.book.accounts, self.broker.positions(), prices, self.config.policy)
+        positions, accounts, policy = self.broker.positions(), result.book.accounts, self.config.policy
+        return lambda: GateState.from_frames(now, state, accounts, positions, prices, policy)
 
     # --- escalation -------------------------------------------------------------------
 
@@ -448,6 +461,9 @@ class Session:
         ev = result.evaluation
         book = result.book
         now = result.now
+        # the gate's new state is built while the records are prepared and written (both mostly outside
+        # the GIL); it takes effect only once the cycle is durable
+        gate = self._gate_builder().submit(self._build_gate(now, result))
         state = ev.state
         extra = [c for c in state.columns if c not in _SPECIAL_STATE]
         state_rows = state.select(list(frames.RISK_STATE_CORE)).with_columns(
@@ -532,7 +548,12 @@ class Session:
         )
         # Carried to the next cycle only once the cycle is durable (journal or warehouse).
         self.state = state
-        self.refresh_gate(now, result)
+        self.gate_state = gate.result()
+
+    def _gate_builder(self) -> ThreadPoolExecutor:
+        if self._gate_pool is None:
+            self._gate_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-build")
+        return self._gate_pool
 
     def record_failure(self, result: CycleResult, finished_at: datetime, flow_run_id: str | None, exc: BaseException) -> None:
         """A failed cycle is recorded (no heartbeat): the gate's dead man's switch starts counting."""

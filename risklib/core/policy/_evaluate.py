@@ -298,9 +298,12 @@ def evaluate(
     if valid.all():
         reason = pl.repeat("", n, eager=True, dtype=pl.String)
     else:
+        # "" for valid rows, else the row's reason: a gather from ["", reasons of the invalid rows...]
         bad = np.flatnonzero(~valid)
-        reason = pl.repeat("", n, eager=True, dtype=pl.String).scatter(
-            bad, take(m["invalid_reason"], bad).fill_null("missing or non-finite required metric"))
+        code = np.zeros(n, np.int64)
+        code[bad] = np.arange(1, bad.size + 1)
+        why = take(m["invalid_reason"], bad).fill_null("missing or non-finite required metric")
+        reason = take(pl.concat([pl.Series([""], dtype=pl.String), why]), code)
 
     suspended, scale, reset, rejected = apply_overrides(now, overrides, acct, config, n)
 

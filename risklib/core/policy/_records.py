@@ -129,15 +129,16 @@ def fired_records(config: PolicyConfig, cat: Catalog, acct: pl.Series, ts_col: p
             pl.concat_str([account, text("tail")], separator=":").alias("incident_key"),
             pl.lit(MODE_SERIES).gather(pl.col("mode")).alias("trading_mode"), text("message"),
         )
-        rf = out.select(*frames.RULES_FIRED)
+        rf = out[list(frames.RULES_FIRED)]  # columns picked, no query
         alerting = f["alert_level"] > 0
-        al = (out if alerting.all() else out.filter(alerting)).select(
-            "incident_key", "account_id", "rule", pl.col("alert_level").alias("level"), "metric_value", "threshold",
-            "trading_mode", "message", "ts",
-        )
+        al = (out if alerting.all() else out.filter(alerting))[list(_ALERT_COLUMNS)].rename({"alert_level": "level"})
     if rejected:
         rf = pl.concat([rf, _rejected_rows(rejected, ts_col)])
     return rf, al
+
+
+_ALERT_COLUMNS = ("incident_key", "account_id", "rule", "alert_level", "metric_value", "threshold", "trading_mode",
+                  "message", "ts")
 
 
 @dataclass

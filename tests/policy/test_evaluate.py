@@ -252,6 +252,20 @@ def test_adjust_scales_thresholds_within_authority(cfg):
     assert ev.rules_fired.filter(rule="drawdown")["level"].item() == 1
 
 
+@pytest.mark.parametrize("accounts", [1, 3])
+def test_adjusted_threshold_is_the_one_the_audit_and_message_state(accounts, cfg):
+    # Arrange: drawdown 7 % with thresholds x1.2: level 2 held against 6 %, not the ladder's 5 %
+    ov = _override(account_id="*", rule="drawdown", action="adjust", threshold_scale=1.2, authority_level=4)
+    m = make_metrics(*({"account_id": f"A{i}", "drawdown": 0.07} for i in range(accounts)))
+    # Act
+    ev = run(m, cfg, overrides=ov)[0]
+    # Assert
+    fired = ev.rules_fired.filter(rule="drawdown")
+    assert fired["level"].to_list() == [2] * accounts
+    assert fired["threshold"].to_list() == [pytest.approx(0.06)] * accounts
+    assert all("> 0.06 (basis" in msg for msg in ev.alerts.filter(rule="drawdown")["message"].to_list())
+
+
 def test_check_override_messages(cfg):
     # Act / Assert
     with pytest.raises(AuthorityError, match=r"^authority_level=1 \(Risk Manager\): may not suspend a rule$"):

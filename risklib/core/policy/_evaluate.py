@@ -343,8 +343,9 @@ def evaluate(
         v[:] = values[rule]
         suspended_all[r_id] = suspended[rule]
         th = _thresholds(rule, config, groups, scale[rule])
-        th = np.ascontiguousarray(th[:1] if th.strides[0] == 0 else th)  # one row: every account's
-        th_parts.append(th)
+        shared = th.strides[0] == 0  # a broadcast view: the ladder's own thresholds, every account's
+        th = np.ascontiguousarray(th[:1] if shared else th)
+        th_parts.append((th, shared))
         cut_ks = np.flatnonzero(a.cut_step)
         cut_row = np.full(a.k + 1, -1, np.int64)
         cut_row[cut_ks] = np.arange(cut_ks.size)
@@ -371,12 +372,11 @@ def evaluate(
         out[f"below_{rule}"] = below
         out[f"since_{rule}"] = since
         out[f"conf_{rule}"] = conf
-    th_rows = np.array([t.shape[0] for t in th_parts], np.int64)
-    th_k = np.array([t.shape[1] for t in th_parts], np.int64)
+    th_size = np.array([t.size for t, _ in th_parts], np.int64)
     held_steps = held_rows(
         held_all, raw_all, values_all, since_all, suspended_all, cat.offset, cat.alert,
-        np.concatenate([t.ravel() for t in th_parts]), np.concatenate([[0], np.cumsum(th_rows * th_k)[:-1]]),
-        th_rows, th_k)
+        np.concatenate([t.ravel() for t, _ in th_parts]), np.concatenate([[0], np.cumsum(th_size)[:-1]]),
+        np.array([shared for _, shared in th_parts]), np.array([t.shape[1] for t, _ in th_parts], np.int64))
 
     prev_cut = np.clip(np.where(np.isnan(book("cut_total")), 0.0, book("cut_total")), 0.0, 1.0)
     alert = np.empty(n, np.int64)

@@ -163,11 +163,11 @@ def combine(
 
 @numba.njit(cache=True, nogil=True)
 def held_rows(held_all, raw_all, values, since_all, suspended_all, offset, alert_by_gid,
-              th_flat, th_start, th_rows, th_k):
+              th_flat, th_start, th_shared, th_k):
     """Every held ladder step of every account, rule by rule and accounts in order, as columns.
 
-    ``th_flat[th_start[r]:]`` holds rule r's thresholds, ``th_rows[r]`` rows (1: shared by every
-    account) of ``th_k[r]`` steps; ``alert_by_gid[offset[r] + k]`` is step k's alert level.
+    ``th_flat[th_start[r]:]`` holds rule r's thresholds: one row of ``th_k[r]`` steps when
+    ``th_shared[r]`` (the ladder's own, every account's), else one row per account; ``alert_by_gid[offset[r] + k]`` is step k's alert level.
     Returns the account index, rule, step, global step id, alert level, metric value, threshold,
     incident start, suspension, whether the step is only held (the metric is below it now), and the
     threshold key (the global step id when the threshold is the ladder's own, else -1).
@@ -191,7 +191,7 @@ def held_rows(held_all, raw_all, values, since_all, suspended_all, offset, alert
     th_key = np.empty(m, np.int64)
     j = 0
     for r in range(n_rules):
-        shared = th_rows[r] == 1
+        shared = th_shared[r]
         for i in range(n):
             k = held_all[r, i]
             if k <= 0:

@@ -235,20 +235,29 @@ class SnapshotValidator:
         need = {"account_id", "instrument", "quantity", "entry_price"}
         if positions.height == 0 or not need <= set(positions.columns) or ticks.height == 0:
             return balances.with_columns(pl.col("cash_usd").cast(pl.Float64, strict=False).alias(EQUITY))
-        usd_quote = {i: FX_MAJORS[i].usd_is_quote for i in FX_MAJORS}
-        # A handful of instruments: look their mids up by value rather than join 200k rows on text.
-        mids = dict(zip(ticks["instrument"].to_list(), ticks["mid"].to_list()))
-        instrument = pl.col("instrument").cast(pl.String, strict=False)
-        mid = instrument.replace_strict(mids, default=None, return_dtype=pl.Float64)
-        move = pl.col("quantity").cast(pl.Float64, strict=False) * (mid - pl.col("entry_price").cast(pl.Float64, strict=False))
-        p = positions.select(
+        # A handful of instruments: each position's instrument becomes its index among the quoted ones in
+        # one enum cast (unquoted or unknown: null), and mids and quote conventions are looked up by index.
+        mids = {i: m for i, m in zip(ticks["instrument"].to_list(), ticks["mid"].to_list()) if i is not None}
+        quoted = list(mids)
+        if not quoted:  # no usable quote: no position adds anything
+            return balances.with_columns(pl.col("cash_usd").cast(pl.Float64, strict=False).alias(EQUITY))
+        mid_of = np.array([np.nan if mids[i] is None else float(mids[i]) for i in quoted] + [np.nan])
+        usd_is_quote = np.array([FX_MAJORS[i].usd_is_quote if i in FX_MAJORS else True for i in quoted] + [True])
+        cols = positions.select(
             pl.col("account_id").cast(pl.String, strict=False),
-            pl.when(instrument.replace_strict(usd_quote, default=True, return_dtype=pl.Boolean))
-            .then(move)
-            .otherwise(move / mid)
-            .alias("_pnl"),
-        ).filter(pl.col("_pnl").is_finite())
-        pnl = p.group_by("account_id").agg(pl.col("_pnl").sum())
+            pl.col("instrument").cast(pl.String, strict=False).cast(pl.Enum(quoted), strict=False)
+            .to_physical().cast(pl.Int64).fill_null(len(quoted)).alias("_i"),
+            pl.col("quantity").cast(pl.Float64, strict=False).fill_null(np.nan).alias("_q"),
+            pl.col("entry_price").cast(pl.Float64, strict=False).fill_null(np.nan).alias("_e"),
+        )
+        code = cols["_i"].to_numpy()
+        mid = mid_of[code]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            move = cols["_q"].to_numpy() * (mid - cols["_e"].to_numpy())
+            pnl_usd = np.where(usd_is_quote[code], move, move / mid)
+        finite = np.isfinite(pnl_usd)
+        p = pl.DataFrame({"account_id": cols["account_id"], "_pnl": pnl_usd})
+        pnl = (p if finite.all() else p.filter(pl.Series(finite))).group_by("account_id").agg(pl.col("_pnl").sum())
         return (
             balances.join(pnl, on="account_id", how="left", maintain_order="left")
             .with_columns((pl.col("cash_usd").cast(pl.Float64, strict=False) + pl.col("_pnl").fill_null(0.0)).alias(EQUITY))

@@ -802,6 +802,8 @@ SIZING = {
     "sizing_multiplier": pl.Float64,
     "max_position_usd": pl.Float64,
     "target_cut_fraction": pl.Float64,
+    "state_multiplier": pl.Float64,
+    "dynamic_multiplier": pl.Float64,
     "reason": pl.String,
 }
 
@@ -881,8 +883,9 @@ def size_positions(
     })
     return out.select(
         "account_id", "instrument", "strategy", "sizing_multiplier", "max_position_usd", "target_cut_fraction",
+        pl.col("state_mult").alias("state_multiplier"), pl.col("dyn").alias("dynamic_multiplier"),
         pl.when(~pl.col("active")).then(pl.lit("no new risk: account not ACTIVE or data invalid"))
-        .otherwise(pl.format("state x{} * dynamic x{}{}", pl.col("state_mult").round(4), pl.col("dyn").round(4),
-                             pl.when(pl.col("correlated")).then(pl.lit(" * correlated cut 30%")).otherwise(pl.lit(""))))
+        .when(pl.col("correlated")).then(pl.lit(f"state x dynamic x correlated cut {sc.correlated_cut:.0%}"))
+        .otherwise(pl.lit("state x dynamic"))
         .alias("reason"),
     )

@@ -239,7 +239,9 @@ SIZING = {
     "sizing_multiplier": pl.Float64,
     "max_position_usd": pl.Float64,
     "target_cut_fraction": pl.Float64,
-    "reason": pl.String,
+    "state_multiplier": pl.Float64,  # the account's multiplier from the risk state
+    "dynamic_multiplier": pl.Float64,  # calculate_dynamic_position_size's, for this position
+    "reason": pl.String,  # which factors applied (their values are the columns above)
 }
 
 
@@ -269,7 +271,8 @@ def size_positions(
         multiplier x strategy multiplier x correlation cut, in [0, 1]; 0 unless the account is
         ACTIVE with valid data), ``max_position_usd`` (equity x position cap of the risk level x
         multiplier, capped by the strategy's limit), ``target_cut_fraction`` (0.3 for positions
-        whose correlation_risk exceeds the threshold, else 0) and ``reason``.
+        whose correlation_risk exceeds the threshold, else 0), the ``state_multiplier`` and
+        ``dynamic_multiplier`` factors, and ``reason`` (which factors applied).
     """
     sc = config.sizing
     if position_metrics.height == 0:
@@ -282,15 +285,15 @@ def size_positions(
     has = set(state.columns)
     sm = pl.col("sizing_multiplier").cast(pl.Float64).fill_null(0.0)
     acct = _with_missing_row(state.select(
-        sm, sm.round(4).alias("_sm_rounded"),  # the reason prints the multiplier rounded as Polars rounds it
+        sm,
         (pl.col("trading_mode") == TradingMode.ACTIVE.value).fill_null(False).cast(pl.Float64).alias("_active"),
         # a missing column counts as valid, a missing account as invalid
         (pl.col("valid").fill_null(False).cast(pl.Boolean).cast(pl.Float64) if "valid" in has
          else pl.lit(1.0)).alias("_valid"),
         (pl.col("max_position_frac").cast(pl.Float64).fill_null(0.0) if "max_position_frac" in has
          else pl.lit(config.risk_budget.max_single_position, pl.Float64)).alias("_cap"),
-    ).to_numpy(), [0.0, 0.0, 0.0, 0.0, 0.0])[i_st]
-    state_mult, sm_rounded, mode_active, valid, cap_frac = acct.T
+    ).to_numpy(), [0.0, 0.0, 0.0, 0.0])[i_st]
+    state_mult, mode_active, valid, cap_frac = acct.T
     active = (mode_active != 0) & (valid != 0)
     regimes = tuple(sc.regime_multipliers)
     mvals = metrics.select(
@@ -318,7 +321,8 @@ def size_positions(
     return pl.DataFrame([
         df["account_id"], df["instrument"], df["strategy"], pl.Series("sizing_multiplier", mult),
         pl.Series("max_position_usd", max_pos), pl.Series("target_cut_fraction", cut),
-        _reasons(sm_rounded, dyn, correlated, active),
+        pl.Series("state_multiplier", state_mult), pl.Series("dynamic_multiplier", dyn),
+        _reasons(correlated, active, sc.correlated_cut),
     ])
 
 
@@ -369,41 +373,12 @@ def _enum(names: tuple[str, ...]) -> pl.Enum:
     return pl.Enum(names)
 
 
-_INACTIVE = "no new risk: account not ACTIVE or data invalid"
-
-
-def _reasons(sm: np.ndarray, dyn: np.ndarray, correlated: np.ndarray, active: np.ndarray) -> pl.Series:
-    """``state x<m> * dynamic x<d>[ * correlated cut 30%]``, each number formatted as Polars rounds and prints it.
-
-    Numbers that round to four decimals in [0, 1] (the usual case) take their text from cached tables: one
-    gather for the head (state part or the inactive text), one for the tail (dynamic part and cut) and one
-    concatenation; other numbers are formatted one by one.
-    """
-    d = pl.Series(dyn, dtype=pl.Float64).round(4).to_numpy()
-    # an inactive row prints neither number
-    sm_step = np.where(active, np.rint(sm * 1e4), 0.0)
-    d_step = np.where(active, np.rint(d * 1e4), 0.0)
-    if not all(np.array_equal(step / 1e4, np.where(active, x, 0.0)) and not np.signbit(step).any()
-               and (step.size == 0 or step.max() <= 1e4) for step, x in ((sm_step, sm), (d_step, d))):
-        return pl.DataFrame({"sm": sm, "d": d, "correlated": correlated, "active": active}).select(
-            pl.when(~pl.col("active")).then(pl.lit(_INACTIVE))
-            .otherwise(pl.format("state x{} * dynamic x{}{}", pl.col("sm"), pl.col("d"),
-                                 pl.when(pl.col("correlated")).then(pl.lit(" * correlated cut 30%"))
-                                 .otherwise(pl.lit(""))))
-            .alias("reason"),
-        ).to_series()
-    heads, tails = _reason_texts()
-    head = np.where(active, sm_step.astype(np.int64), 10_001)
-    tail = np.where(active, d_step.astype(np.int64) + 10_001 * correlated, 20_002)
-    return (heads.gather(head) + tails.gather(tail)).alias("reason")
-
-
-@functools.cache
-def _reason_texts() -> tuple[pl.Series, pl.Series]:
-    """Reason heads ``state x<j / 10_000> * dynamic x`` for j = 0 .. 10_000 then the inactive text, and tails
-    ``<j / 10_000>`` then the same with `` * correlated cut 30%`` then ''; numbers as a rounded Float64 casts to
-    String. Single chunks: a gather from a chunked string column is several times slower."""
-    text = pl.Series(np.arange(10_001) / 1e4, dtype=pl.Float64).cast(pl.String)
-    heads = pl.concat([("state x" + text + " * dynamic x"), pl.Series([_INACTIVE])], rechunk=True)
-    tails = pl.concat([text, text + " * correlated cut 30%", pl.Series([""])], rechunk=True)
-    return heads, tails
+def _reasons(correlated: np.ndarray, active: np.ndarray, correlated_cut: float) -> pl.Series:
+    """Which factors applied to each position, from a table of three texts (the factors' values are
+    columns of their own: a sentence per row would format 20,000 numbers a cycle)."""
+    texts = pl.Series([
+        "state x dynamic",
+        f"state x dynamic x correlated cut {correlated_cut:.0%}",
+        "no new risk: account not ACTIVE or data invalid",
+    ], dtype=pl.String)
+    return texts.gather(np.where(active, correlated.astype(np.int64), 2)).alias("reason")

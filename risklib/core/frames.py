@@ -180,6 +180,8 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], name: str) -> p
     Extra columns are dropped; a missing column is an error (never filled with a
     default, which would read as "no risk").
     """
+    if frame.schema == pl.Schema(schema):  # already the contract's columns, types and order
+        return frame
     missing = [c for c in schema if c not in frame.columns]
     if missing:
         raise SchemaError(f"{name}: missing column(s) {missing}; have {frame.columns}")

@@ -30,6 +30,7 @@ fails closed too (rule ``feed``, ``feed_unknown``): no new entries, no cut.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -170,6 +171,23 @@ def _book_columns(cat: Catalog) -> list[str]:
         for k in np.flatnonzero(a.cut_step):
             names += [f"n_{rule}_{k}", f"t_{rule}_{k}"]
     return names
+
+
+@functools.cache
+def _rule_columns_of(rule: str, k: int, cut_step: tuple) -> tuple:
+    cut_ks = np.flatnonzero(np.asarray(cut_step, bool))
+    cut_row = np.full(k + 1, -1, np.int64)
+    cut_row[cut_ks] = np.arange(cut_ks.size)
+    names = {"streak": [f"n_{rule}_{j}" for j in range(k + 1)], "first": [f"t_{rule}_{j}" for j in range(k + 1)],
+             "lvl": f"lvl_{rule}", "below": f"below_{rule}", "since": f"since_{rule}", "conf": f"conf_{rule}"}
+    return cut_ks, cut_row, names
+
+
+def _rule_columns(cat: Catalog, rule: str) -> tuple:
+    """A ladder's steps with a cut, each step's row among them (-1: none), and its bookkeeping column names
+    (made once per ladder shape: formatting them was a visible part of an evaluation)."""
+    a = cat.ladders[rule]
+    return _rule_columns_of(rule, a.k, tuple(bool(x) for x in a.cut_step))
 
 
 def _thresholds(rule: str, cfg: PolicyConfig, groups: pl.Series, scale: np.ndarray | None) -> np.ndarray:
@@ -346,11 +364,9 @@ def evaluate(
         shared = th.strides[0] == 0  # a broadcast view: the ladder's own thresholds, every account's
         th = np.ascontiguousarray(th[:1] if shared else th)
         th_parts.append((th, shared))
-        cut_ks = np.flatnonzero(a.cut_step)
-        cut_row = np.full(a.k + 1, -1, np.int64)
-        cut_row[cut_ks] = np.arange(cut_ks.size)
-        c_streak = np.array([book.col(f"n_{rule}_{k}") for k in range(a.k + 1)], np.int64)
-        c_first = np.array([book.col(f"t_{rule}_{k}") for k in range(a.k + 1)], np.int64)
+        cut_ks, cut_row, names = _rule_columns(cat, rule)
+        c_streak = np.array([book.col(c) for c in names["streak"]], np.int64)
+        c_first = np.array([book.col(c) for c in names["first"]], np.int64)
         held, conf, since = held_all[r_id], conf_all[r_id], since_all[r_id]
         active_all[r_id] = ~suspended[rule]
         raw = raw_all[r_id]
@@ -360,18 +376,18 @@ def evaluate(
         step_ladder(
             now_s, v, th, L.inclusive, 1.0 - L.clear_margin, L.dwell_s,
             rule not in ("stress", "feed"), valid,
-            book.values, book.col(f"lvl_{rule}"), book.col(f"below_{rule}"), book.col(f"since_{rule}"),
-            book.col(f"conf_{rule}"), c_streak, c_first,
+            book.values, book.col(names["lvl"]), book.col(names["below"]), book.col(names["since"]),
+            book.col(names["conf"]), c_streak, c_first,
             cut_row, a.confirm_n, a.confirm_s, a.cumcut,
             held, raw, below, since, conf, streak, first,
         )
-        for row, k in enumerate(cut_ks):
-            out[f"n_{rule}_{k}"] = streak[row]
-            out[f"t_{rule}_{k}"] = first[row]
-        out[f"lvl_{rule}"] = held
-        out[f"below_{rule}"] = below
-        out[f"since_{rule}"] = since
-        out[f"conf_{rule}"] = conf
+        for row, k in enumerate(cut_ks.tolist()):
+            out[names["streak"][k]] = streak[row]
+            out[names["first"][k]] = first[row]
+        out[names["lvl"]] = held
+        out[names["below"]] = below
+        out[names["since"]] = since
+        out[names["conf"]] = conf
     th_size = np.array([t.size for t, _ in th_parts], np.int64)
     held_steps = held_rows(
         held_all, raw_all, values_all, since_all, suspended_all, cat.offset, cat.alert,

@@ -125,7 +125,8 @@ def run() -> dict[str, float]:
     from risklib.allocator import tune_allocator
 
     tuned = tune_allocator()
-    t_cycle = time_calls(cycle, repeat=15, warmup=2)
+    # a median over ~1 s of cycles: one busy moment on a shared machine is not the figure
+    t_cycle = time_calls(cycle, repeat=41, warmup=5)
     t_eval = time_calls(lambda: evaluate(t1, metrics, prev, cfg, market=market), repeat=15, warmup=1)
     ev = evaluate(t1, metrics, prev, cfg, market=market)
     t_size = time_calls(lambda: size_positions(ev.state, metrics, pm, cfg), repeat=15, warmup=1)

@@ -7,7 +7,7 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from esc_builders import T0, alerts, no_acks, no_open
+from esc_builders import T0, alerts
 from risklib.adapters.notifiers import OutboxSender, load_escalation_state, record_plan
 from risklib.core.escalation import plan_escalation
 from tests.fakes import Behaviour

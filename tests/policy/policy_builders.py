@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import polars as pl
 from risklib.core import frames
-from risklib.core.policy import MarketInputs, evaluate, load_policy_config
+from risklib.core.policy import MarketInputs, evaluate
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 FEED_OK = MarketInputs(feed_silent_s=1.0)

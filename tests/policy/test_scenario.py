@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import polars as pl
 from policy_builders import FEED_OK, T0, make_metrics
 
 from risklib.core.policy import evaluate

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from risklib.adapters.validation import FAILED_ACCOUNTS, QUARANTINE, SnapshotValidator, validate_snapshot
-from risklib.core import frames
 from risklib.errors import DataError
 
 

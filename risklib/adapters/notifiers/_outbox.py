@@ -331,7 +331,6 @@ class OutboxSender:
 
     def _round(self, batch, clock, sent_keys, report, *, attempts_written: bool = False) -> list[tuple]:
         """One round: attempts written, providers called concurrently, outcomes written. Returns rows to retry inline."""
-        policy = self.config.retry
         if attempts_written:
             return self._call_and_record(batch, clock, sent_keys, report)
         checked, reconciled = [], []

@@ -23,12 +23,11 @@ import polars as pl
 
 from risklib.config import RiskConfig, load_config
 from risklib.core import frames
-from risklib.cycle.stages import CycleResult, to_json_rows
+from risklib.cycle.stages import CycleResult
 from risklib.cycle.window import ReturnsWindow
 
 #: Simulated sessions start here unless told otherwise, so the same seed gives the same session.
 SIM_START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
-_SPECIAL_STATE = set(frames.RISK_STATE_CORE)
 
 
 class SimClock:
@@ -465,12 +464,8 @@ class Session:
         # the GIL); it takes effect only once the cycle is durable
         gate = self._gate_builder().submit(self._build_gate(now, result))
         state = ev.state
-        extra = [c for c in state.columns if c not in _SPECIAL_STATE]
-        state_rows = state.select(list(frames.RISK_STATE_CORE)).with_columns(
-            # bookkeeping NaN means "not set", as null does: written as null
-            to_json_rows(state.select(extra), nan_as_null=True).alias("state_json") if extra
-            else pl.lit(None, pl.String).alias("state_json")
-        )
+        # the policy's bookkeeping columns go with the state; the warehouse keeps them as state_json
+        state_rows = state
         acted = result.execution
         actions_by_account = acted.actions.group_by("account_id").agg(
             pl.concat_str([pl.col("action"), pl.lit(" "), (pl.col("fraction") * 100).round(0).cast(pl.Int64).cast(pl.String), pl.lit("%")])

@@ -11,7 +11,6 @@ entries and raises a "data" alert.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -169,32 +168,3 @@ def act(session: Session, now: datetime, evaluation: Any, snapshot: Any, account
 def record(session: Session, result: CycleResult, finished_at: datetime, flow_run_id: str | None) -> None:
     """Write the cycle's records to the warehouse in one transaction and publish the heartbeat."""
     session.record(result, finished_at, flow_run_id)
-
-
-def to_json_rows(frame: pl.DataFrame, *, nan_as_null: bool = False) -> pl.Series:
-    """Each row of ``frame`` as a JSON string (for the ``state_json``/``raw_row`` columns).
-
-    Rows are encoded by Polars in one pass; a row holding NaN or infinity (which
-    Polars would write as null) is encoded by :func:`json.dumps`, which keeps them,
-    so a restored state reads back exactly what was evaluated. With ``nan_as_null``
-    (the policy's bookkeeping, where NaN means "not set" as null does) NaN is
-    written as null and only infinity takes the slow path.
-    """
-    if frame.height == 0:
-        return pl.Series([], dtype=pl.String)
-    simple = all(t.is_numeric() or t in (pl.String, pl.Boolean) for t in frame.schema.values())
-    if not simple:
-        return pl.Series([json.dumps(r, default=str) for r in frame.iter_rows(named=True)], dtype=pl.String)
-    encoded = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
-    floats = [c for c, t in frame.schema.items() if t.is_float()]
-    if not floats:
-        return encoded.alias("json")
-    odd = frame.select(
-        pl.any_horizontal([pl.col(c).is_infinite() if nan_as_null else pl.col(c).is_nan() | pl.col(c).is_infinite()
-                           for c in floats]).fill_null(False)
-    ).to_series()
-    if odd.any():
-        rows = frame.filter(odd)
-        slow = iter([json.dumps(r, default=str) for r in rows.iter_rows(named=True)])
-        encoded = pl.Series([next(slow) if o else e for o, e in zip(odd.to_list(), encoded.to_list())], dtype=pl.String)
-    return encoded.alias("json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import polars as pl
 import pytest
@@ -454,3 +454,26 @@ def test_encode_started_before_a_failing_one_leaves_no_file(wh, wh_path, monkeyp
     # Assert
     assert not list((wh_path / "files" / "main" / "position_risk_metrics").glob("*.parquet"))
     assert wh.query("SELECT status FROM cycle_runs WHERE cycle_id = 'c1'")["status"].to_list() == ["failed"]
+
+
+def test_risk_state_bookkeeping_can_be_kept_for_later_and_is_then_encoded(wh):
+    # Arrange: a risk-state row with two bookkeeping columns the table does not have
+    row = pl.DataFrame({
+        "account_id": ["A1"], "ts": [datetime(2026, 1, 5, 12, tzinfo=timezone.utc)], "episode_id": [None],
+        "alert_level": [1], "breaker_state": ["CLOSED"], "trading_mode": ["ACTIVE"], "risk_level": ["LOW"],
+        "sizing_multiplier": [1.0], "max_leverage": [15.0], "next_cadence_s": [30.0], "peak_equity_usd": [1e6],
+        "lvl_drawdown": [1], "since_drawdown": [float("nan")],
+    }, schema_overrides={"episode_id": pl.String})
+    # Act
+    kept = wh.prepare("risk_state", row, cycle_id="c1", defer_state_json=True)
+    landed = wh.prepare("risk_state", kept, cycle_id="c1")
+    # Assert: kept as numbers after the table's columns, then encoded (NaN "not set" written as null)
+    assert kept.columns[-2:] == ["lvl_drawdown", "since_drawdown"]
+    assert "lvl_drawdown" not in landed.columns
+    assert json.loads(landed["state_json"].item()) == {"lvl_drawdown": 1, "since_drawdown": None}
+
+
+def test_risk_state_bookkeeping_that_is_not_a_scalar_is_refused_by_name(wh):
+    row = pl.DataFrame({"account_id": ["A1"], "lvl_drawdown": [[1, 2]]})
+    with pytest.raises(WarehouseError, match=r"risk_state\.lvl_drawdown"):
+        wh.prepare("risk_state", row, cycle_id="c1", defer_state_json=True)

@@ -319,11 +319,13 @@ class CycleJournal(LanderThread):
             try:
                 if table not in CYCLE_TABLES:
                     raise WarehouseError(f"table={table!r}: not a cycle table")
-                prepared[table] = self.warehouse.prepare(table, frame, cycle_id=records.cycle_id)
+                # the risk state's bookkeeping is encoded to JSON when it lands, off the cycle
+                prepared[table] = self.warehouse.prepare(table, frame, cycle_id=records.cycle_id,
+                                                         defer_state_json=True)
             except WarehouseError:
                 self.warehouse.write_cycle(records)  # refuses again, records the failed cycle, raises
                 raise  # pragma: no cover - write_cycle raised above
-        records = replace(records, tables=prepared)  # already in the warehouse's columns and types
+        records = replace(records, tables=prepared)  # the warehouse's columns and types (+ bookkeeping)
         with self._cond:
             while len(self._queue) >= self.max_backlog and not self._closed:
                 self._cond.wait(0.5)

@@ -194,6 +194,7 @@ def prepare(
     columns: list[Column],
     *,
     cycle_id: str | None = None,
+    defer_state_json: bool = False,
 ) -> pl.DataFrame:
     """Rename, fill, cast and check ``frame`` for ``table``; return it in the table's column order.
 
@@ -208,6 +209,11 @@ def prepare(
         The table's columns as the catalog describes them.
     cycle_id
         Filled into a ``cycle_id`` column the frame leaves out (or leaves null).
+    defer_state_json
+        ``risk_state`` only: check the policy's bookkeeping columns (the columns the table does
+        not have) but keep them as they are, after the table's columns; a later ``prepare``
+        encodes them into ``state_json``. A write-behind journal stores numbers more cheaply
+        than their JSON, and the encoding then happens off the cycle.
 
     Raises
     ------
@@ -220,13 +226,24 @@ def prepare(
     renames = {src: dst for src, dst in ALIASES.get(table, {}).items() if src in frame.columns and dst not in frame.columns}
     if renames:
         frame = frame.rename(renames)
+    kept = None
     if table == "risk_state":
         extra = [c for c in frame.columns if c not in by_name]
         if extra:
-            bookkeeping = frame.select(extra).select(pl.struct(extra).struct.json_encode().alias("state_json"))
-            frame = frame.drop(extra)
-            if "state_json" not in frame.columns:
-                frame = frame.with_columns(bookkeeping["state_json"])
+            if defer_state_json:
+                kept = frame.select(extra)
+                odd = [c for c, t in kept.schema.items() if not (t.is_numeric() or t in (pl.String, pl.Boolean, pl.Null))]
+                if odd:
+                    raise WarehouseError(f"risk_state.{odd[0]}: bookkeeping must be numbers, text or flags "
+                                         f"(got {kept.schema[odd[0]]})")
+                frame = frame.drop(extra)
+            else:
+                # NaN in the bookkeeping means "not set", as null does: Polars writes both as null
+                encoded = frame.select(pl.struct(extra).struct.json_encode().alias("_state_json"))["_state_json"]
+                frame = frame.drop(extra)
+                frame = frame.with_columns(
+                    pl.coalesce(pl.col("state_json"), pl.lit(encoded)).alias("state_json")
+                    if "state_json" in frame.columns else encoded.alias("state_json"))
     unknown = [c for c in frame.columns if c not in by_name]
     if unknown:
         raise WarehouseError(
@@ -264,7 +281,7 @@ def prepare(
         _check_values(table, pending, checks)
         raise
     _check_values(table, pending, checks)
-    return pl.DataFrame(out)
+    return pl.DataFrame(out) if kept is None else pl.DataFrame(out).hstack(kept)
 
 
 def _bad_values(col: Column, dtype: pl.DataType, rule: tuple | None) -> pl.Expr:

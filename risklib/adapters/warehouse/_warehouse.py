@@ -377,9 +377,11 @@ class Warehouse:
 
     # --- writes ----------------------------------------------------------------------
 
-    def prepare(self, table: str, frame: pl.DataFrame, *, cycle_id: str | None = None) -> pl.DataFrame:
+    def prepare(self, table: str, frame: pl.DataFrame, *, cycle_id: str | None = None,
+                defer_state_json: bool = False) -> pl.DataFrame:
         """Check and cast ``frame`` for ``table`` (see :func:`_validate.prepare`); raises WarehouseError."""
-        return _validate.prepare(table, frame, self.columns(table), cycle_id=cycle_id)
+        return _validate.prepare(table, frame, self.columns(table), cycle_id=cycle_id,
+                                 defer_state_json=defer_state_json)
 
     def write_cycle(self, records: CycleRecords) -> None:
         """Land one cycle: its tables, its ``cycle_runs`` row and its audit entries, in ONE transaction.

@@ -395,9 +395,6 @@ class Session:
             return Decision(False, 0.0, (Reason("NO_RISK_STATE", "no risk evaluation has run yet"),))
         return check_and_record(gate_order, self.gate_state, now=now)
 
-    def refresh_gate(self, now: datetime, result: CycleResult) -> None:
-        self.gate_state = self._build_gate(now, result)()
-
     def _build_gate(self, now: datetime, result: CycleResult) -> Callable[[], Any]:
         """The gate state of a cycle's results, as a call that reads nothing mutable: the broker's modes
         and positions are taken now, so the build may run on another thread."""

@@ -51,7 +51,7 @@ from risklib.core.policy._records import (
     fired_records,
     mode_actions,
     take,
-    ts_strings,
+    ts_text,
 )
 from risklib.core.policy._stress import MarketInputs, StressAssessment, classify_vol_ratio, detect_market_stress
 from risklib.errors import DataError
@@ -166,15 +166,16 @@ def _book_columns(cat: Catalog) -> list[str]:
     """Every bookkeeping column the evaluation reads back from the previous state."""
     names = ["cut_total", "brk_opened_s", "brk_clear_s", "brk_half_s"]
     for rule in RULES:
-        a = cat.ladders[rule]
-        names += [f"lvl_{rule}", f"below_{rule}", f"since_{rule}", f"conf_{rule}"]
-        for k in np.flatnonzero(a.cut_step):
-            names += [f"n_{rule}_{k}", f"t_{rule}_{k}"]
+        cut_ks, _, c = _rule_columns(cat, rule)
+        names += [c["lvl"], c["below"], c["since"], c["conf"]]
+        for k in cut_ks.tolist():
+            names += [c["streak"][k], c["first"][k]]
     return names
 
 
 @functools.cache
 def _rule_columns_of(rule: str, k: int, cut_step: tuple) -> tuple:
+    """See :func:`_rule_columns` (cached by ladder shape)."""
     cut_ks = np.flatnonzero(np.asarray(cut_step, bool))
     cut_row = np.full(k + 1, -1, np.int64)
     cut_row[cut_ks] = np.arange(cut_ks.size)
@@ -223,7 +224,7 @@ def _episodes(acct: pl.Series, prev_ep: pl.Series, in_episode: np.ndarray, now_s
     if ended.size:
         ep = ep.scatter(ended, pl.repeat(None, ended.size, dtype=pl.String, eager=True))
     if start.size:
-        now_str = ts_strings(np.array([now_s]))[0]
+        now_str = ts_text(now_s)
         ep = ep.scatter(start, take(acct, start) + (":" + now_str))
     return ep.alias("episode_id")
 

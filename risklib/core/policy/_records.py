@@ -68,12 +68,14 @@ def _us_texts(us: np.ndarray) -> list[str]:
     return pl.from_epoch(pl.Series(us), time_unit="us").dt.strftime(_TS_FORMAT).to_list()
 
 
-def ts_strings(epoch_s: np.ndarray) -> pl.Series:
-    """``YYYYMMDDTHHMMSS.ffffffZ`` of epoch seconds (NaN as the epoch), each distinct time formatted once."""
-    us = np.where(np.isnan(epoch_s), 0, np.round(epoch_s * 1e6)).astype(np.int64)
-    u, inv = codes(us)
-    text = pl.Series(_us_texts(u), dtype=pl.String)
-    return text if u.size == us.size and (u == us).all() else take(text, inv)
+def epoch_codes(epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct epoch microseconds of epoch seconds (NaN as the epoch), and each element's index into them."""
+    return codes(np.where(np.isnan(epoch_s), 0, np.round(epoch_s * 1e6)).astype(np.int64))
+
+
+def ts_text(epoch_s: float) -> str:
+    """``YYYYMMDDTHHMMSS.ffffffZ`` of one time in epoch seconds."""
+    return _us_texts(epoch_codes(np.array([epoch_s]))[0])[0]
 
 
 _FLOAT_TEXT: dict[tuple[int, float], str] = {}
@@ -168,7 +170,7 @@ def _ladder_rows(cat: Catalog, mode: np.ndarray, held_steps: tuple, t: _Texts) -
         return None
     gh = 2 * gid + held  # step and whether it is only held: the effect text
     # incident key "<account>:<rule>:<since>"; "<rule>:<since>" is shared by many rows
-    since_u, since_code = codes(np.round(since_v * 1e6).astype(np.int64))
+    since_u, since_code = epoch_codes(since_v)
     since_text = _us_texts(since_u)
     tail_u, tail_code = codes(r_id * since_u.size + since_code)
     tail = t.add("tail", [f"{RULES[x // since_u.size]}:{since_text[x % since_u.size]}" for x in tail_u.tolist()])
@@ -222,7 +224,7 @@ def _special_rows(config: PolicyConfig, mode: np.ndarray, now_s: float, t: _Text
     idx = np.flatnonzero(new_brk != brk.CLOSED)
     if idx.size:
         is_open = new_brk[idx] == brk.OPEN
-        at_u, at_code = codes(np.round(np.where(np.isnan(opened[idx]), now_s, opened[idx]) * 1e6).astype(np.int64))
+        at_u, at_code = epoch_codes(np.where(np.isnan(opened[idx]), now_s, opened[idx]))
         at_text = _us_texts(at_u)
         groups.append(("breaker", idx,
                        np.where(is_open, config.breaker.alert_level_open, config.breaker.alert_level_half_open),
@@ -279,7 +281,7 @@ def cut_actions(cat: Catalog, acct: pl.Series, ts_col: pl.Expr, idx: np.ndarray,
     since = since_all[rule_i, idx]
     # after the account, the keys and the reason depend only on the incident's start, the step, the
     # action and the target, which many accounts share: each distinct combination is written once
-    s_u, s_code = codes(np.where(np.isnan(since), 0, np.round(since * 1e6)).astype(np.int64))
+    s_u, s_code = epoch_codes(since)
     t_u, t_code = np.unique(tgt, return_inverse=True)
     n_gid, n_kind = cat.cut_code.size, len(ACTION_CODES) + 1
     key_u, key_code = codes(((s_code * n_gid + gid) * n_kind + kind_code) * t_u.size + t_code.reshape(-1))
@@ -327,7 +329,7 @@ def mode_actions(acct: pl.Series, ts_col: pl.Expr, now_s: float, mode: np.ndarra
         pl.select(ep).to_series().alias("ep"))
     return f.select(
         pl.concat_str([pl.col("account_id"), pl.lit("mode"), pl.col("ep"), pl.col("action"),
-                       pl.lit(ts_strings(np.array([now_s]))[0])], separator=":").alias("idempotency_key"),
+                       pl.lit(ts_text(now_s))], separator=":").alias("idempotency_key"),
         pl.concat_str([pl.col("account_id"), pl.lit("mode"), pl.col("ep")], separator=":").alias("incident_key"),
         "account_id", "action", pl.lit(0.0).alias("fraction"),
         pl.format("trading mode {} -> {}", pl.col("old"), pl.col("new")).alias("reason"),

@@ -477,3 +477,45 @@ def test_risk_state_bookkeeping_that_is_not_a_scalar_is_refused_by_name(wh):
     row = pl.DataFrame({"account_id": ["A1"], "lvl_drawdown": [[1, 2]]})
     with pytest.raises(WarehouseError, match=r"risk_state\.lvl_drawdown"):
         wh.prepare("risk_state", row, cycle_id="c1", defer_state_json=True)
+
+
+@pytest.mark.parametrize(
+    ("table", "frame"),
+    [
+        ("realtime_risk_metrics", account_metrics(T0).with_columns(alert_level=pl.Series([0.0, float("nan")]))),
+        ("position_risk_metrics", position_metrics(T0)),
+        ("alerts", alert_rows(T0)),
+        ("risk_state", risk_state_rows(T0)),
+        ("alerts", alert_rows(T0).with_columns(pl.col("ts").dt.convert_time_zone("Europe/Zurich"))),
+    ],
+)
+def test_prepare_at_once_gives_what_the_column_by_column_checks_give(wh, table, frame):
+    # Arrange: the frame as prepare sees it after renames and the cycle id
+    from risklib.adapters.warehouse import _validate
+
+    columns = wh.columns(table)
+    checks = _validate.CHECKS.get(table, {})
+    staged = frame.rename({k: v for k, v in _validate.ALIASES.get(table, {}).items() if k in frame.columns})
+    staged = staged.drop([c for c in staged.columns if c not in {col.name for col in columns}])
+    if "cycle_id" in {col.name for col in columns}:
+        staged = staged.with_columns(cycle_id=pl.lit("c1"))
+    # Act
+    fast = _validate._prepare_at_once(table, staged, columns, checks)
+    slow = _validate._prepare_by_column(table, staged, columns, checks)
+    # Assert
+    assert fast is not None
+    assert fast.schema == slow.schema
+    assert fast.equals(slow, null_equal=True)
+
+
+def test_prepare_at_once_declines_a_bad_value_so_the_checks_can_name_it(wh):
+    # Arrange
+    from risklib.adapters.warehouse import _validate
+
+    frame = alert_rows(T0, level=9).rename(_validate.ALIASES.get("alerts", {}))
+    # Act
+    fast = _validate._prepare_at_once("alerts", frame, wh.columns("alerts"), _validate.CHECKS["alerts"])
+    # Assert
+    assert fast is None
+    with pytest.raises(WarehouseError, match=r"alerts.level=9 \(row 0\)"):
+        wh.prepare("alerts", alert_rows(T0, level=9))

@@ -7,9 +7,7 @@ reported as status ``STALE``, never as a colour.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -17,66 +15,8 @@ import polars as pl
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from risklib.api._deps import METRIC_NAMES, clean, effective_config, newest_cycle, no_cycle, rows
-from risklib.core import frames
 
 router = APIRouter(prefix="/api/risk", tags=["risk"])
-
-#: Columns of ``correlation_snapshots`` a cycle writes (``cycle_id`` is added by the warehouse).
-CORRELATION = {
-    "ts": frames.UTC_TS,
-    "instrument_a": pl.String,
-    "instrument_b": pl.String,
-    "correlation": pl.Float64,
-}
-
-
-def correlation_rows(instruments: Sequence[str], matrix: np.ndarray, ts: datetime) -> pl.DataFrame:
-    """One row per unordered instrument pair of a correlation matrix, for ``correlation_snapshots``.
-
-    Parameters
-    ----------
-    instruments
-        Names of the matrix's rows/columns, unique (e.g. ``MarketInputs.instruments``).
-    matrix
-        Square correlation matrix (n x n) in [-1, 1]; NaN where unknown.
-    ts
-        Time of the cycle (timezone-aware UTC).
-
-    Returns
-    -------
-    pl.DataFrame
-        :data:`CORRELATION` columns, ``instrument_a < instrument_b`` (the diagonal is 1 by
-        definition and omitted), NaN stored as null; sorted by ``(instrument_a, instrument_b)``.
-
-    Raises
-    ------
-    ValueError
-        Naming the shape or the duplicate when the inputs disagree.
-    """
-    names = list(instruments)
-    m = np.asarray(matrix, dtype=float)
-    if m.ndim != 2 or m.shape != (len(names), len(names)):
-        raise ValueError(f"matrix.shape={m.shape}: must be ({len(names)}, {len(names)}) for {len(names)} instruments")
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise ValueError(f"instruments: {dup!r} appears more than once")
-    if ts.tzinfo is None:
-        raise ValueError(f"ts={ts!r}: must be timezone-aware")
-    order = np.argsort(np.array(names, dtype=object))
-    m = m[np.ix_(order, order)]
-    sorted_names = np.array(names, dtype=object)[order]
-    i, j = np.triu_indices(len(names), k=1)
-    corr = m[i, j]
-    return pl.DataFrame(
-        {
-            "ts": [ts] * len(i),
-            "instrument_a": sorted_names[i].tolist(),
-            "instrument_b": sorted_names[j].tolist(),
-            "correlation": corr,
-        },
-        schema=CORRELATION,
-    ).with_columns(pl.col("correlation").fill_nan(None))
-
 
 def _latest_account_metrics(wh: Any, cycle_id: str) -> pl.DataFrame:
     return wh.query("SELECT * FROM realtime_risk_metrics WHERE cycle_id = ? ORDER BY account_id", [cycle_id]).rename(

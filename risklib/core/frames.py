@@ -160,6 +160,15 @@ RULES_FIRED = {
     "incident_key": pl.String,
 }
 
+#: Columns of ``correlation_snapshots`` a cycle writes (``cycle_id`` is added by the warehouse).
+CORRELATION = {
+    "ts": UTC_TS,
+    "instrument_a": pl.String,
+    "instrument_b": pl.String,
+    "correlation": pl.Float64,
+}
+
+
 #: Active manual overrides handed to the policy evaluation (recorded by the API/warehouse).
 OVERRIDES = {
     "override_id": pl.String,

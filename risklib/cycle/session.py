@@ -504,7 +504,7 @@ class Session:
         if ev.rules_fired.height:
             tables["rules_fired"] = ev.rules_fired
         if book.correlation is not None and len(book.instruments) > 1:
-            from risklib.api._risk import correlation_rows
+            from risklib.core.metrics import correlation_rows
 
             tables["correlation_snapshots"] = correlation_rows(book.instruments, book.correlation, now)
         if activity is not None and activity.denials.height:

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from risklib.api._risk import CORRELATION, correlation_rows
+from risklib.core.frames import CORRELATION
+from risklib.core.metrics import correlation_rows
 
 TS = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from api_builders import T0, record_cycle
 
-from risklib.api._risk import correlation_rows
+from risklib.core.metrics import correlation_rows
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,12 @@ NaN, and :func:`correlation_matrix` documents it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
 import polars as pl
 
+from risklib.core import frames
 from risklib.core.metrics._validate import check_finite, check_length
 from risklib.core.metrics._volatility import ewma_covariance
 from risklib.errors import MetricsError
@@ -108,3 +110,51 @@ def correlated_pairs(corr: np.ndarray, instruments: Sequence[str], threshold: fl
         },
         schema={"instrument_a": pl.String, "instrument_b": pl.String, "correlation": pl.Float64},
     )
+
+
+def correlation_rows(instruments: Sequence[str], matrix: np.ndarray, ts: datetime) -> pl.DataFrame:
+    """One row per unordered instrument pair of a correlation matrix, for ``correlation_snapshots``.
+
+    Parameters
+    ----------
+    instruments
+        Names of the matrix's rows/columns, unique (e.g. ``MarketInputs.instruments``).
+    matrix
+        Square correlation matrix (n x n) in [-1, 1]; NaN where unknown.
+    ts
+        Time of the cycle (timezone-aware UTC).
+
+    Returns
+    -------
+    pl.DataFrame
+        :data:`risklib.core.frames.CORRELATION` columns, ``instrument_a < instrument_b`` (the diagonal is 1 by
+        definition and omitted), NaN stored as null; sorted by ``(instrument_a, instrument_b)``.
+
+    Raises
+    ------
+    ValueError
+        Naming the shape or the duplicate when the inputs disagree.
+    """
+    names = list(instruments)
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim != 2 or m.shape != (len(names), len(names)):
+        raise ValueError(f"matrix.shape={m.shape}: must be ({len(names)}, {len(names)}) for {len(names)} instruments")
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"instruments: {dup!r} appears more than once")
+    if ts.tzinfo is None:
+        raise ValueError(f"ts={ts!r}: must be timezone-aware")
+    order = np.argsort(np.array(names, dtype=object))
+    m = m[np.ix_(order, order)]
+    sorted_names = np.array(names, dtype=object)[order]
+    i, j = np.triu_indices(len(names), k=1)
+    corr = m[i, j]
+    return pl.DataFrame(
+        {
+            "ts": [ts] * len(i),
+            "instrument_a": sorted_names[i].tolist(),
+            "instrument_b": sorted_names[j].tolist(),
+            "correlation": corr,
+        },
+        schema=frames.CORRELATION,
+    ).with_columns(pl.col("correlation").fill_nan(None))

@@ -25,7 +25,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from flows.risk_cycle import risk_cycle
-from risklib.cycle.dashboard import render_dashboard, summarise
+from risklib.cycle.dashboard import render_dashboard, summarise, with_sizing
 from risklib.cycle.stages import CycleResult
 
 DASHBOARD_KEY = "risk-dashboard"
@@ -64,13 +64,14 @@ def publish_artifacts(result: CycleResult, session) -> None:
         stress=session.describe_stress(ev),
         next_interval_s=ev.next_interval_s,
         var_halt=session.var_halt,
+        sizing=result.sizing,
     )
     create_markdown_artifact(markdown=markdown, key=DASHBOARD_KEY, description=f"Risk dashboard, cycle {result.cycle_id}")
-    top = book.positions.sort("risk_contribution", descending=True, nulls_last=True).head(200)
+    top = with_sizing(book.positions.sort("risk_contribution", descending=True, nulls_last=True).head(200), result.sizing)
     create_table_artifact(
         table=top.to_dicts(),
         key=POSITIONS_KEY,
-        description="Top position risks by risk contribution",
+        description="Top position risks by risk contribution, with the multiplier and cap for new risk",
     )
     create_markdown_artifact(markdown=session.validation_markdown(result.validation), key=VALIDATION_KEY, description="Validation summary")
 

@@ -98,12 +98,14 @@ def render_dashboard(
     next_interval_s: float,
     var_halt: float = 0.005,
     top: int = 15,
+    sizing: pl.DataFrame | None = None,
 ) -> str:
     """Markdown laid out like the spec's dashboard mockup.
 
     Sections: status line (colour, drawdown, VaR), real-time metrics, active
     alerts, accounts needing attention, and the position risk breakdown (the
-    ``top`` positions by risk contribution).
+    ``top`` positions by risk contribution, with the size-positions stage's
+    multiplier and cap for new risk in each when ``sizing`` is given).
     """
     s = summarise(metrics, state, var_halt=var_halt)
     lines = [
@@ -164,14 +166,31 @@ def render_dashboard(
         lines.append("All accounts ACTIVE at level 0.")
     lines += ["", "## Position risk breakdown", ""]
     if positions.height:
-        worst = positions.sort("risk_contribution", descending=True, nulls_last=True).head(top)
-        lines += ["| Account | Pair | Strategy | Size | P&L | VaR 95 | Risk contribution | Vol ratio | Status |", "|---|---|---|---|---|---|---|---|---|"]
+        worst = with_sizing(positions.sort("risk_contribution", descending=True, nulls_last=True).head(top), sizing)
+        lines += ["| Account | Pair | Strategy | Size | P&L | VaR 95 | Risk contribution | Vol ratio | Status "
+                  "| Sizing | Max new position |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in worst.iter_rows(named=True):
             name, icon = var_zone(r["position_var_95"] if r["position_var_95"] is not None else float("nan"))
+            mult, cap = r["sizing_multiplier"], r["max_position_usd"]
             lines.append(
                 f"| {r['account_id']} | {r['instrument']} | {r['strategy']} | {r['quantity']:,.0f} | {_usd(r['unrealized_pnl_usd'])} | "
-                f"{_pct(r['position_var_95'], 3)} | {_pct(r['risk_contribution'], 3)} | {r['volatility_score']:.2f} | {icon} {name} |"
+                f"{_pct(r['position_var_95'], 3)} | {_pct(r['risk_contribution'], 3)} | {r['volatility_score']:.2f} | {icon} {name} | "
+                f"{'n/a' if mult is None else _pct(mult, 0)} | {'n/a' if cap is None else _usd(cap)} |"
             )
     else:
         lines.append("No open positions.")
     return "\n".join(lines) + "\n"
+
+
+#: What the size-positions stage says of each position, as the dashboard and the position table show it.
+SIZING_COLUMNS = ("sizing_multiplier", "max_position_usd", "target_cut_fraction")
+
+
+def with_sizing(positions: pl.DataFrame, sizing: pl.DataFrame | None) -> pl.DataFrame:
+    """``positions`` with the sizing of each (null where the stage sized nothing for it)."""
+    keys = ["account_id", "instrument", "strategy"]
+    if sizing is None or sizing.height == 0:
+        return positions.with_columns(pl.lit(None, pl.Float64).alias(c) for c in SIZING_COLUMNS)
+    per_position = sizing.select(*keys, *SIZING_COLUMNS).unique(keys, keep="first")
+    return positions.join(per_position, on=keys, how="left", maintain_order="left")
+

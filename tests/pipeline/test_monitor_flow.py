@@ -102,8 +102,27 @@ def test_dashboard_artifact_holds_the_warehouse_numbers(prefect_api, make_sessio
     assert f"| Equity | {_usd(float(row['equity']))} |" in md
     assert f"| Current positions | {int(row['positions'])} |" in md
     assert f"| Accounts (invalid: fail closed) | {row['accounts']} (" in md
-    assert _artifact(POSITIONS_KEY) is not None
     assert "Validation summary" in _artifact(VALIDATION_KEY)["data"]
+
+
+def test_position_table_artifact_carries_the_cycles_sizing(prefect_api, make_session):
+    # Arrange
+    session = make_session("calm", seed=11)
+    results: list = []
+    # Act
+    risk_monitor(session, max_cycles=2, progress=_collect(results))
+    # Assert: each listed position has the multiplier and cap the size-positions stage gave it
+    import json
+
+    table = json.loads(_artifact(POSITIONS_KEY)["data"])
+    sizing = results[-1][0].sizing
+    assert table and sizing.height
+    by_key = {(r["account_id"], r["instrument"], r["strategy"]): r for r in sizing.iter_rows(named=True)}
+    for row in table:
+        sized = by_key[(row["account_id"], row["instrument"], row["strategy"])]
+        assert row["sizing_multiplier"] == pytest.approx(sized["sizing_multiplier"])
+        assert row["max_position_usd"] == pytest.approx(sized["max_position_usd"])
+    assert "| Sizing | Max new position |" in _artifact(DASHBOARD_KEY)["data"]
 
 
 def test_flash_crash_fires_alerts_actions_and_faster_cadence(prefect_api, make_session):

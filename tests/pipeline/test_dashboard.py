@@ -1,0 +1,40 @@
+"""The dashboard's markdown and its position table (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import polars as pl
+
+from risklib.cycle.dashboard import SIZING_COLUMNS, with_sizing
+
+POSITIONS = pl.DataFrame({
+    "account_id": ["A1", "A1", "A2"],
+    "instrument": ["EUR/USD", "GBP/USD", "EUR/USD"],
+    "strategy": ["trend", "trend", "carry"],
+    "risk_contribution": [0.3, 0.2, 0.1],
+})
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+
+def test_each_position_gets_its_own_sizing_and_unsized_ones_get_null():
+    # Arrange: A2's position was not sized (e.g. its account failed validation)
+    sizing = pl.DataFrame({
+        "account_id": ["A1", "A1"], "instrument": ["GBP/USD", "EUR/USD"], "strategy": ["trend", "trend"],
+        "sizing_multiplier": [0.5, 0.8], "max_position_usd": [5_000.0, 8_000.0], "target_cut_fraction": [0.3, 0.0],
+    })
+    # Act
+    out = with_sizing(POSITIONS, sizing)
+    # Assert
+    assert out["account_id"].to_list() == ["A1", "A1", "A2"]  # the positions' order is kept
+    assert out["sizing_multiplier"].to_list() == [0.8, 0.5, None]
+    assert out["max_position_usd"].to_list() == [8_000.0, 5_000.0, None]
+    assert out["target_cut_fraction"].to_list() == [0.0, 0.3, None]
+
+
+def test_without_sizing_the_columns_are_there_and_empty():
+    # Act
+    out = with_sizing(POSITIONS, None)
+    # Assert
+    assert set(SIZING_COLUMNS) <= set(out.columns)
+    assert all(out[c].null_count() == out.height for c in SIZING_COLUMNS)

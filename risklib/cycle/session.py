@@ -241,6 +241,9 @@ class Session:
         if self._gate_pool is not None:
             self._gate_pool.shutdown(wait=True)
             self._gate_pool = None
+        close_sender = getattr(self.sender, "close", None)
+        if close_sender is not None:
+            close_sender()
         if self.outbox is not None:
             self.outbox.close()
         if self.journal is not None:

@@ -291,3 +291,28 @@ def config_default():
     from risklib.core.escalation import EscalationConfig
 
     return EscalationConfig()
+
+
+def test_provider_call_threads_are_kept_between_sends_and_let_go_on_close(wh, sender, config, twilio):
+    # Arrange: two incidents paged one after the other, several messages each
+    import threading
+
+    def notify_threads():
+        return {t for t in threading.enumerate() if t.name.startswith("notify")}
+
+    plan_and_record(wh, config, alerts([("A1", 3)]))
+    sender.drain(T0)
+    first = notify_threads()
+    plan_and_record(wh, config, alerts([("A2", 3)]), now=T0 + timedelta(seconds=1))
+    # Act
+    report = sender.drain(T0 + timedelta(seconds=1))
+    kept = notify_threads()
+    sender.close()
+    # Assert
+    assert len(report.sent) >= 2 and report.failed == []  # sent concurrently, on the pool
+    assert first and first <= kept  # the first send's threads served the second (more only for more messages)
+    assert not any(t.is_alive() for t in kept)
+    plan_and_record(wh, config, alerts([("A3", 3)]), now=T0 + timedelta(seconds=2))
+    again = sender.drain(T0 + timedelta(seconds=2))
+    assert len(again.sent) >= 2 and again.failed == []  # a send after close starts them again
+    assert notify_threads()

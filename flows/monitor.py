@@ -65,6 +65,7 @@ def publish_artifacts(result: CycleResult, session) -> None:
         next_interval_s=ev.next_interval_s,
         var_halt=session.var_halt,
         sizing=result.sizing,
+        warnings=cycle_warnings(result),
     )
     create_markdown_artifact(markdown=markdown, key=DASHBOARD_KEY, description=f"Risk dashboard, cycle {result.cycle_id}")
     top = with_sizing(book.positions.sort("risk_contribution", descending=True, nulls_last=True).head(200), result.sizing)
@@ -74,6 +75,13 @@ def publish_artifacts(result: CycleResult, session) -> None:
         description="Top position risks by risk contribution, with the multiplier and cap for new risk",
     )
     create_markdown_artifact(markdown=session.validation_markdown(result.validation), key=VALIDATION_KEY, description="Validation summary")
+
+
+def cycle_warnings(result: CycleResult) -> tuple[str, ...]:
+    """What an operator must know about the pipeline itself, from one cycle's stage results."""
+    escalation = result.escalation if isinstance(result.escalation, dict) else {}
+    failure = escalation.get("landing_failure")
+    return (f"Escalation records are not reaching the warehouse (paging goes on): {failure}",) if failure else ()
 
 
 def emit_trigger_events(result: CycleResult, session) -> None:

@@ -99,6 +99,7 @@ def render_dashboard(
     var_halt: float = 0.005,
     top: int = 15,
     sizing: pl.DataFrame | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> str:
     """Markdown laid out like the spec's dashboard mockup.
 
@@ -106,6 +107,8 @@ def render_dashboard(
     alerts, accounts needing attention, and the position risk breakdown (the
     ``top`` positions by risk contribution, with the size-positions stage's
     multiplier and cap for new risk in each when ``sizing`` is given).
+    ``warnings`` (e.g. audit records not reaching the warehouse) are shown
+    under the status line.
     """
     s = summarise(metrics, state, var_halt=var_halt)
     lines = [
@@ -114,6 +117,7 @@ def render_dashboard(
         f"**Portfolio status: {s.status_icon} {s.status}** · Drawdown: **{_pct(-s.drawdown)}** · "
         f"VaR 99: **{_pct(s.var_99, 3)}** · cycle `{cycle_id}` at {now:%Y-%m-%d %H:%M:%S} UTC · next in {next_interval_s:g}s",
         "",
+        *(f"> ⚠️ **{w}**\n" for w in warnings),
         "| Real-time metrics | |",
         "|---|---|",
         f"| Total P&L (today) | {_usd(s.daily_pnl_usd)} |",

@@ -102,6 +102,7 @@ def test_dashboard_artifact_holds_the_warehouse_numbers(prefect_api, make_sessio
     assert f"| Equity | {_usd(float(row['equity']))} |" in md
     assert f"| Current positions | {int(row['positions'])} |" in md
     assert f"| Accounts (invalid: fail closed) | {row['accounts']} (" in md
+    assert "⚠️" not in md  # a healthy pipeline shows no warning
     assert "Validation summary" in _artifact(VALIDATION_KEY)["data"]
 
 
@@ -226,3 +227,5 @@ def test_escalation_rows_that_cannot_land_are_kept_and_reported_while_paging_goe
     kept = list((session.outbox.directory / "failed").iterdir())
     assert kept and any(p.name in reported[-1] for p in kept)
     assert sum(s["sent"]["sent"] + s["drain"]["sent"] for s in summaries) > 0  # pages still went out
+    dashboard = _artifact(DASHBOARD_KEY)["data"]
+    assert "Escalation records are not reaching the warehouse" in dashboard and "could not be landed" in dashboard

@@ -22,8 +22,10 @@ Figures (``bench/results/pipeline.json``):
   cycle's commit in the warehouse (what an analyst's query waits for), over the
   cycle measurements above.
 
-A real Prefect API is used: ``$PREFECT_API_URL`` if set, else a temporary one. The process
-runs with the allocator settings ``riskctl`` applies (``risklib.allocator``).
+A real Prefect API is used: ``$PREFECT_API_URL`` if set, else a temporary local server started
+as ``riskctl run`` starts one (``flows.server.start``: the same command and the same lower CPU
+priority), on a free port with its database in a temporary folder. The process runs with the
+allocator settings ``riskctl`` applies (``risklib.allocator``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +137,36 @@ def _shock_to_action_ms(root: Path, accounts: int, cycles: int) -> np.ndarray:
     return np.array(out) if out else np.array([np.nan])
 
 
+@contextlib.contextmanager
+def _prefect_api() -> Iterator[None]:
+    """``$PREFECT_API_URL`` if set, else a temporary server started the way ``riskctl run`` starts one."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows import server
+
+    with socket.socket() as probe:
+        probe.bind((server.DEFAULT_HOST, 0))
+        port = probe.getsockname()[1]
+    previous = os.environ.get("RISK_DATA_DIR")
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["RISK_DATA_DIR"] = home  # its database, log and pid file
+        try:
+            url, _ = server.start(port=port, wait_s=180)
+            try:
+                with temporary_settings({PREFECT_API_URL: url}):
+                    yield
+            finally:
+                server.stop()
+        finally:
+            if previous is None:
+                os.environ.pop("RISK_DATA_DIR", None)
+            else:
+                os.environ["RISK_DATA_DIR"] = previous
+
+
 def run() -> dict[str, float]:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from risklib.allocator import tune_allocator
@@ -140,14 +174,9 @@ def run() -> dict[str, float]:
     tuned = tune_allocator()  # as `riskctl run` runs the monitor
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    harness = contextlib.nullcontext()
-    if not os.environ.get("PREFECT_API_URL"):
-        from prefect.testing.utilities import prefect_test_harness
-
-        harness = prefect_test_harness(server_startup_timeout=120)
     figures: dict[str, float] = {}
     landing: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp, harness, temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    with tempfile.TemporaryDirectory() as tmp, _prefect_api(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         root = Path(tmp)
         for label, accounts, positions, n in (("100", 100, None, 30), ("10k", 10_000, (20, 20), 12)):
             session = _session(root, f"b{label}", accounts, positions=positions)

@@ -1,0 +1,54 @@
+"""The local Prefect server `riskctl run` starts: a real server process, at lower CPU priority."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from flows import server
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((server.DEFAULT_HOST, 0))
+        return s.getsockname()[1]
+
+
+def test_the_server_starts_healthy_below_the_cycles_priority_and_stops(tmp_path, monkeypatch):
+    # Arrange
+    monkeypatch.setenv("RISK_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("RISK_SERVER_NICE", raising=False)
+    port = _free_port()
+    # Act
+    url, started = server.start(port=port, wait_s=180)
+    try:
+        pid = int((tmp_path / "prefect-server.pid").read_text())
+        nice = os.getpriority(os.PRIO_PROCESS, pid)
+        healthy = server.is_healthy(url)
+    finally:
+        stopped = server.stop()
+    # Assert
+    assert started and healthy
+    assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + server.DEFAULT_NICE)
+    assert stopped and not server.is_healthy(url)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", server.DEFAULT_NICE), ("0", 0), ("19", 19)])
+def test_server_priority_comes_from_the_environment(monkeypatch, raw, expected):
+    # Arrange
+    monkeypatch.setenv("RISK_SERVER_NICE", raw)
+    # Act / Assert
+    assert server.server_nice() == expected
+
+
+@pytest.mark.parametrize("raw", ["high", "-5", "20"])
+def test_a_bad_server_priority_names_the_setting_and_value(monkeypatch, raw):
+    # Arrange
+    monkeypatch.setenv("RISK_SERVER_NICE", raw)
+    # Act / Assert
+    with pytest.raises(ValueError, match=rf"RISK_SERVER_NICE='{raw}'"):
+        server.server_nice()

@@ -157,7 +157,10 @@ def _prefect_api() -> Iterator[None]:
             url, _ = server.start(port=port, wait_s=180)
             try:
                 with temporary_settings({PREFECT_API_URL: url}):
-                    yield
+                    try:
+                        yield
+                    finally:
+                        _drain_prefect_workers()  # logs and events reach the server before it stops
             finally:
                 server.stop()
         finally:
@@ -165,6 +168,15 @@ def _prefect_api() -> Iterator[None]:
                 os.environ.pop("RISK_DATA_DIR", None)
             else:
                 os.environ["RISK_DATA_DIR"] = previous
+
+
+def _drain_prefect_workers() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(RuntimeError):  # never started
+        APILogWorker.instance().drain()
+    EventsWorker.drain_all()
 
 
 def run() -> dict[str, float]:

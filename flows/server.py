@@ -89,8 +89,10 @@ def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, wait_s: float =
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # survives the command that started it
-            preexec_fn=(lambda: os.nice(nice)) if nice else None,  # its workers inherit it
         )
+    if nice:
+        # set before the server has started anything (importing takes seconds): what it starts inherits it
+        os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
     _pid_file().write_text(str(proc.pid))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

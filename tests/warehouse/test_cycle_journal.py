@@ -124,3 +124,82 @@ def test_a_process_that_exits_without_closing_still_lands_what_it_recorded(wh_pa
     finally:
         reader.close()
     assert not list((wh_path / "journal").glob("[0-9]*.cycle"))
+
+
+def _snapshots(wh: Warehouse) -> int:
+    return int(wh.query(f"SELECT count(*) AS n FROM ducklake_snapshots('{_connect.CATALOG}')")["n"][0])
+
+
+def _three_cycles(start: int = 0) -> list:
+    out = []
+    for i in range(start, start + 3):
+        at = T0 + timedelta(minutes=i)
+        out.append(cycle(f"c{i}", at, realtime_risk_metrics=account_metrics(at), position_risk_metrics=position_metrics(at),
+                         alerts=alert_rows(at)))
+    return out
+
+
+def test_write_cycles_lands_each_cycle_whole_in_one_transaction(wh):
+    # Arrange
+    before = _snapshots(wh)
+    # Act
+    wh.write_cycles(_three_cycles())
+    # Assert: one commit; every cycle's rows, run and audit entries, in order
+    assert _snapshots(wh) == before + 1
+    assert _cycle_ids(wh) == ["c0", "c1", "c2"]
+    counts = wh.query("SELECT cycle_id, count(*) AS n FROM position_risk_metrics GROUP BY cycle_id ORDER BY cycle_id")
+    assert counts["n"].to_list() == [6, 6, 6]
+    subjects = wh.query("SELECT subject FROM audit_log WHERE action = 'cycle.record' ORDER BY seq")["subject"].to_list()
+    assert subjects == ["c0", "c1", "c2"]
+    assert wh.verify().ok
+
+
+def test_a_refused_batch_leaves_nothing_and_records_no_failure(wh):
+    # Arrange: the last cycle of the batch breaks the schema
+    batch = _three_cycles()
+    bad = batch[-1]
+    batch[-1] = cycle(bad.cycle_id, bad.finished_at, alerts=alert_rows(bad.finished_at, level=9))
+    # Act
+    with pytest.raises(WarehouseError, match=r"alerts.level=9"):
+        wh.write_cycles(batch)
+    # Assert: the caller lands them one by one, which records the refusal
+    assert wh.query("SELECT count(*) AS n FROM cycle_runs")["n"][0] == 0
+    assert wh.query("SELECT count(*) AS n FROM position_risk_metrics")["n"][0] == 0
+
+
+def test_a_lander_that_fell_behind_commits_the_waiting_cycles_together(wh):
+    # Arrange: the lander cannot take the writer lock while the cycles are submitted
+    journal = CycleJournal(wh)
+    before = _snapshots(wh)
+    with _connect.writer_lock(wh.layout.lock_file, 30):
+        for records in _three_cycles():
+            journal.submit(records)
+    # Act
+    assert journal.flush(timeout_s=60)
+    # Assert: fewer commits than cycles, every cycle whole and in order, no entry left
+    assert _snapshots(wh) < before + 3
+    assert _cycle_ids(wh) == ["c0", "c1", "c2"]
+    assert journal.landed == 3 and len(journal.lag_ms) == 3
+    assert _entries(journal) == []
+    assert wh.verify().ok
+    journal.close()
+
+
+def test_when_landing_together_fails_each_cycle_lands_alone(wh, monkeypatch):
+    # Arrange: the batched commit fails once (a database error)
+    journal = CycleJournal(wh)
+
+    def refuse(batch):
+        raise WarehouseError("database is busy")
+
+    monkeypatch.setattr(journal._lander, "write_cycles", refuse)
+    with _connect.writer_lock(wh.layout.lock_file, 30):
+        for records in _three_cycles():
+            journal.submit(records)
+    # Act
+    assert journal.flush(timeout_s=60)
+    # Assert
+    assert _cycle_ids(wh) == ["c0", "c1", "c2"]
+    assert _entries(journal) == []
+    assert wh.verify().ok
+    journal.close()

@@ -7,11 +7,14 @@ still raised in the cycle and recorded as a failed cycle), writes them to a
 journal entry on local disk, and returns. A lander thread commits the entries to
 the warehouse in order, one cycle per transaction, exactly as
 :meth:`Warehouse.write_cycle` would have, and deletes each entry once committed.
+When it has fallen behind, it commits up to ``batch_max`` waiting cycles in one
+transaction (:meth:`Warehouse.write_cycles`): the commit, the larger part of
+landing a small cycle, is then paid once for all of them.
 
 - Nothing is lost by a crash: entries left on disk are landed when the journal is
   opened again, and an entry whose cycle is already in ``cycle_runs`` (a crash
   between COMMIT and delete) is not landed twice.
-- Readers never see half a cycle: each entry lands in one transaction.
+- Readers never see half a cycle: each entry lands whole, in one transaction.
 - The backlog is bounded: :meth:`CycleJournal.submit` waits while
   ``max_backlog`` entries are waiting, so the warehouse is never far behind.
 - A cycle that cannot be landed after ``retries`` attempts is moved to
@@ -182,6 +185,13 @@ class LanderThread:
     def _land_queued(self, item: tuple) -> None:
         raise NotImplementedError
 
+    def _take(self) -> list[tuple]:
+        """The queued items the next landing commits (under the lock, queue not empty): the oldest."""
+        return [self._queue[0]]
+
+    def _land_items(self, items: list[tuple]) -> None:
+        self._land_queued(items[0])
+
     @property
     def backlog(self) -> int:
         """Entries written but not yet committed to the warehouse."""
@@ -224,14 +234,15 @@ class LanderThread:
                     self._cond.wait()
                 if not self._queue:
                     return
-                item = self._queue[0]
+                items = self._take()
                 self._busy = True
             try:
-                self._land_queued(item)
+                self._land_items(items)
             finally:
                 with self._cond:
-                    if self._queue and self._queue[0][0] == item[0]:  # close() may have cleared it meanwhile
-                        self._queue.popleft()
+                    for item in items:
+                        if self._queue and self._queue[0][0] == item[0]:  # close() may have cleared it meanwhile
+                            self._queue.popleft()
                     self._busy = False
                     self._cond.notify_all()
 
@@ -347,9 +358,45 @@ class CycleJournal(LanderThread):
 
     # --- the lander thread -----------------------------------------------------------
 
+    #: Entries one landing commits together at most, when the lander is behind.
+    batch_max = 4
+
+    def _take(self) -> list[tuple]:
+        # consecutive entries still in memory; a recovered one is checked and landed alone
+        items: list[tuple] = []
+        for item in self._queue:
+            _, records, recovered = item
+            if records is None or recovered or len(items) >= self.batch_max:
+                break
+            items.append(item)
+        return items or [self._queue[0]]
+
+    def _land_items(self, items: list[tuple]) -> None:
+        """Several waiting cycles in one transaction (one commit instead of one each); alone if that fails."""
+        if len(items) == 1:
+            self._land_queued(items[0])
+            return
+        try:
+            self._lander.write_cycles([records for _, records, _ in items])
+        except Exception as exc:  # noqa: BLE001 - each is landed (or kept and reported) on its own
+            log.warning("landing %d cycles together failed (%s: %s); landing them one by one",
+                        len(items), type(exc).__name__, exc)
+            for item in items:
+                self._land_queued(item)
+            return
+        for path, _, _ in items:
+            self._done(path)
+
     def _land_queued(self, item: tuple) -> None:
         path, records, recovered = item
         self._land(path, records, recovered)
+
+    def _done(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self.landed += 1
+        started = self._submitted_at.pop(path.name, None)
+        if started is not None:
+            self.lag_ms.append((time.monotonic() - started) * 1e3)
 
     def _land(self, path: Path, records: CycleRecords | None, recovered: bool) -> None:
         error = ""
@@ -360,11 +407,7 @@ class CycleJournal(LanderThread):
                     log.info("cycle %s was already in the warehouse; journal entry removed", rec.cycle_id)
                 else:
                     self._lander.write_cycle(rec)
-                path.unlink(missing_ok=True)
-                self.landed += 1
-                started = self._submitted_at.pop(path.name, None)
-                if started is not None:
-                    self.lag_ms.append((time.monotonic() - started) * 1e3)
+                self._done(path)
                 return
             except Exception as exc:  # noqa: BLE001 - every failure is retried, then kept and reported
                 error = f"{type(exc).__name__}: {exc}"

@@ -81,7 +81,8 @@ class _FileEncode:
     waits for the worker and deletes it.
     """
 
-    def __init__(self, table: str, frame: pl.DataFrame, columns: list[_validate.Column], cycle_id: str, path: Path) -> None:
+    def __init__(self, table: str, frame: pl.DataFrame, columns: list[_validate.Column], cycle_id: str | None,
+                 path: Path) -> None:
         self.table = table
         self.path = path
         self.handed_over = False
@@ -91,11 +92,11 @@ class _FileEncode:
         )
         self._thread.start()
 
-    def _run(self, frame: pl.DataFrame, columns: list[_validate.Column], cycle_id: str) -> None:
+    def _run(self, frame: pl.DataFrame, columns: list[_validate.Column], cycle_id: str | None) -> None:
         try:
             prepared = _validate.prepare(self.table, frame, columns, cycle_id=cycle_id)
             # A cycle_id the frame left out was filled in with this cycle's id in every row.
-            constants = {"cycle_id": cycle_id} if "cycle_id" not in frame.columns else None
+            constants = {"cycle_id": cycle_id} if cycle_id is not None and "cycle_id" not in frame.columns else None
             stored = _validate.storage_frame(prepared, columns, constants=constants)
             if stored is None:
                 self._future.set_result(prepared)
@@ -399,7 +400,7 @@ class Warehouse:
             for table in records.tables:
                 if table not in CYCLE_TABLES:
                     raise WarehouseError(f"table={table!r}: not a cycle table (allowed: {sorted(CYCLE_TABLES)})")
-            self._start_encodes(records, encodes)
+            self._start_encodes(records.tables, records.cycle_id, encodes)
             prepared: dict[str, pl.DataFrame] = {}
             for table, frame in records.tables.items():
                 if table in encodes:
@@ -416,19 +417,7 @@ class Warehouse:
                             encodes[earlier].result()
                     raise
             run = self.prepare("cycle_runs", self._cycle_run_row(records, records.status, records.error))
-            entries = [dict(e) for e in records.audit] + [
-                {
-                    "actor": "pipeline",
-                    "action": "cycle.record",
-                    "subject": records.cycle_id,
-                    "at": records.finished_at,
-                    "detail": {"status": records.status, "flow_run_id": records.flow_run_id,
-                               "rows": {t: f.height for t, f in records.tables.items()}},
-                }
-            ]
-            for e in entries:
-                e.setdefault("at", records.finished_at)
-            self._transaction(prepared | {"cycle_runs": run}, entries, encodes)
+            self._transaction(prepared | {"cycle_runs": run}, self._cycle_entries(records), encodes)
         except WarehouseError as exc:
             self._discard_encodes(encodes)
             self._record_failed_cycle(records, str(exc))
@@ -442,18 +431,74 @@ class Warehouse:
             self._discard_encodes(encodes)
             raise
 
-    def _start_encodes(self, records: CycleRecords, encodes: dict[str, _FileEncode]) -> None:
+    def write_cycles(self, batch: list[CycleRecords]) -> None:
+        """Land several whole cycles in ONE transaction: what :meth:`write_cycle` lands for each.
+
+        For a write-behind catching up: one commit (and one data file per large
+        table) instead of one per cycle. Readers still never see part of a cycle.
+        On any refusal nothing of the batch remains and nothing is recorded as
+        failed: the caller lands the cycles one by one, which records each refusal.
+        """
+        self._require_writer()
+        if len(batch) == 1:
+            self.write_cycle(batch[0])
+            return
+        parts: dict[str, list[pl.DataFrame]] = {}
+        runs: list[pl.DataFrame] = []
+        entries: list[dict] = []
+        for records in batch:
+            if records.status not in ("completed", "failed"):
+                raise WarehouseError(f"cycle_runs.status={records.status!r}: must be 'completed' or 'failed'")
+            for table, frame in records.tables.items():
+                if table not in CYCLE_TABLES:
+                    raise WarehouseError(f"table={table!r}: not a cycle table (allowed: {sorted(CYCLE_TABLES)})")
+                parts.setdefault(table, []).append(self.prepare(table, frame, cycle_id=records.cycle_id))
+            runs.append(self.prepare("cycle_runs", self._cycle_run_row(records, records.status, records.error)))
+            entries += self._cycle_entries(records)
+        merged = {t: pl.concat(fs, how="vertical") for t, fs in parts.items()}
+        encodes: dict[str, _FileEncode] = {}
+        try:
+            self._start_encodes(merged, None, encodes)  # each frame carries its cycles' ids already
+            small = {t: f for t, f in merged.items() if t not in encodes}
+            self._transaction(small | {"cycle_runs": pl.concat(runs, how="vertical")}, entries, encodes)
+        except duckdb.Error as exc:
+            self._discard_encodes(encodes)
+            ids = ", ".join(r.cycle_id for r in batch)
+            raise WarehouseError(f"cycles {ids}: {exc}") from exc
+        except BaseException:
+            self._discard_encodes(encodes)
+            raise
+
+    @staticmethod
+    def _cycle_entries(records: CycleRecords) -> list[dict]:
+        """A cycle's audit entries: its own, then the ``cycle.record`` entry of the write."""
+        entries = [dict(e) for e in records.audit] + [
+            {
+                "actor": "pipeline",
+                "action": "cycle.record",
+                "subject": records.cycle_id,
+                "at": records.finished_at,
+                "detail": {"status": records.status, "flow_run_id": records.flow_run_id,
+                           "rows": {t: f.height for t, f in records.tables.items()}},
+            }
+        ]
+        for e in entries:
+            e.setdefault("at", records.finished_at)
+        return entries
+
+    def _start_encodes(self, tables: dict[str, pl.DataFrame], cycle_id: str | None,
+                       encodes: dict[str, _FileEncode]) -> None:
         """Start a :class:`_FileEncode` into ``encodes`` for each frame large enough to become a Parquet file.
 
         Each is added as soon as it starts, so the caller can discard it if a later one fails to start.
         """
         if not _ENCODE_IN_BACKGROUND or self.layout.local_root is None:
             return
-        for table, frame in records.tables.items():
+        for table, frame in tables.items():
             if frame.height >= _FILE_ROWS:
                 # Catalog reads (columns, folder) stay on this thread; the worker gets plain values.
                 path = self._table_dir(table) / f"ducklake-{uuid.uuid4()}.parquet"
-                encodes[table] = _FileEncode(table, frame, self.columns(table), records.cycle_id, path)
+                encodes[table] = _FileEncode(table, frame, self.columns(table), cycle_id, path)
 
     @staticmethod
     def _discard_encodes(encodes: dict[str, _FileEncode]) -> None:

@@ -440,9 +440,6 @@ class Warehouse:
         failed: the caller lands the cycles one by one, which records each refusal.
         """
         self._require_writer()
-        if len(batch) == 1:
-            self.write_cycle(batch[0])
-            return
         parts: dict[str, list[pl.DataFrame]] = {}
         runs: list[pl.DataFrame] = []
         entries: list[dict] = []

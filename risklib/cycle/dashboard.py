@@ -179,7 +179,7 @@ def render_dashboard(
             lines.append(
                 f"| {r['account_id']} | {r['instrument']} | {r['strategy']} | {r['quantity']:,.0f} | {_usd(r['unrealized_pnl_usd'])} | "
                 f"{_pct(r['position_var_95'], 3)} | {_pct(r['risk_contribution'], 3)} | {r['volatility_score']:.2f} | {icon} {name} | "
-                f"{'n/a' if mult is None else _pct(mult, 0)} | {'n/a' if cap is None else _usd(cap)} |"
+                f"{'n/a' if mult is None else _pct(mult, 0)} | {'n/a' if cap is None or cap != cap else f'${cap:,.0f}'} |"
             )
     else:
         lines.append("No open positions.")

@@ -123,7 +123,10 @@ def test_position_table_artifact_carries_the_cycles_sizing(prefect_api, make_ses
         sized = by_key[(row["account_id"], row["instrument"], row["strategy"])]
         assert row["sizing_multiplier"] == pytest.approx(sized["sizing_multiplier"])
         assert row["max_position_usd"] == pytest.approx(sized["max_position_usd"])
-    assert "| Sizing | Max new position |" in _artifact(DASHBOARD_KEY)["data"]
+    dashboard = _artifact(DASHBOARD_KEY)["data"]
+    assert "| Sizing | Max new position |" in dashboard
+    top = table[0]  # the dashboard lists the same top positions first
+    assert f"| {top['sizing_multiplier'] * 100:.0f}% | ${top['max_position_usd']:,.0f} |" in dashboard
 
 
 def test_flash_crash_fires_alerts_actions_and_faster_cadence(prefect_api, make_session):

@@ -82,8 +82,9 @@ class _FileEncode:
     """
 
     def __init__(self, table: str, frame: pl.DataFrame, columns: list[_validate.Column], cycle_id: str | None,
-                 path: Path) -> None:
+                 path: Path, *, prepared: bool = False) -> None:
         self.table = table
+        self._prepared = prepared
         self.path = path
         self.handed_over = False
         self._future: concurrent.futures.Future[pl.DataFrame | None] = concurrent.futures.Future()
@@ -94,7 +95,7 @@ class _FileEncode:
 
     def _run(self, frame: pl.DataFrame, columns: list[_validate.Column], cycle_id: str | None) -> None:
         try:
-            prepared = _validate.prepare(self.table, frame, columns, cycle_id=cycle_id)
+            prepared = frame if self._prepared else _validate.prepare(self.table, frame, columns, cycle_id=cycle_id)
             # A cycle_id the frame left out was filled in with this cycle's id in every row.
             constants = {"cycle_id": cycle_id} if cycle_id is not None and "cycle_id" not in frame.columns else None
             stored = _validate.storage_frame(prepared, columns, constants=constants)
@@ -116,6 +117,15 @@ class _FileEncode:
         self._thread.join()
         if not self.handed_over:
             self.path.unlink(missing_ok=True)
+
+
+def _check_cycle(records: CycleRecords) -> None:
+    """What a cycle write refuses before looking at any frame: an unknown status or table."""
+    if records.status not in ("completed", "failed"):
+        raise WarehouseError(f"cycle_runs.status={records.status!r}: must be 'completed' or 'failed'")
+    for table in records.tables:
+        if table not in CYCLE_TABLES:
+            raise WarehouseError(f"table={table!r}: not a cycle table (allowed: {sorted(CYCLE_TABLES)})")
 
 
 def _write_file(stored: pl.DataFrame, path: Path) -> None:
@@ -395,11 +405,7 @@ class Warehouse:
         self._require_writer()
         encodes: dict[str, _FileEncode] = {}
         try:
-            if records.status not in ("completed", "failed"):
-                raise WarehouseError(f"cycle_runs.status={records.status!r}: must be 'completed' or 'failed'")
-            for table in records.tables:
-                if table not in CYCLE_TABLES:
-                    raise WarehouseError(f"table={table!r}: not a cycle table (allowed: {sorted(CYCLE_TABLES)})")
+            _check_cycle(records)
             self._start_encodes(records.tables, records.cycle_id, encodes)
             prepared: dict[str, pl.DataFrame] = {}
             for table, frame in records.tables.items():
@@ -444,18 +450,15 @@ class Warehouse:
         runs: list[pl.DataFrame] = []
         entries: list[dict] = []
         for records in batch:
-            if records.status not in ("completed", "failed"):
-                raise WarehouseError(f"cycle_runs.status={records.status!r}: must be 'completed' or 'failed'")
+            _check_cycle(records)
             for table, frame in records.tables.items():
-                if table not in CYCLE_TABLES:
-                    raise WarehouseError(f"table={table!r}: not a cycle table (allowed: {sorted(CYCLE_TABLES)})")
                 parts.setdefault(table, []).append(self.prepare(table, frame, cycle_id=records.cycle_id))
             runs.append(self.prepare("cycle_runs", self._cycle_run_row(records, records.status, records.error)))
             entries += self._cycle_entries(records)
         merged = {t: pl.concat(fs, how="vertical") for t, fs in parts.items()}
         encodes: dict[str, _FileEncode] = {}
         try:
-            self._start_encodes(merged, None, encodes)  # each frame carries its cycles' ids already
+            self._start_encodes(merged, None, encodes, prepared=True)
             small = {t: f for t, f in merged.items() if t not in encodes}
             self._transaction(small | {"cycle_runs": pl.concat(runs, how="vertical")}, entries, encodes)
         except duckdb.Error as exc:
@@ -484,10 +487,11 @@ class Warehouse:
         return entries
 
     def _start_encodes(self, tables: dict[str, pl.DataFrame], cycle_id: str | None,
-                       encodes: dict[str, _FileEncode]) -> None:
+                       encodes: dict[str, _FileEncode], *, prepared: bool = False) -> None:
         """Start a :class:`_FileEncode` into ``encodes`` for each frame large enough to become a Parquet file.
 
         Each is added as soon as it starts, so the caller can discard it if a later one fails to start.
+        ``prepared``: the frames are :func:`_validate.prepare`'d already (ids included).
         """
         if not _ENCODE_IN_BACKGROUND or self.layout.local_root is None:
             return
@@ -495,7 +499,7 @@ class Warehouse:
             if frame.height >= _FILE_ROWS:
                 # Catalog reads (columns, folder) stay on this thread; the worker gets plain values.
                 path = self._table_dir(table) / f"ducklake-{uuid.uuid4()}.parquet"
-                encodes[table] = _FileEncode(table, frame, self.columns(table), cycle_id, path)
+                encodes[table] = _FileEncode(table, frame, self.columns(table), cycle_id, path, prepared=prepared)
 
     @staticmethod
     def _discard_encodes(encodes: dict[str, _FileEncode]) -> None:

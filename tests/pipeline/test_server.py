@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import httpx
 import pytest
 
 from flows import server
@@ -18,7 +19,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_server_starts_healthy_below_the_cycles_priority_and_stops(tmp_path, monkeypatch):
+def test_the_server_starts_healthy_below_the_cycles_priority_with_batched_recording_and_stops(tmp_path, monkeypatch):
     # Arrange
     monkeypatch.setenv("RISK_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("RISK_SERVER_NICE", raising=False)
@@ -29,12 +30,15 @@ def test_the_server_starts_healthy_below_the_cycles_priority_and_stops(tmp_path,
         pid = int((tmp_path / "prefect-server.pid").read_text())
         nice = os.getpriority(os.PRIO_PROCESS, pid)
         healthy = server.is_healthy(url)
+        settings = httpx.get(f"{url}/admin/settings", timeout=10).json()
     finally:
         stopped = server.stop()
     # Assert
     assert started and healthy
     assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + server.DEFAULT_NICE)
     assert stopped and not server.is_healthy(url)
+    recorder = settings["server"]["services"]["task_run_recorder"]
+    assert (recorder["batch_size"], recorder["flush_interval"]) == (200, 1.0)  # task runs recorded in batches
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("", server.DEFAULT_NICE), ("0", 0), ("19", 19)])

@@ -10,10 +10,13 @@ their own parts to the constructor.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from risklib.config import RiskConfig, load_config
 from risklib.core import frames
 from risklib.cycle.stages import CycleResult
 from risklib.cycle.window import ReturnsWindow
+
+log = logging.getLogger(__name__)
 
 #: Simulated sessions start here unless told otherwise, so the same seed gives the same session.
 SIM_START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
@@ -104,8 +109,12 @@ class Session:
         self._changes_seen = 0
         self._manual_done: set[str] = set()
         self._manual_operator: dict[str, tuple[str, int]] = {}
-        self.state: pl.DataFrame | None = state
-        self.gate_state = None
+        self._state: pl.DataFrame | None = state
+        self._gate_state: Any = None
+        # A recorded cycle's state and gate state, waiting for its journal entry to be durable.
+        self._pending: tuple[Future, pl.DataFrame, Future] | None = None
+        self._pending_error: BaseException | None = None
+        self._settle_lock = threading.Lock()
         self._cycle_no = 0
         self._gate_pool: ThreadPoolExecutor | None = None
         self._known_incidents: set[str] = set()
@@ -232,12 +241,18 @@ class Session:
 
     def flush(self) -> None:
         """Wait until every recorded cycle and escalation write is committed to the warehouse (readers see it)."""
+        try:
+            self._settle()
+        except Exception as exc:  # noqa: BLE001 - reported by the cycle that relies on it; here only waited for
+            log.error("the last recorded cycle did not become durable: %s: %s", type(exc).__name__, exc)
         if self.outbox is not None:
             self.outbox.flush()
         if self.journal is not None:
             self.journal.flush()
 
     def close(self) -> None:
+        if self.journal is not None:
+            self.journal.flush()  # the last cycle's entry is durable before its state is dropped
         if self._gate_pool is not None:
             self._gate_pool.shutdown(wait=True)
             self._gate_pool = None
@@ -251,6 +266,53 @@ class Session:
         self.warehouse.close()
 
     # --- carried state ------------------------------------------------------------
+
+    @property
+    def state(self) -> pl.DataFrame | None:
+        """The risk state carried from the last durably recorded cycle (waits for the newest to be durable).
+
+        Raises the error of a recorded cycle whose journal entry could not be flushed to the disk
+        (once): its decisions were never relied on, and the cycle that would build on them fails.
+        """
+        self._settle()
+        return self._state
+
+    @state.setter
+    def state(self, value: pl.DataFrame | None) -> None:
+        self._settle()
+        self._state = value
+
+    @property
+    def gate_state(self) -> Any:
+        """The gate state of the last durably recorded cycle; never waits (an order is checked at once,
+        against the newest state already durable)."""
+        self._settle(wait=False)
+        return self._gate_state
+
+    def _settle(self, *, wait: bool = True) -> None:
+        """Put the pending cycle's state and gate state in force once its journal entry is durable."""
+        pending = self._pending
+        if pending is not None:
+            durable, state, gate = pending
+            if wait:
+                futures_wait((durable, gate))  # outside the lock: a gate check never waits for the disk
+            elif not (durable.done() and gate.done()):
+                return
+            with self._settle_lock:
+                if self._pending is pending:
+                    self._pending = None
+                    try:
+                        durable.result()
+                        gate_state = gate.result()
+                    except BaseException as exc:  # noqa: BLE001 - kept for the caller that relies on it
+                        self._pending_error = exc
+                    else:
+                        self._state, self._gate_state = state, gate_state
+        if wait and self._pending_error is not None:
+            with self._settle_lock:
+                error, self._pending_error = self._pending_error, None
+            if error is not None:
+                raise error
 
     def next_cycle_id(self) -> str:
         self._cycle_no += 1
@@ -512,8 +574,9 @@ class Session:
             tables["correlation_snapshots"] = correlation_rows(book.instruments, book.correlation, now)
         if activity is not None and activity.denials.height:
             tables["gate_denials"] = activity.denials
+        self._settle()  # the previous cycle's, in order; raises if it did not become durable
         write = self.journal.submit if self.journal is not None else self.warehouse.write_cycle
-        write(
+        durable = write(
             CycleRecords(
                 cycle_id=result.cycle_id,
                 flow_run_id=flow_run_id,
@@ -541,9 +604,15 @@ class Session:
                 next_interval_s=float(ev.next_interval_s),
             )
         )
-        # Carried to the next cycle only once the cycle is durable (journal or warehouse).
-        self.state = state
-        self.gate_state = gate.result()
+        # Carried to the next cycle, and in force at the gate, only once the cycle is durable: at once
+        # for a direct warehouse write; for the journal, when its thread has flushed the entry (the
+        # next cycle's first reader of the state waits for that; the gate keeps the previous state
+        # until then, never waiting).
+        if durable is None:
+            durable = Future()
+            durable.set_result(None)
+        with self._settle_lock:
+            self._pending = (durable, state, gate)
 
     def _gate_builder(self) -> ThreadPoolExecutor:
         if self._gate_pool is None:

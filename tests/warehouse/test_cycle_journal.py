@@ -1,7 +1,9 @@
-"""CycleJournal: cycles are durable at once, land in the warehouse in order, and survive crashes."""
+"""CycleJournal: cycles become durable behind the cycle, land in the warehouse in order, and survive crashes."""
 
 from __future__ import annotations
 
+import shutil
+import threading
 from datetime import timedelta
 
 import polars as pl
@@ -202,4 +204,40 @@ def test_when_landing_together_fails_each_cycle_lands_alone(wh, monkeypatch):
     assert _cycle_ids(wh) == ["c0", "c1", "c2"]
     assert _entries(journal) == []
     assert wh.verify().ok
+    journal.close()
+
+
+def test_submit_returns_before_the_entry_is_durable_and_its_future_says_when(wh):
+    # Arrange: the journal's writing thread is busy (as with a slow disk)
+    journal = CycleJournal(wh)
+    release = threading.Event()
+    journal._syncer.submit(release.wait)
+    # Act
+    durable = journal.submit(cycle("c1", T0, realtime_risk_metrics=account_metrics(T0)))
+    # Assert: handed over, not yet on disk nor landed; counted in the backlog
+    assert not durable.done() and _entries(journal) == [] and journal.backlog == 1
+    release.set()
+    durable.result(timeout=60)
+    assert journal.flush(timeout_s=60) and _cycle_ids(wh) == ["c1"]
+    assert journal.lag_ms and journal.backlog == 0
+    journal.close()
+
+
+def test_an_entry_that_cannot_be_written_fails_its_future_and_is_never_landed(wh):
+    # Arrange: the journal folder disappears while the entry waits to be written
+    journal = CycleJournal(wh)
+    release = threading.Event()
+    journal._syncer.submit(release.wait)
+    lost = journal.submit(cycle("c1", T0, realtime_risk_metrics=account_metrics(T0)))
+    shutil.rmtree(journal.directory)
+    # Act
+    release.set()
+    # Assert: the future carries the error; nothing is queued, nothing lands
+    with pytest.raises(OSError):
+        lost.result(timeout=60)
+    assert journal.flush(timeout_s=60) and journal.backlog == 0 and _cycle_ids(wh) == []
+    # the next cycle is written once the folder is back
+    journal.directory.mkdir()
+    journal.submit(cycle("c2", T0 + timedelta(minutes=1), realtime_risk_metrics=account_metrics(T0))).result(timeout=60)
+    assert journal.flush(timeout_s=60) and _cycle_ids(wh) == ["c2"]
     journal.close()

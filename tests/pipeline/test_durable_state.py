@@ -1,0 +1,79 @@
+"""A cycle's state is carried, and its gate state put in force, only once its journal entry is durable."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+
+from risklib.cycle import stages
+from risklib.cycle.stages import CycleResult
+
+
+def _run_cycle(session) -> None:
+    """One cycle through the stage functions, as the monitor's tasks call them."""
+    now = session.clock.now()
+    session.run_market(now)
+    r = CycleResult(cycle_id=session.next_cycle_id(), now=now)
+    r.snapshot = stages.ingest(session, now)
+    r.validation = stages.validate(session, r.snapshot, now)
+    r.book = stages.compute_metrics(session, r.validation, r.snapshot)
+    r.sizing = stages.size_positions(session, r.book)
+    r.evaluation = stages.evaluate_triggers(session, now, r.book, r.snapshot)
+    r.escalation = stages.escalate(session, now, r.evaluation)
+    r.execution = stages.act(session, now, r.evaluation, r.snapshot, r.book.accounts)
+    stages.record(session, r, now, None)
+    session.clock.advance(60)
+
+
+def _hold_journal_writes(session) -> threading.Event:
+    """Keep the journal's writing thread busy (as a slow disk would) until the event is set."""
+    release = threading.Event()
+    session.journal._syncer.submit(release.wait)
+    return release
+
+
+def test_the_gate_keeps_the_previous_state_until_the_cycle_is_durable(make_session):
+    # Arrange
+    session = make_session(accounts=4)
+    release = _hold_journal_writes(session)
+    # Act: the cycle is recorded, its entry not yet written
+    _run_cycle(session)
+    before = session.gate_state
+    reader = threading.Thread(target=lambda: session.state, daemon=True)
+    reader.start()
+    reader.join(0.3)
+    waiting = reader.is_alive()
+    release.set()
+    reader.join(60)
+    # Assert: no gate state was in force before (orders fail closed), the next cycle's read of the
+    # carried state waited for the disk, and both are in force once it is durable
+    assert before is None and waiting
+    assert session.journal.flush(timeout_s=60)
+    assert session.gate_state is not None and session.state is not None and session.state.height == 4
+
+
+def test_a_cycle_that_never_became_durable_is_not_relied_on(make_session):
+    # Arrange: one durable cycle, then one whose journal entry cannot be written
+    session = make_session(accounts=4)
+    _run_cycle(session)
+    session.journal.flush(timeout_s=60)
+    gate_before, state_before = session.gate_state, session.state
+    release = _hold_journal_writes(session)
+    _run_cycle(session)
+    shutil.rmtree(session.journal.directory)
+    # Act
+    release.set()
+    session.journal.flush(timeout_s=60)
+    # Assert: the gate keeps the durable cycle's state; the next reader of the carried state gets
+    # the error (its cycle fails and is recorded), once; the state stays the durable cycle's
+    assert session.gate_state is gate_before
+    with pytest.raises(OSError):
+        session.state  # noqa: B018 - the property is what is tested
+    assert session.state is state_before
+    # and the session goes on once the disk is back
+    (session.journal.directory / "failed").mkdir(parents=True)
+    _run_cycle(session)
+    session.flush()
+    assert session.gate_state is not gate_before

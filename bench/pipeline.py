@@ -18,9 +18,12 @@ Figures (``bench/results/pipeline.json``):
   so it waited for the rest of that cycle, the wait before the next may start
   (cycles start at most every ``monitor.min_cycle_period_s``), and this cycle's
   ingest -> act.
-- ``record_landing_p99_ms``: from the record stage's journal write to the
+- ``record_landing_p99_ms``: from the record stage handing the cycle to the journal to the
   cycle's commit in the warehouse (what an analyst's query waits for), over the
   cycle measurements above.
+- ``record_durable_p99_ms``: from the same hand-over to the journal entry being written and
+  flushed to disk, off the cycle (what the next cycle's read of the carried state and the
+  gate's new state wait for).
 
 A real Prefect API is used: ``$PREFECT_API_URL`` if set, else a temporary local server started
 as ``riskctl run`` starts one (``flows.server.start``: the same command and the same lower CPU
@@ -188,6 +191,7 @@ def run() -> dict[str, float]:
 
     figures: dict[str, float] = {}
     landing: list[float] = []
+    durable: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, _prefect_api(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         root = Path(tmp)
         for label, accounts, positions, n in (("100", 100, None, 30), ("10k", 10_000, (20, 20), 12)):
@@ -197,6 +201,7 @@ def run() -> dict[str, float]:
                 flow = _flow_cycles_ms(session, n)
                 session.flush()
                 landing.extend(session.journal.lag_ms if session.journal is not None else [])
+                durable.extend(session.journal.durable_ms if session.journal is not None else [])
             finally:
                 session.close()
             figures[f"cycle_{label}_p99_ms"] = round(p(flow, 99), 1)
@@ -205,6 +210,8 @@ def run() -> dict[str, float]:
             figures[f"prefect_ratio_{label}"] = round(p(flow, 50) / p(base, 50), 2)
         if landing:
             figures["record_landing_p99_ms"] = round(p(np.array(landing), 99), 1)
+        if durable:
+            figures["record_durable_p99_ms"] = round(p(np.array(durable), 99), 1)
         shock = _shock_to_action_ms(root, 100, 40)
         figures["shock_to_action_p99_ms"] = round(p(shock, 99), 1)
         figures["shock_actions_cycles"] = float(np.isfinite(shock).sum())

@@ -338,6 +338,7 @@ class CycleJournal(LanderThread):
         self.landed = 0
         self._submitted_at: dict[str, float] = {}
         self.lag_ms: deque[float] = deque(maxlen=1000)  # submit -> committed, per entry
+        self.durable_ms: deque[float] = deque(maxlen=1000)  # submit -> written and flushed, per entry
         for stale in self.directory.glob(f"{TMP_PREFIX}*"):
             stale.unlink(missing_ok=True)  # never renamed: the cycle did not complete its record
         leftovers = sorted(self.directory.glob(f"[0-9]*{_SUFFIX}"))
@@ -411,6 +412,7 @@ class CycleJournal(LanderThread):
             self._syncing -= 1
             if records is not None:
                 self._queue.append((path, records, False))
+                self.durable_ms.append((time.monotonic() - self._submitted_at.get(path.name, time.monotonic())) * 1e3)
             else:
                 self._submitted_at.pop(path.name, None)
             self._cond.notify_all()

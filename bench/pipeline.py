@@ -76,21 +76,12 @@ def _session(root: Path, name: str, accounts: int, scenario: str = "calm", posit
 
 def _direct_cycle_ms(session) -> float:
     """One cycle through the stage functions without Prefect (the baseline)."""
-    from risklib.cycle import stages
-    from risklib.cycle.stages import CycleResult
+    from risklib.cycle.stages import run_cycle
 
     now = session.clock.now()
     session.run_market(now)  # as the monitor does: the simulated world runs between cycles
     t0 = time.perf_counter()
-    r = CycleResult(cycle_id=session.next_cycle_id(), now=now)
-    r.snapshot = stages.ingest(session, now)
-    r.validation = stages.validate(session, r.snapshot, now)
-    r.book = stages.compute_metrics(session, r.validation, r.snapshot)
-    r.sizing = stages.size_positions(session, r.book)
-    r.evaluation = stages.evaluate_triggers(session, now, r.book, r.snapshot)
-    r.escalation = stages.escalate(session, now, r.evaluation)
-    r.execution = stages.act(session, now, r.evaluation, r.snapshot, r.book.accounts)
-    stages.record(session, r, now, None)
+    run_cycle(session, now, session.next_cycle_id())
     ms = (time.perf_counter() - t0) * 1e3
     session.clock.advance(300)
     return ms

@@ -277,11 +277,6 @@ class Session:
         self._settle()
         return self._state
 
-    @state.setter
-    def state(self, value: pl.DataFrame | None) -> None:
-        self._settle()
-        self._state = value
-
     @property
     def gate_state(self) -> Any:
         """The gate state of the last durably recorded cycle; never waits (an order is checked at once,

@@ -168,3 +168,18 @@ def act(session: Session, now: datetime, evaluation: Any, snapshot: Any, account
 def record(session: Session, result: CycleResult, finished_at: datetime, flow_run_id: str | None) -> None:
     """Write the cycle's records to the warehouse in one transaction and publish the heartbeat."""
     session.record(result, finished_at, flow_run_id)
+
+
+def run_cycle(session: Session, now: datetime, cycle_id: str, flow_run_id: str | None = None) -> CycleResult:
+    """One cycle's eight stages called in order, without Prefect (benchmarks and tests; the monitor
+    runs them as tasks, see ``flows.risk_cycle``)."""
+    r = CycleResult(cycle_id=cycle_id, now=now)
+    r.snapshot = ingest(session, now)
+    r.validation = validate(session, r.snapshot, now)
+    r.book = compute_metrics(session, r.validation, r.snapshot)
+    r.sizing = size_positions(session, r.book)
+    r.evaluation = evaluate_triggers(session, now, r.book, r.snapshot)
+    r.escalation = escalate(session, now, r.evaluation)
+    r.execution = act(session, now, r.evaluation, r.snapshot, r.book.accounts)
+    record(session, r, now, flow_run_id)
+    return r

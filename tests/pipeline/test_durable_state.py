@@ -7,23 +7,14 @@ import threading
 
 import pytest
 
-from risklib.cycle import stages
-from risklib.cycle.stages import CycleResult
+from risklib.cycle.stages import run_cycle
 
 
 def _run_cycle(session) -> None:
     """One cycle through the stage functions, as the monitor's tasks call them."""
     now = session.clock.now()
     session.run_market(now)
-    r = CycleResult(cycle_id=session.next_cycle_id(), now=now)
-    r.snapshot = stages.ingest(session, now)
-    r.validation = stages.validate(session, r.snapshot, now)
-    r.book = stages.compute_metrics(session, r.validation, r.snapshot)
-    r.sizing = stages.size_positions(session, r.book)
-    r.evaluation = stages.evaluate_triggers(session, now, r.book, r.snapshot)
-    r.escalation = stages.escalate(session, now, r.evaluation)
-    r.execution = stages.act(session, now, r.evaluation, r.snapshot, r.book.accounts)
-    stages.record(session, r, now, None)
+    run_cycle(session, now, session.next_cycle_id())
     session.clock.advance(60)
 
 

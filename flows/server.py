@@ -35,6 +35,13 @@ SERVER_SETTINGS = {
 }
 
 
+def apply_to_temporary_server() -> None:
+    """Give a temporary server Prefect starts on its own (``riskctl run --ephemeral``) the settings of
+    :data:`SERVER_SETTINGS`: it inherits this process's environment (what is set there already wins)."""
+    for name, value in SERVER_SETTINGS.items():
+        os.environ.setdefault(name, value)
+
+
 def data_dir() -> Path:
     """Where the server's database, log and pid file live (``RISK_DATA_DIR`` or ``.riskpipe/``)."""
     return Path(os.environ.get("RISK_DATA_DIR", Path.cwd() / ".riskpipe")).resolve()

@@ -25,8 +25,10 @@ def run_session(
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     # --ephemeral starts a temporary API server; on a busy 2-core machine it needs more than 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here; no telemetry errors
     from flows.monitor import DASHBOARD_KEY, risk_monitor
+    from flows.server import apply_to_temporary_server
+
+    apply_to_temporary_server()  # batched task-run recording, no telemetry (no network here)
     from risklib.cycle.session import Session
 
     session = Session.build(

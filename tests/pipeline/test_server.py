@@ -56,3 +56,33 @@ def test_a_bad_server_priority_names_the_setting_and_value(monkeypatch, raw):
     # Act / Assert
     with pytest.raises(ValueError, match=rf"RISK_SERVER_NICE='{raw}'"):
         server.server_nice()
+
+
+def test_a_temporary_server_prefect_starts_itself_records_task_runs_in_batches_too(monkeypatch):
+    # Arrange: nothing set by the operator; the settings go to this process's environment
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for name in server.SERVER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    server.apply_to_temporary_server()
+    temporary = SubprocessASGIServer(port=_free_port())  # what `--ephemeral` runs
+    # Act
+    temporary.start(timeout=180)
+    try:
+        settings = httpx.get(f"{temporary.api_url}/admin/settings", timeout=10).json()
+    finally:
+        temporary.stop()
+    # Assert
+    assert settings["server"]["services"]["task_run_recorder"]["batch_size"] == 200
+    assert settings["server"]["analytics_enabled"] is False
+
+
+def test_an_operators_own_server_setting_wins(monkeypatch):
+    # Arrange
+    for name in server.SERVER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)  # restored at teardown, whatever the call sets
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "7")
+    # Act
+    server.apply_to_temporary_server()
+    # Assert
+    assert os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "7"

@@ -251,8 +251,6 @@ class Session:
             self.journal.flush()
 
     def close(self) -> None:
-        if self.journal is not None:
-            self.journal.flush()  # the last cycle's entry is durable before its state is dropped
         if self._gate_pool is not None:
             self._gate_pool.shutdown(wait=True)
             self._gate_pool = None

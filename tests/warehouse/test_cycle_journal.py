@@ -20,6 +20,13 @@ def _entries(journal: CycleJournal) -> list[str]:
     return sorted(p.name for p in journal.directory.glob("[0-9]*.cycle"))
 
 
+def _hold_writes(journal: CycleJournal) -> threading.Event:
+    """Keep the journal's writing thread busy (as a slow disk would) until the event is set."""
+    release = threading.Event()
+    journal._syncer.submit(release.wait)
+    return release
+
+
 def _cycle_ids(wh: Warehouse) -> list[str]:
     return wh.query("SELECT cycle_id FROM cycle_runs WHERE status = 'completed' ORDER BY cycle_id")["cycle_id"].to_list()
 
@@ -210,8 +217,7 @@ def test_when_landing_together_fails_each_cycle_lands_alone(wh, monkeypatch):
 def test_submit_returns_before_the_entry_is_durable_and_its_future_says_when(wh):
     # Arrange: the journal's writing thread is busy (as with a slow disk)
     journal = CycleJournal(wh)
-    release = threading.Event()
-    journal._syncer.submit(release.wait)
+    release = _hold_writes(journal)
     # Act
     durable = journal.submit(cycle("c1", T0, realtime_risk_metrics=account_metrics(T0)))
     # Assert: handed over, not yet on disk nor landed; counted in the backlog
@@ -226,8 +232,7 @@ def test_submit_returns_before_the_entry_is_durable_and_its_future_says_when(wh)
 def test_an_entry_that_cannot_be_written_fails_its_future_and_is_never_landed(wh):
     # Arrange: the journal folder disappears while the entry waits to be written
     journal = CycleJournal(wh)
-    release = threading.Event()
-    journal._syncer.submit(release.wait)
+    release = _hold_writes(journal)
     lost = journal.submit(cycle("c1", T0, realtime_risk_metrics=account_metrics(T0)))
     shutil.rmtree(journal.directory)
     # Act

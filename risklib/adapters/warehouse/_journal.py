@@ -5,8 +5,9 @@ transaction) takes 50-200 ms, longer than a whole 100-account cycle may. The
 record stage therefore checks the cycle's frames against the schema (a refusal is
 still raised in the cycle and recorded as a failed cycle) and returns a future.
 The journal's own thread writes them to a journal entry on local disk and flushes
-it (60-300 ms for 200k rows, off the cycle), then completes the future; a lander thread commits the durable entries to the
-warehouse in order, one cycle per transaction, exactly as
+it (60-300 ms for 200k rows, off the cycle), then completes the future; a lander
+thread commits the durable entries to the warehouse in order, one cycle per
+transaction, exactly as
 :meth:`Warehouse.write_cycle` would have, and deletes each entry once committed.
 When it has fallen behind, it commits up to ``batch_max`` waiting cycles in one
 transaction (:meth:`Warehouse.write_cycles`): the commit, the larger part of
@@ -15,8 +16,9 @@ landing a small cycle, is then paid once for all of them.
 - Nothing relied on is lost by a crash: the session carries a cycle's state
   and puts its gate state in force only once its future is done. An entry not
   yet flushed was never relied on; its temporary file is removed at the next
-  start. Durable entries left on disk are landed when the journal is opened again, and an entry whose cycle is already in ``cycle_runs`` (a crash
-  between COMMIT and delete) is not landed twice.
+  start. Durable entries left on disk are landed when the journal is opened
+  again, and an entry whose cycle is already in ``cycle_runs`` (a crash between
+  COMMIT and delete) is not landed twice.
 - Readers never see half a cycle: each entry lands whole, in one transaction.
 - The backlog is bounded: :meth:`CycleJournal.submit` waits while
   ``max_backlog`` entries are waiting, so the warehouse is never far behind.
@@ -205,6 +207,7 @@ class LanderThread:
     def _init_queue(self) -> None:
         self._cond = threading.Condition()
         self._queue: deque[tuple] = deque()
+        self._writing = 0  # handed over, not yet written and queued (CycleJournal's writing thread)
         self._busy = False
         self._closed = False
 
@@ -227,15 +230,15 @@ class LanderThread:
 
     @property
     def backlog(self) -> int:
-        """Entries written but not yet committed to the warehouse."""
+        """Entries handed over but not yet committed to the warehouse (being written or waiting to land)."""
         with self._cond:
-            return len(self._queue) + (1 if self._busy else 0)
+            return self._writing + len(self._queue) + (1 if self._busy else 0)
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every entry is committed (or moved to ``failed/``); False on timeout."""
+        """Wait until every entry is written and committed (or moved to ``failed/``); False on timeout."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
-            while self._queue or self._busy:
+            while self._writing or self._queue or self._busy:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -330,10 +333,9 @@ class CycleJournal(LanderThread):
             clock=warehouse.clock,
         )
         self._init_queue()  # items: (path, records or None to read them back, recovered)
-        # Flushing a 200k-row entry takes 40-300 ms (ext4 also writes out the lander's
+        # Writing and flushing a 200k-row entry takes 60-300 ms (ext4 also writes out the lander's
         # Parquet files first); one thread does it in submission order, off the cycle.
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-sync")
-        self._syncing = 0
         self._failure: str | None = None
         self.landed = 0
         self._submitted_at: dict[str, float] = {}
@@ -382,11 +384,11 @@ class CycleJournal(LanderThread):
                 raise  # pragma: no cover - write_cycle raised above
         records = replace(records, tables=prepared)  # the warehouse's columns and types (+ bookkeeping)
         with self._cond:
-            while len(self._queue) + self._syncing >= self.max_backlog and not self._closed:
+            while len(self._queue) + self._writing >= self.max_backlog and not self._closed:
                 self._cond.wait(0.5)
             self._seq += 1
             seq = self._seq
-            self._syncing += 1
+            self._writing += 1
             self._submitted_at[entry_name(seq, records.cycle_id)] = time.monotonic()
         return self._syncer.submit(self._make_durable, seq, records)
 
@@ -409,7 +411,7 @@ class CycleJournal(LanderThread):
     def _synced(self, path: Path, records: CycleRecords | None = None) -> None:
         """``path`` is durable and queued for landing (``records`` given), or failed (not given)."""
         with self._cond:
-            self._syncing -= 1
+            self._writing -= 1
             if records is not None:
                 self._queue.append((path, records, False))
                 self.durable_ms.append((time.monotonic() - self._submitted_at.get(path.name, time.monotonic())) * 1e3)
@@ -417,32 +419,14 @@ class CycleJournal(LanderThread):
                 self._submitted_at.pop(path.name, None)
             self._cond.notify_all()
 
-    @property
-    def backlog(self) -> int:
-        """Entries written but not yet committed to the warehouse (being flushed or waiting to land)."""
-        with self._cond:
-            return self._syncing + len(self._queue) + (1 if self._busy else 0)
-
-    def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every entry is durable and committed (or moved to ``failed/``); False on timeout."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._cond:
-            while self._syncing:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(0.5 if left is None else min(0.5, left))
-        return super().flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
     def close(self, timeout_s: float | None = None) -> None:
         """Land everything still queued (up to ``timeout_s``), then stop the lander (idempotent).
 
         Entries not landed by then stay in the journal for the next start.
         """
         if not self._closed:
-            self.flush(timeout_s)
-            self._syncer.shutdown(wait=True)
-            self._stop_lander(timeout_s)
+            self._stop_lander(timeout_s)  # waits for the entries being written too
+            self._syncer.shutdown(wait=True)  # one still writing after a timeout is landed at the next start
 
     # --- the lander thread -----------------------------------------------------------
 

@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from flows.risk_cycle import risk_cycle
 from risklib.cycle.dashboard import render_dashboard, summarise, with_sizing
 from risklib.cycle.stages import CycleResult
+from risklib.gc_pauses import freeze_warm_heap
 
 DASHBOARD_KEY = "risk-dashboard"
 POSITIONS_KEY = "position-risks"
@@ -211,6 +212,8 @@ def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublishe
             session.clock_sleep(interval, time.monotonic() - t0)
             continue
         report.cycles += 1
+        if report.cycles == 1:
+            freeze_warm_heap()  # the first cycle loaded what every later one uses (see risklib.gc_pauses)
         emit_trigger_events(result, session)
         publisher.submit(lambda result=result: publish_artifacts(result, session))
         ev = result.evaluation

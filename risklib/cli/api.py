@@ -48,6 +48,9 @@ def api(
     if app.state.ctx.api_token is None:
         typer.echo("note: no API token configured: write endpoints refuse every request "
                    f"(set ${cfg.escalation.credentials.api_token_env} or pass --open-writes)", err=True)
+    from risklib.gc_pauses import freeze_warm_heap
+
+    freeze_warm_heap()  # no full-collection pause of the whole app in the middle of a gate check
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from datetime import timedelta
 from uuid import UUID
@@ -81,6 +82,18 @@ def test_cycle_task_runs_complete_with_stage_names(prefect_api, make_session):
     assert set(names) == STAGES
     assert len(runs) == 2 * len(STAGES)
     assert {r.state_type.value for r in runs} == {"COMPLETED"}
+
+
+def test_monitor_freezes_the_warm_heap_after_its_first_cycle(prefect_api, make_session):
+    # Arrange: nothing frozen yet in this process
+    session = make_session("calm")
+    gc.unfreeze()
+    frozen_at: list[int] = []
+    # Act
+    risk_monitor(session, max_cycles=2, progress=lambda *_: frozen_at.append(gc.get_freeze_count()))
+    # Assert: the session and everything the first cycle loaded are out of full collections' reach
+    assert frozen_at[0] > 10_000
+    assert not any(o is session for o in gc.get_objects())
 
 
 def test_dashboard_artifact_holds_the_warehouse_numbers(prefect_api, make_session):

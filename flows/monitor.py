@@ -102,12 +102,16 @@ class ArtifactPublisher:
     in the loop, they would delay the next cycle, and with it the next action.
     Here the loop hands over the cycle and goes on; if the API is slower than the
     cycles, the dashboards of cycles it could not keep up with are skipped (the
-    newest replaces them anyway). Trigger events are not published here: every
-    one of them counts. ``close`` publishes the last cycle handed over.
+    newest replaces them anyway). Publishes start at least ``min_interval_s``
+    apart (``monitor.dashboard_min_interval_s``): at the continuous cadence the
+    cycles in between are skipped the same way. Trigger events are not published
+    here: every one of them counts. ``close`` publishes the last cycle handed
+    over at once.
     """
 
-    def __init__(self, log: logging.Logger | logging.LoggerAdapter) -> None:
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter, min_interval_s: float = 0.0) -> None:
         self._log = log
+        self._min_interval_s = min_interval_s
         self._cv = threading.Condition()
         self._pending: Callable[[], None] | None = None
         self._closed = False
@@ -130,13 +134,15 @@ class ArtifactPublisher:
             self._cv.notify()
 
     def _run(self) -> None:
+        next_start = 0.0
         while True:
             with self._cv:
-                while self._pending is None and not self._closed:
-                    self._cv.wait()
+                while not self._closed and (self._pending is None or time.monotonic() < next_start):
+                    self._cv.wait(None if self._pending is None else next_start - time.monotonic())
                 if self._pending is None:
                     return
                 job, self._pending = self._pending, None
+            next_start = time.monotonic() + self._min_interval_s
             try:
                 job()
                 self.published += 1
@@ -177,7 +183,7 @@ def risk_monitor(
     report = MonitorReport(flow_run_id=str(flow_run.id) if flow_run.id else None)
     started_wall = time.monotonic()
     started_sim = session.clock.now()
-    publisher = ArtifactPublisher(log)
+    publisher = ArtifactPublisher(log, session.config.monitor.dashboard_min_interval_s)
     try:
         _run_cycles(session, report, log, publisher, max_cycles, max_sim_seconds, rollover_minutes, progress,
                     started_wall, started_sim)

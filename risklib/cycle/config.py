@@ -51,6 +51,12 @@ class MonitorConfig(BaseModel):
     # normal cadence.
     heartbeat_max_age_s: float = Field(600.0, gt=0.0)
     dashboard_rows: int = Field(15, ge=1)  # accounts/positions listed on the dashboard
+    # Dashboard artifacts are published at most this often (wall-clock seconds):
+    # at the continuous cadence (up to ~4 cycles/s) each publish is three API
+    # writes, a quarter of the local server's work, for updates nobody can read
+    # that fast. The newest cycle's dashboard always wins, and the last cycle of
+    # a run is always published. 0 publishes after every cycle the API keeps up with.
+    dashboard_min_interval_s: float = Field(1.0, ge=0.0)
     # The record stage writes each cycle to a local journal (durable, checked
     # against the schema) and a lander thread commits it to the warehouse behind
     # the cycle: a DuckLake commit costs 50-200 ms, more than a 100-account cycle

@@ -69,3 +69,27 @@ def test_the_publish_runs_in_the_context_of_the_cycle_that_handed_it_over():
     publisher.close()
     # Assert
     assert seen == ["cycle-7"]
+
+
+def test_publishes_start_at_least_the_minimum_interval_apart_and_close_publishes_the_newest_at_once():
+    # Arrange: a minute between publishes, far longer than this test
+    done: list[str] = []
+    first_done = threading.Event()
+    publisher = ArtifactPublisher(logging.getLogger("test"), min_interval_s=60.0)
+
+    def first():
+        done.append("c1")
+        first_done.set()
+
+    # Act
+    publisher.submit(first)
+    assert first_done.wait(10)
+    publisher.submit(lambda: done.append("c2"))
+    publisher.submit(lambda: done.append("c3"))
+    held = list(done)
+    publisher.close(timeout_s=10)
+    # Assert: c2 and c3 waited for the interval, c3 replaced c2, and close did not wait the minute
+    assert held == ["c1"]
+    assert done == ["c1", "c3"]
+    assert (publisher.published, publisher.skipped) == (2, 1)
+    assert not publisher._thread.is_alive()

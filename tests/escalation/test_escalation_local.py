@@ -16,6 +16,7 @@ import pytest
 
 from esc_builders import T0, alerts
 from risklib.adapters.notifiers import EscalationStateCache, LocalOutbox, OutboxSender, record_ack, run_escalation
+from risklib.adapters.notifiers._state import ESCALATION_TABLES
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +70,35 @@ def test_writes_land_in_the_warehouse_behind_and_nothing_is_sent_twice(wh, notif
     sent = ev.filter(pl.col("event") == "sent")
     assert sent.height == 2 and sent["provider_message_id"].null_count() == 0
     assert wh.query("SELECT count(*) AS n FROM audit_log WHERE action = 'escalation.landed'")["n"][0] == 2
+
+
+def test_a_send_outcome_alone_keeps_the_open_incident_state_cached_and_an_ack_reloads_it(
+        wh, notifiers, config, creds, twilio):
+    # Arrange: one cycle planned and sent the first page; the next load reads what it wrote
+    outbox = LocalOutbox(wh)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    try:
+        cycle(outbox, sender, state, config, T0)
+        open_incidents, _ = state.load(outbox)
+        key = open_incidents["incident_key"][0]
+        sent = outbox.query("SELECT * FROM notification_events WHERE event = 'sent' LIMIT 1")
+        assert sent.height == 1
+        # Act: a delivery receipt (notification_events only), then an acknowledgement
+        outbox.append("notification_events",
+                      sent.with_columns(pl.lit("delivered").alias("event"), pl.col("at") + timedelta(seconds=1)),
+                      actor="test", action="delivery")
+        after_delivery, _ = state.load(outbox)
+        reloaded_after_delivery = state.reloaded
+        pending_sees_delivery = outbox.watch.changed("outbox.pending", ESCALATION_TABLES)
+        record_ack(outbox, [key], at=T0 + timedelta(seconds=2), channel="api", operator="op")
+        _, acks = state.load(outbox)
+        reloaded_after_ack = state.reloaded
+    finally:
+        outbox.close()
+    # Assert
+    assert not reloaded_after_delivery and after_delivery.equals(open_incidents)
+    assert pending_sees_delivery  # what is still due to be sent does read notification_events
+    assert reloaded_after_ack and acks["incident_key"].to_list() == [key]
 
 
 def test_crash_after_send_before_landing_is_landed_on_restart_and_not_resent(wh_path, notifiers, config, creds, twilio):

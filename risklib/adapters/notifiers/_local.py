@@ -150,17 +150,23 @@ def read_entry(path: Path) -> tuple[dict[str, pl.DataFrame], list[dict]]:
 
 
 class _Watch:
-    """``changed``/``forget`` over the outbox's version counter (the ChangeWatch interface)."""
+    """``changed``/``forget`` over the outbox's per-table version counters (the ChangeWatch interface).
+
+    A reader sees a change only in the tables it names (all four when it names none):
+    recording a send (``notification_events``) must not make the open-incident state,
+    which never reads that table, query the mirror again.
+    """
 
     def __init__(self, outbox: LocalOutbox) -> None:
         self._outbox = outbox
-        self._seen: dict[str, int] = {}
+        self._seen: dict[str, tuple[int, ...]] = {}
 
     def changed(self, reader: str, tables: Iterable[str] = ()) -> bool:
-        version = self._outbox.version
+        versions = self._outbox.versions
+        seen = tuple(versions[t] for t in (tuple(tables) or LOCAL_TABLES))
         last = self._seen.get(reader)
-        self._seen[reader] = version
-        return last is None or last != version
+        self._seen[reader] = seen
+        return last is None or last != seen
 
     def forget(self, reader: str) -> None:
         self._seen.pop(reader, None)
@@ -211,7 +217,7 @@ class LocalOutbox(LanderThread):
         self.fsync = fsync
         self.retries = max(1, int(retries))
         self.compact_rows = compact_rows
-        self.version = 0
+        self.versions = dict.fromkeys(LOCAL_TABLES, 0)  # bumped by every write to a table (see _Watch)
         self._rows = 0
         self._compact_at = compact_rows
         self.watch = _Watch(self)
@@ -324,7 +330,7 @@ class LocalOutbox(LanderThread):
         ).select("incident_key", "at")
         if new.height:
             self._insert("acknowledgements", new)
-            self.version += 1
+            self.versions["acknowledgements"] += 1
 
     def _refresh_events(self) -> None:
         pending = self.query(
@@ -342,7 +348,7 @@ class LocalOutbox(LanderThread):
         new = theirs.select(cols).join(mine.select(key), on=key, how="anti", nulls_equal=True)
         if new.height:
             self._insert("notification_events", new)
-            self.version += 1
+            self.versions["notification_events"] += 1
 
     # --- the mirror -------------------------------------------------------------------
 
@@ -363,7 +369,7 @@ class LocalOutbox(LanderThread):
             if table in self._columns:
                 self._insert(table, frame)
                 self._rows += frame.height
-        self.version += 1
+                self.versions[table] += 1
         if self._rows > self._compact_at:
             self.compact()
 
@@ -392,7 +398,8 @@ class LocalOutbox(LanderThread):
                              ("acknowledgements", acks)):
             if frame is not None and frame.height:
                 self._insert(table, frame)
-        self.version += 1
+        for table in LOCAL_TABLES:
+            self.versions[table] += 1
         self.rows()
 
     def compact(self) -> None:

@@ -211,6 +211,9 @@ def incident_view(warehouse: Any, *, active: bool, limit: int = 100, since: date
 
 #: Tables the escalation state and the outbox are derived from.
 ESCALATION_TABLES = ("incidents", "notifications", "notification_events", "acknowledgements")
+# What load_escalation_state reads (_OPEN_SQL): a write of notification_events alone (a send's
+# outcome) leaves the open-incident state as it was.
+OPEN_STATE_TABLES = ("incidents", "notifications", "acknowledgements")
 
 
 class EscalationStateCache:
@@ -229,7 +232,7 @@ class EscalationStateCache:
         self._quiet: tuple[object, datetime | None] | None = None  # (alerts key, quiet_until) of the last empty plan
 
     def load(self, warehouse: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
-        changed = self.watch.changed("escalation.state", ESCALATION_TABLES)
+        changed = self.watch.changed("escalation.state", OPEN_STATE_TABLES)
         self.reloaded = changed or self._state is None
         if self.reloaded:
             self._quiet = None

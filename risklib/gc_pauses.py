@@ -10,8 +10,9 @@ Nearly all of those objects live as long as the process (modules, classes,
 configuration, clients). Once the process is warm they are moved out of the
 collector's sight (``gc.freeze``), and full collections walk only what was
 created since: ~20 ms, measured on the same run. Reference counting still frees
-frozen objects that are dropped; only a reference cycle among them would stay
-(a few objects created before the freeze, once).
+frozen objects that are dropped; a reference cycle among them stays until the
+next freeze, which first hands everything back to the collector (a served
+monitor's next run collects the previous run's session that way).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import gc
 def freeze_warm_heap() -> int:
     """Collect what is garbage now, then exempt every object still alive from later collections.
 
-    Call once the process is warm (after its first cycle, or once the app is built);
-    calling it again (a monitor run after a rollover) freezes what was created since.
-    Returns how many objects are frozen.
+    Call once the process is warm (after its first cycle, or once the app is built).
+    Calling it again (a monitor run after a rollover) first unfreezes, so what an
+    earlier freeze kept and has died since is collected too. Returns how many
+    objects are frozen.
     """
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

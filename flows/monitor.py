@@ -218,8 +218,6 @@ def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublishe
             session.clock_sleep(interval, time.monotonic() - t0)
             continue
         report.cycles += 1
-        if report.cycles == 1:
-            freeze_warm_heap()  # the first cycle loaded what every later one uses (see risklib.gc_pauses)
         emit_trigger_events(result, session)
         publisher.submit(lambda result=result: publish_artifacts(result, session))
         ev = result.evaluation
@@ -234,6 +232,10 @@ def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublishe
             report.max_drawdown = max(report.max_drawdown, summary.drawdown)
         report.last_status = summary.status
         report.intervals_s.append(interval)
+        if report.cycles == 1:
+            # The first cycle loaded what every later one uses (see risklib.gc_pauses); the
+            # one full collection this takes comes out of the wait for the next cycle.
+            freeze_warm_heap()
         elapsed_wall = time.monotonic() - t0
         overran = session.clock_sleep(interval, elapsed_wall)
         if overran:

@@ -606,6 +606,9 @@ class Session:
             durable.set_result(None)
         with self._settle_lock:
             self._pending = (durable, state, gate)
+        if self.outbox is not None:
+            # Housekeeping of the escalation mirror waits until the cycle has acted and been handed over.
+            self.outbox.compact_if_due()
 
     def _gate_builder(self) -> ThreadPoolExecutor:
         if self._gate_pool is None:

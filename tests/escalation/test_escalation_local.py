@@ -101,6 +101,34 @@ def test_a_send_outcome_alone_keeps_the_open_incident_state_cached_and_an_ack_re
     assert reloaded_after_ack and acks["incident_key"].to_list() == [key]
 
 
+def test_an_outgrown_mirror_is_compacted_only_when_asked_after_the_cycle_has_acted(
+        wh, notifiers, config, creds, twilio):
+    # Arrange: a mirror bound far below one market-wide event's rows
+    outbox = LocalOutbox(wh, compact_rows=10)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    accounts = [(f"A{i}", 2) for i in range(1, 7)]
+    try:
+        cycle(outbox, sender, state, config, T0, rows=accounts)  # six incidents open, pages go out
+        cycle(outbox, sender, state, config, T0 + timedelta(seconds=30), rows=())  # all six resolve
+        # Act
+        grown = outbox.rows()
+        due_after_escalating = outbox.compact_due
+        compacted = outbox.compact_if_due()
+        again = outbox.compact_if_due()
+        left = outbox.query("SELECT count(*) AS n FROM incidents")["n"][0]
+        # the pipeline goes on over the compacted mirror: a new episode pages again
+        plan, fast, _ = cycle(outbox, sender, state, config, T0 + timedelta(seconds=60), rows=[("A1", 2)])
+        outbox.flush()
+    finally:
+        outbox.close()
+    # Assert: the escalate stage only marked it; the compaction dropped the resolved conversations once
+    assert grown > 10 and due_after_escalating
+    assert compacted and not again
+    assert left == 0
+    assert plan.incident_events.height == 1 and len(fast.sent) >= 1
+    assert counts(wh)["incidents"] >= 13  # the warehouse keeps the whole history
+
+
 def test_crash_after_send_before_landing_is_landed_on_restart_and_not_resent(wh_path, notifiers, config, creds, twilio):
     # Arrange: a cycle sends, then the process dies before anything reached the warehouse.
     from risklib.warehouse import Warehouse

@@ -68,3 +68,24 @@ def test_a_cycle_that_never_became_durable_is_not_relied_on(make_session):
     _run_cycle(session)
     session.flush()
     assert session.gate_state is not gate_before
+
+
+def test_an_outgrown_escalation_mirror_is_compacted_by_the_record_stage_after_acting(make_session):
+    # Arrange: the mirror has outgrown its bound during this cycle's escalate stage
+    session = make_session(accounts=4)
+    _run_cycle(session)
+    seen: list[bool] = []
+    execute = session.broker.execute
+
+    def execute_and_look(*args, **kwargs):
+        session.outbox.compact_due = True  # as a write past compact_rows leaves it
+        out = execute(*args, **kwargs)
+        seen.append(session.outbox.compact_due)  # the broker has the actions before any compaction
+        return out
+
+    session.broker.execute = execute_and_look
+    # Act
+    _run_cycle(session)
+    # Assert
+    assert seen == [True]
+    assert session.outbox.compact_due is False

@@ -244,7 +244,8 @@ class OutboxSender:
         if fresh.height:
             done = self.warehouse.query(
                 "SELECT DISTINCT n.dedup_key FROM notifications n JOIN notification_events e "
-                "ON e.notification_id = n.notification_id WHERE e.event IN ('sent', 'delivered') AND list_contains(?, n.dedup_key)",
+                "ON e.notification_id = n.notification_id WHERE e.event IN ('sent', 'delivered') "
+                "AND n.dedup_key IN (SELECT unnest(?))",  # a hash join: list_contains is quadratic in the keys
                 [fresh["dedup_key"].unique().to_list()],
             )
             sent_keys = set(done["dedup_key"].to_list()) if done.height else set()

@@ -114,7 +114,7 @@ def known_incidents(warehouse: Any, keys: Sequence[str]) -> list[str]:
         return []
     df = warehouse.query(
         "SELECT incident_key FROM incidents GROUP BY incident_key "
-        "HAVING arg_max(status, updated_at) <> 'resolved' AND list_contains(?, incident_key)",
+        "HAVING arg_max(status, updated_at) <> 'resolved' AND incident_key IN (SELECT unnest(?))",
         [list(keys)],
     )
     return sorted(df["incident_key"].to_list()) if df.height else []

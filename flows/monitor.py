@@ -196,6 +196,7 @@ def risk_monitor(
 
 def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublisher, max_cycles, max_sim_seconds,
                 rollover_minutes, progress, started_wall, started_sim) -> None:
+    warm = False
     while True:
         now = session.clock.now()
         sim_elapsed = (now - started_sim).total_seconds()
@@ -232,10 +233,11 @@ def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublishe
             report.max_drawdown = max(report.max_drawdown, summary.drawdown)
         report.last_status = summary.status
         report.intervals_s.append(interval)
-        if report.cycles == 1:
-            # The first cycle loaded what every later one uses (see risklib.gc_pauses); the
-            # one full collection this takes comes out of the wait for the next cycle.
+        if not warm:
+            # The first completed cycle loaded what every later one uses (see risklib.gc_pauses);
+            # the one full collection this takes comes out of the wait for the next cycle.
             freeze_warm_heap()
+            warm = True
         elapsed_wall = time.monotonic() - t0
         overran = session.clock_sleep(interval, elapsed_wall)
         if overran:

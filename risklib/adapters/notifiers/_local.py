@@ -419,7 +419,7 @@ class LocalOutbox(LanderThread):
 
         The pipeline calls this after a cycle has acted: a market-wide event that opens
         thousands of incidents is also what fills the mirror, and compacting it then
-        takes up to a second at 10,000 accounts, which must not delay the actions.
+        takes a second or more at 10,000 accounts, which must not delay the actions.
         """
         if not self.compact_due:
             return False

@@ -206,7 +206,8 @@ class Session:
             from risklib.adapters.warehouse import CycleJournal
 
             # Opening it lands whatever an earlier run left in the journal, before any state is read.
-            journal = CycleJournal(wh, max_backlog=cfg.monitor.journal_max_backlog, fsync=cfg.monitor.journal_fsync)
+            journal = CycleJournal(wh, max_backlog=cfg.monitor.journal_max_backlog, fsync=cfg.monitor.journal_fsync,
+                                   min_interval_s=cfg.monitor.landing_min_interval_s)
         outbox = None
         if cfg.monitor.record_behind:
             from risklib.adapters.notifiers import LocalOutbox

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from datetime import timedelta
 
 import polars as pl
@@ -245,4 +246,68 @@ def test_an_entry_that_cannot_be_written_fails_its_future_and_is_never_landed(wh
     journal.directory.mkdir()
     journal.submit(cycle("c2", T0 + timedelta(minutes=1), realtime_risk_metrics=account_metrics(T0))).result(timeout=60)
     assert journal.flush(timeout_s=60) and _cycle_ids(wh) == ["c2"]
+    journal.close()
+
+
+def _wait_landed(journal: CycleJournal, n: int, timeout_s: float = 30.0) -> bool:
+    """Poll (without flushing) until ``n`` entries have landed."""
+    deadline = time.monotonic() + timeout_s
+    while journal.landed < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return journal.landed >= n
+
+
+def _routine(cycle_id: str, minute: int):
+    at = T0 + timedelta(minutes=minute)
+    return cycle(cycle_id, at, realtime_risk_metrics=account_metrics(at), position_risk_metrics=position_metrics(at))
+
+
+def test_a_paced_lander_holds_routine_cycles_until_the_interval_and_a_flush_lands_them_together(wh):
+    # Arrange: at most one landing per minute; the first cycle lands at once
+    journal = CycleJournal(wh, min_interval_s=60)
+    journal.submit(_routine("c0", 0)).result(timeout=60)
+    assert _wait_landed(journal, 1)
+    before = _snapshots(wh)
+    # Act: two routine cycles inside the interval
+    for i in (1, 2):
+        journal.submit(_routine(f"c{i}", i)).result(timeout=60)
+    time.sleep(0.5)
+    # Assert: they wait (durable on disk) ...
+    assert journal.landed == 1 and _cycle_ids(wh) == ["c0"] and len(_entries(journal)) == 2
+    # ... and a flush lands them without waiting out the minute, in one commit
+    assert journal.flush(timeout_s=20)
+    assert _cycle_ids(wh) == ["c0", "c1", "c2"] and _snapshots(wh) == before + 1
+    assert _entries(journal) == [] and wh.verify().ok
+    journal.close()
+
+
+def test_a_cycle_that_acted_lands_at_once_inside_the_interval(wh):
+    # Arrange
+    journal = CycleJournal(wh, min_interval_s=60)
+    journal.submit(_routine("c0", 0)).result(timeout=60)
+    assert _wait_landed(journal, 1)
+    at = T0 + timedelta(minutes=1)
+    acted = cycle("c1", at, realtime_risk_metrics=account_metrics(at), emergency_actions=pl.DataFrame(
+        {"timestamp": [at], "account_id": ["A1"], "idempotency_key": ["k1"], "incident_key": ["A1:drawdown:1"],
+         "action_taken": ["HALT_ALL"], "fraction": [1.0], "manual_override": [False], "reason": ["drawdown"]}))
+    # Act
+    journal.submit(acted)
+    # Assert: landed without a flush, well before the interval is over
+    assert _wait_landed(journal, 2)
+    assert _cycle_ids(wh) == ["c0", "c1"]
+    assert wh.query("SELECT action_taken FROM emergency_actions")["action_taken"].to_list() == ["HALT_ALL"]
+    journal.close()
+
+
+def test_a_paced_lander_lands_at_once_when_half_the_backlog_waits(wh):
+    # Arrange: a backlog of 4, so two waiting cycles land without waiting out the interval
+    journal = CycleJournal(wh, min_interval_s=60, max_backlog=4)
+    journal.submit(_routine("c0", 0)).result(timeout=60)
+    assert _wait_landed(journal, 1)
+    # Act
+    journal.submit(_routine("c1", 1)).result(timeout=60)
+    journal.submit(_routine("c2", 2))
+    # Assert
+    assert _wait_landed(journal, 3)
+    assert _cycle_ids(wh) == ["c0", "c1", "c2"] and _entries(journal) == []
     journal.close()

@@ -213,7 +213,7 @@ class Session:
             from risklib.adapters.notifiers import LocalOutbox
 
             # Opening it lands what an earlier run left in its journal, then loads the live escalation state.
-            outbox = LocalOutbox(wh, fsync=cfg.monitor.journal_fsync)
+            outbox = LocalOutbox(wh, fsync=cfg.monitor.journal_fsync, min_interval_s=cfg.monitor.landing_min_interval_s)
         creds = load_credentials(cfg.escalation)
         notifiers = build_notifiers(cfg.escalation, creds, console_path=console_path)
         if notify_stream is not None and "console" in notifiers:

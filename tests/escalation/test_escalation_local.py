@@ -72,6 +72,37 @@ def test_writes_land_in_the_warehouse_behind_and_nothing_is_sent_twice(wh, notif
     assert wh.query("SELECT count(*) AS n FROM audit_log WHERE action = 'escalation.landed'")["n"][0] == 2
 
 
+def test_writes_inside_the_landing_interval_land_together_each_with_its_marker(wh, notifiers, config, creds, twilio):
+    # Arrange: at most one landing a minute; three incidents open in three cycles
+    from risklib.adapters.warehouse import _connect
+
+    def snapshots() -> int:
+        return int(wh.query(f"SELECT count(*) AS n FROM ducklake_snapshots('{_connect.CATALOG}')")["n"][0])
+
+    outbox = LocalOutbox(wh, min_interval_s=60)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    before = snapshots()
+    try:
+        # Act
+        for i, account in enumerate(("A1", "A2", "A3")):
+            cycle(outbox, sender, state, config, T0 + timedelta(seconds=5 * i), rows=((account, 2),))
+        written = outbox.backlog + outbox.landed
+        waiting = outbox.backlog
+        assert outbox.flush(timeout_s=30)  # lands what waits without waiting out the minute
+        commits = snapshots() - before
+        markers = wh.query("SELECT count(*) AS n FROM audit_log WHERE action = 'escalation.landed'")["n"][0]
+        mirrored = {t: int(outbox.query(f"SELECT count(*) AS n FROM {t}")["n"][0]) for t in counts(wh)}
+    finally:
+        outbox.close()
+    # Assert: the entries written after the first waited and landed in one commit, every one marked,
+    # and the warehouse holds every row the pipeline's mirror holds
+    assert written >= 3 and waiting >= 2
+    assert commits == 2 and markers == written
+    assert counts(wh) == mirrored
+    assert wh.query("SELECT count(DISTINCT incident_key) AS n FROM incidents")["n"][0] == 3
+    assert wh.verify().ok
+
+
 def test_a_send_outcome_alone_keeps_the_open_incident_state_cached_and_an_ack_reloads_it(
         wh, notifiers, config, creds, twilio):
     # Arrange: one cycle planned and sent the first page; the next load reads what it wrote

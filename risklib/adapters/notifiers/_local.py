@@ -190,7 +190,14 @@ class LocalOutbox(LanderThread):
     compact_rows
         Compact the mirror (drop resolved conversations) when it holds more rows, at the
         next :meth:`compact_if_due` (the pipeline's record stage, after acting).
+    min_interval_s
+        Shortest time between two landings (``monitor.landing_min_interval_s``): the entries
+        written in between land together, in one transaction. 0 lands each as soon as it is
+        written. Paging never waits for it: messages go out from the journal and the mirror.
     """
+
+    #: Entries one landing commits together at most.
+    batch_max = 32
 
     def __init__(
         self,
@@ -200,8 +207,10 @@ class LocalOutbox(LanderThread):
         fsync: bool = True,
         retries: int = 5,
         compact_rows: int = 50_000,
+        min_interval_s: float = 0.0,
     ) -> None:
         self.warehouse = warehouse
+        self.min_interval_s = max(0.0, float(min_interval_s))
         layout = warehouse.layout
         self.directory = Path(directory) if directory is not None else outbox_directory(warehouse)
         self._owner = claim_outbox(self.directory)  # raises OutboxInUse
@@ -436,6 +445,49 @@ class LocalOutbox(LanderThread):
         self._con.close()
         self._owner.close()
 
+    def _land_now(self) -> bool:
+        # an entry an earlier run left is checked and landed alone, at once
+        return super()._land_now() or any(item[3] for item in self._queue)
+
+    def _take(self) -> list[tuple]:
+        items: list[tuple] = []
+        for item in self._queue:
+            if item[3] or len(items) >= self.batch_max:
+                break
+            items.append(item)
+        return items or [self._queue[0]]
+
+    def _land_items(self, items: list[tuple]) -> None:
+        """The waiting entries in one transaction (each with its marker); one by one if that fails."""
+        if len(items) == 1:
+            self._land_queued(items[0])
+            return
+        parts: dict[str, list[pl.DataFrame]] = {}
+        entries: list[dict] = []
+        for path, frames, item_entries, _, _ in items:
+            for table, frame in frames.items():
+                parts.setdefault(table, []).append(self._lander.prepare(table, frame))
+            entries += [*item_entries, self._marker(path, frames, item_entries)]
+        try:
+            self._lander._transaction({t: pl.concat(fs, how="vertical") for t, fs in parts.items()}, entries)
+        except Exception as exc:  # noqa: BLE001 - each is landed (or kept and reported) on its own
+            log.warning("landing %d escalation entries together failed (%s: %s); landing them one by one",
+                        len(items), type(exc).__name__, exc)
+            for item in items:
+                self._land_queued(item)
+            return
+        for path, _, _, _, submitted in items:
+            path.unlink(missing_ok=True)
+            self.landed += 1
+            self.lag_ms.append((time.monotonic() - submitted) * 1e3)
+
+    @staticmethod
+    def _marker(path: Path, frames: dict[str, pl.DataFrame], entries: list[dict]) -> dict:
+        """The audit entry that says an escalation journal entry is in the warehouse (checked at recovery)."""
+        return {"actor": "escalation", "action": _MARKER, "subject": path.name,
+                "at": entries[-1]["at"] if entries else None,
+                "detail": {"rows": {t: f.height for t, f in frames.items()}}}
+
     def _land_queued(self, item: tuple) -> None:
         path, frames, entries, recovered, submitted = item
         if self._land(path, frames, entries, recovered=recovered):
@@ -451,11 +503,9 @@ class LocalOutbox(LanderThread):
                 if (recovered or attempt > 1) and self._already_landed(path.name):
                     log.info("escalation entry %s was already in the warehouse; removed", path.name)
                 else:
-                    marker = {"actor": "escalation", "action": _MARKER, "subject": path.name,
-                              "at": entries[-1]["at"] if entries else None,
-                              "detail": {"rows": {t: f.height for t, f in frames.items()}}}
                     self._lander._transaction(
-                        {t: self._lander.prepare(t, f) for t, f in frames.items()}, [*entries, marker]
+                        {t: self._lander.prepare(t, f) for t, f in frames.items()},
+                        [*entries, self._marker(path, frames, entries)],
                     )
                 path.unlink(missing_ok=True)
                 self.landed += 1

@@ -29,6 +29,7 @@ def test_the_server_starts_healthy_below_the_cycles_priority_with_batched_record
     try:
         pid = int((tmp_path / "prefect-server.pid").read_text())
         nice = os.getpriority(os.PRIO_PROCESS, pid)
+        group_nice = server.autogroup_nice(pid)
         healthy = server.is_healthy(url)
         settings = httpx.get(f"{url}/admin/settings", timeout=10).json()
     finally:
@@ -36,6 +37,9 @@ def test_the_server_starts_healthy_below_the_cycles_priority_with_batched_record
     # Assert
     assert started and healthy
     assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + server.DEFAULT_NICE)
+    ours = server.autogroup_nice()
+    # where sessions are scheduled as groups, the server's own session group is lowered too
+    assert group_nice == (None if ours is None else min(19, ours + server.DEFAULT_NICE))
     assert stopped and not server.is_healthy(url)
     recorder = settings["server"]["services"]["task_run_recorder"]
     assert (recorder["batch_size"], recorder["flush_interval"]) == (200, 1.0)  # task runs recorded in batches

@@ -445,41 +445,24 @@ class LocalOutbox(LanderThread):
         self._con.close()
         self._owner.close()
 
-    def _land_now(self) -> bool:
-        # an entry an earlier run left is checked and landed alone, at once
-        return super()._land_now() or any(item[3] for item in self._queue)
+    def _batchable(self, item: tuple) -> bool:
+        return not item[3]  # recovered
 
-    def _take(self) -> list[tuple]:
-        items: list[tuple] = []
-        for item in self._queue:
-            if item[3] or len(items) >= self.batch_max:
-                break
-            items.append(item)
-        return items or [self._queue[0]]
-
-    def _land_items(self, items: list[tuple]) -> None:
-        """The waiting entries in one transaction (each with its marker); one by one if that fails."""
-        if len(items) == 1:
-            self._land_queued(items[0])
-            return
+    def _commit_batch(self, items: list[tuple]) -> None:
+        """The entries' frames, table by table, and their audit entries, each with its marker."""
         parts: dict[str, list[pl.DataFrame]] = {}
         entries: list[dict] = []
         for path, frames, item_entries, _, _ in items:
             for table, frame in frames.items():
                 parts.setdefault(table, []).append(self._lander.prepare(table, frame))
             entries += [*item_entries, self._marker(path, frames, item_entries)]
-        try:
-            self._lander._transaction({t: pl.concat(fs, how="vertical") for t, fs in parts.items()}, entries)
-        except Exception as exc:  # noqa: BLE001 - each is landed (or kept and reported) on its own
-            log.warning("landing %d escalation entries together failed (%s: %s); landing them one by one",
-                        len(items), type(exc).__name__, exc)
-            for item in items:
-                self._land_queued(item)
-            return
-        for path, _, _, _, submitted in items:
-            path.unlink(missing_ok=True)
-            self.landed += 1
-            self.lag_ms.append((time.monotonic() - submitted) * 1e3)
+        self._lander._transaction({t: pl.concat(fs, how="vertical") for t, fs in parts.items()}, entries)
+
+    def _landed(self, item: tuple) -> None:
+        path, _, _, _, submitted = item
+        path.unlink(missing_ok=True)
+        self.landed += 1
+        self.lag_ms.append((time.monotonic() - submitted) * 1e3)
 
     @staticmethod
     def _marker(path: Path, frames: dict[str, pl.DataFrame], entries: list[dict]) -> dict:

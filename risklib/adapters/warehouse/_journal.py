@@ -198,12 +198,14 @@ def read_entry(path: Path) -> CycleRecords:
 
 
 class LanderThread:
-    """The lander both journals run: queued entries committed in order, one at a time, behind the caller.
+    """The lander both journals run: queued entries committed in order behind the caller.
 
     A subclass calls :meth:`_init_queue`, queues what an earlier run left, calls
     :meth:`_start_lander`, and implements :meth:`_land_queued` (commit one queued
     item; the item's first field is its file) and ``_lander`` (the warehouse
-    connection the thread writes with).
+    connection the thread writes with). To land consecutive entries in one
+    transaction it sets :attr:`batch_max` and implements :meth:`_batchable`,
+    :meth:`_commit_batch` and :meth:`_landed`.
     """
 
     _lander: Any
@@ -211,6 +213,8 @@ class LanderThread:
     #: Shortest time between the starts of two landings (s); 0 lands each entry as soon as it is
     #: queued. Entries for which :meth:`_land_now` says so do not wait.
     min_interval_s: float = 0.0
+    #: Entries one landing commits together at most (1: each alone).
+    batch_max: int = 1
 
     def _init_queue(self) -> None:
         self._cond = threading.Condition()
@@ -230,12 +234,43 @@ class LanderThread:
     def _land_queued(self, item: tuple) -> None:
         raise NotImplementedError
 
+    def _batchable(self, item: tuple) -> bool:
+        """Whether ``item`` may land with others (not one an earlier run left: it is checked and landed alone)."""
+        return False
+
+    def _commit_batch(self, items: list[tuple]) -> None:
+        """Commit ``items`` in one transaction, or raise having committed nothing."""
+        raise NotImplementedError
+
+    def _landed(self, item: tuple) -> None:
+        """Bookkeeping once ``item`` is committed as part of a batch (its file removed)."""
+        raise NotImplementedError
+
     def _take(self) -> list[tuple]:
-        """The queued items the next landing commits (under the lock, queue not empty): the oldest."""
-        return [self._queue[0]]
+        """The queued items the next landing commits (under the lock, queue not empty): the oldest
+        batchable ones, up to :attr:`batch_max`, else the oldest alone."""
+        items: list[tuple] = []
+        for item in self._queue:
+            if not self._batchable(item) or len(items) >= self.batch_max:
+                break
+            items.append(item)
+        return items or [self._queue[0]]
 
     def _land_items(self, items: list[tuple]) -> None:
-        self._land_queued(items[0])
+        """Several waiting entries in one transaction (one commit instead of one each); alone if that fails."""
+        if len(items) == 1:
+            self._land_queued(items[0])
+            return
+        try:
+            self._commit_batch(items)
+        except Exception as exc:  # noqa: BLE001 - each is landed (or kept and reported) on its own
+            log.warning("%s: landing %d entries together failed (%s: %s); landing them one by one",
+                        self._thread.name, len(items), type(exc).__name__, exc)
+            for item in items:
+                self._land_queued(item)
+            return
+        for item in items:
+            self._landed(item)
 
     @property
     def backlog(self) -> int:
@@ -260,8 +295,9 @@ class LanderThread:
         return True
 
     def _land_now(self) -> bool:
-        """Whether the queued entries land without waiting out :attr:`min_interval_s` (under the lock)."""
-        return self._flushing > 0 or self._closed
+        """Whether the queued entries land without waiting out :attr:`min_interval_s` (under the lock):
+        a flush or a close waits for them, or an earlier run left one."""
+        return self._flushing > 0 or self._closed or not all(self._batchable(item) for item in self._queue)
 
     def _stop_lander(self, timeout_s: float | None) -> None:
         """Land what is queued (up to ``timeout_s``), then stop the thread; what is left stays on disk."""
@@ -472,35 +508,19 @@ class CycleJournal(LanderThread):
         return (
             super()._land_now()
             or len(self._queue) >= self._land_at
-            # recovered from an earlier run, or a cycle that acted: the API's gate reads the warehouse
-            or any(records is None or "emergency_actions" in records.tables for _, records, _ in self._queue)
+            # a cycle that acted: the API's gate reads the warehouse
+            or any(records is not None and "emergency_actions" in records.tables for _, records, _ in self._queue)
         )
 
-    def _take(self) -> list[tuple]:
-        # consecutive entries still in memory; a recovered one is checked and landed alone
-        items: list[tuple] = []
-        for item in self._queue:
-            _, records, recovered = item
-            if records is None or recovered or len(items) >= self.batch_max:
-                break
-            items.append(item)
-        return items or [self._queue[0]]
+    def _batchable(self, item: tuple) -> bool:
+        _, records, recovered = item
+        return records is not None and not recovered
 
-    def _land_items(self, items: list[tuple]) -> None:
-        """Several waiting cycles in one transaction (one commit instead of one each); alone if that fails."""
-        if len(items) == 1:
-            self._land_queued(items[0])
-            return
-        try:
-            self._lander.write_cycles([records for _, records, _ in items])
-        except Exception as exc:  # noqa: BLE001 - each is landed (or kept and reported) on its own
-            log.warning("landing %d cycles together failed (%s: %s); landing them one by one",
-                        len(items), type(exc).__name__, exc)
-            for item in items:
-                self._land_queued(item)
-            return
-        for path, _, _ in items:
-            self._done(path)
+    def _commit_batch(self, items: list[tuple]) -> None:
+        self._lander.write_cycles([records for _, records, _ in items])
+
+    def _landed(self, item: tuple) -> None:
+        self._done(item[0])
 
     def _land_queued(self, item: tuple) -> None:
         path, records, recovered = item

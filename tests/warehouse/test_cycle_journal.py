@@ -311,3 +311,27 @@ def test_a_paced_lander_lands_at_once_when_half_the_backlog_waits(wh):
     assert _wait_landed(journal, 3)
     assert _cycle_ids(wh) == ["c0", "c1", "c2"] and _entries(journal) == []
     journal.close()
+
+
+def test_an_unexpected_error_while_landing_leaves_the_entry_on_disk_and_the_lander_running(wh, monkeypatch):
+    # Arrange: the first landing fails outside the per-entry retries
+    journal = CycleJournal(wh)
+    real = journal._land_items
+    calls: list[int] = []
+
+    def fail_once(items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise RuntimeError("disk went away")
+        real(items)
+
+    monkeypatch.setattr(journal, "_land_items", fail_once)
+    # Act
+    journal.submit(_routine("c0", 0)).result(timeout=60)
+    first_flush = journal.flush(timeout_s=30)
+    journal.submit(_routine("c1", 1)).result(timeout=60)
+    # Assert: no flush waits forever; later cycles land; the failed one is kept for the next start
+    assert first_flush and journal.flush(timeout_s=30)
+    assert _cycle_ids(wh) == ["c1"]
+    assert [name.split("-", 1)[1] for name in _entries(journal)] == ["c0.cycle"]
+    journal.close()

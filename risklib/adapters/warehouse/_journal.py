@@ -336,6 +336,9 @@ class LanderThread:
             last_start = time.monotonic()
             try:
                 self._land_items(items)
+            except Exception:  # noqa: BLE001 - a dead lander would leave every later flush waiting forever
+                log.exception("%s: landing %s failed; the entries stay on disk for the next start",
+                              self._thread.name, ", ".join(Path(item[0]).name for item in items))
             finally:
                 with self._cond:
                     for item in items:

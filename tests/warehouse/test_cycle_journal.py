@@ -335,3 +335,16 @@ def test_an_unexpected_error_while_landing_leaves_the_entry_on_disk_and_the_land
     assert _cycle_ids(wh) == ["c1"]
     assert [name.split("-", 1)[1] for name in _entries(journal)] == ["c0.cycle"]
     journal.close()
+
+
+def test_a_large_cycle_lands_at_once_inside_the_interval(wh):
+    # Arrange: a cycle of 8 rows counts as large here (the shipped bound is 50,000)
+    journal = CycleJournal(wh, min_interval_s=60)
+    journal.land_rows = 8
+    journal.submit(cycle("c0", T0, realtime_risk_metrics=account_metrics(T0))).result(timeout=60)
+    assert _wait_landed(journal, 1)
+    # Act: 2 account rows + 6 position rows
+    journal.submit(_routine("c1", 1))
+    # Assert: landed without a flush
+    assert _wait_landed(journal, 2) and _cycle_ids(wh) == ["c0", "c1"]
+    journal.close()

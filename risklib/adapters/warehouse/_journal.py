@@ -15,7 +15,7 @@ landing a small cycle, is then paid once for all of them. With ``min_interval_s`
 it also lands at most that often: at the fastest cadences routine cycles wait and
 land together (a landing costs ~50 ms of CPU, some of it holding the GIL, taken
 from the next cycle on a small machine), while a cycle that acted, a half-full
-backlog, a flush or a close land at once.
+backlog, a large cycle (``land_rows``), a flush or a close land at once.
 
 - Nothing relied on is lost by a crash: the session carries a cycle's state
   and puts its gate state in force only once its future is done. An entry not
@@ -371,7 +371,8 @@ class CycleJournal(LanderThread):
     min_interval_s
         Shortest time between two landings (``monitor.landing_min_interval_s``); 0 lands every
         entry as soon as it is durable. A cycle that ordered actions (the API's gate reads the
-        warehouse), a backlog half of ``max_backlog``, a flush or a close land at once.
+        warehouse), a backlog half of ``max_backlog``, :attr:`land_rows` rows waiting, a flush
+        or a close land at once.
     """
 
     def __init__(
@@ -506,13 +507,20 @@ class CycleJournal(LanderThread):
 
     #: Entries one landing commits together at most (at least ``max_backlog``).
     batch_max = 4
+    #: Rows waiting that land at once, paced or not. Pacing saves commits, most of the cost of
+    #: landing a small cycle; a large cycle's landing is mostly its rows, and several landed
+    #: together would take one long burst of CPU from the cycle they overlap (10,000 accounts:
+    #: p99 +40 ms measured when two or three 200k-row cycles landed together).
+    land_rows = 50_000
 
     def _land_now(self) -> bool:
+        waiting = [records for _, records, _ in self._queue if records is not None]
         return (
             super()._land_now()
             or len(self._queue) >= self._land_at
             # a cycle that acted: the API's gate reads the warehouse
-            or any(records is not None and "emergency_actions" in records.tables for _, records, _ in self._queue)
+            or any("emergency_actions" in records.tables for records in waiting)
+            or sum(f.height for records in waiting for f in records.tables.values()) >= self.land_rows
         )
 
     def _batchable(self, item: tuple) -> bool:

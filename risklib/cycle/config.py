@@ -65,10 +65,11 @@ class MonitorConfig(BaseModel):
     # Cycles allowed to wait for the lander before the record stage waits too:
     # at the fastest cadence (4 cycles/s) the warehouse is at most ~2 s behind.
     journal_max_backlog: int = Field(8, ge=1)
-    # The lander commits at most this often (wall-clock seconds); cycles in between
-    # wait and land together in one transaction. A landing costs ~50 ms of CPU, part
-    # of it holding the GIL: landing every cycle at the continuous cadence took that
-    # from the next cycle (100-account cycle p50 ~105 -> ~76 ms measured at 1 s).
+    # The landers (the cycle journal's and the escalation outbox's) commit at most
+    # this often (wall-clock seconds); what is written in between lands together in
+    # one transaction. A cycle's landing cost ~50 ms of CPU, part of it holding the
+    # GIL: landing every cycle at the continuous cadence took that from the next
+    # cycle (`bench pipeline`, 100 accounts: cycle p50 ~120 -> ~95 ms with both paced).
     # Analysts and the API's gate see a routine cycle up to about this much later;
     # a cycle that ordered actions lands at once, so a halt reaches the API's gate
     # as soon as before, and so does a large book's cycle (50,000 rows or more: its

@@ -80,15 +80,21 @@ def server_nice() -> int:
     return value
 
 
-def autogroup_nice(pid: int | str = "self") -> int | None:
-    """The ``nice`` of a process's autogroup (its session's scheduling group), or None without autogroups."""
+PROC = Path("/proc")
+
+
+def autogroup_nice(pid: int | str = "self", proc: Path = PROC) -> int | None:
+    """The ``nice`` of a process's autogroup (its session's scheduling group).
+
+    None without autogroups, and for a process in the root group (its file is empty there).
+    """
     try:
-        return int(Path(f"/proc/{pid}/autogroup").read_text().split("nice")[1])
+        return int((proc / str(pid) / "autogroup").read_text().split("nice")[1])
     except (OSError, IndexError, ValueError):
         return None
 
 
-def lower_priority(pid: int, nice: int) -> None:
+def lower_priority(pid: int, nice: int, proc: Path = PROC) -> None:
     """Run process ``pid`` ``nice`` steps below this one: the process itself and its session's group.
 
     The server starts in a session of its own (it outlives the command that started it).
@@ -98,12 +104,14 @@ def lower_priority(pid: int, nice: int) -> None:
     pipeline: its group's nice is lowered too.
     """
     os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
-    ours = autogroup_nice()
-    if ours is not None:
-        try:
-            Path(f"/proc/{pid}/autogroup").write_text(str(min(19, ours + nice)))
-        except OSError:  # not permitted here: the process's own nice still applies within its group
-            pass
+    if autogroup_nice(pid, proc) is None:  # no autogroups here: the process's nice is all there is
+        return
+    # a process outside any session group (e.g. started by init) competes thread by thread at nice 0
+    ours = autogroup_nice("self", proc) or 0
+    try:
+        (proc / str(pid) / "autogroup").write_text(str(min(19, ours + nice)))
+    except OSError:  # not permitted here: the process's own nice still applies within its group
+        pass
 
 
 def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, wait_s: float = 90.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 
 import httpx
 import pytest
@@ -37,9 +38,10 @@ def test_the_server_starts_healthy_below_the_cycles_priority_with_batched_record
     # Assert
     assert started and healthy
     assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + server.DEFAULT_NICE)
-    ours = server.autogroup_nice()
-    # where sessions are scheduled as groups, the server's own session group is lowered too
-    assert group_nice == (None if ours is None else min(19, ours + server.DEFAULT_NICE))
+    # where sessions are scheduled as groups, the server's own session group is lowered too,
+    # below ours, or below nice 0 where we run in no session group (as under init)
+    if group_nice is not None:
+        assert group_nice == min(19, (server.autogroup_nice() or 0) + server.DEFAULT_NICE)
     assert stopped and not server.is_healthy(url)
     recorder = settings["server"]["services"]["task_run_recorder"]
     assert (recorder["batch_size"], recorder["flush_interval"]) == (200, 1.0)  # task runs recorded in batches
@@ -90,3 +92,36 @@ def test_an_operators_own_server_setting_wins(monkeypatch):
     server.apply_to_temporary_server()
     # Assert
     assert os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "7"
+
+
+@pytest.mark.parametrize(("ours", "expected"), [("/autogroup-7 nice 3\n", "13"), ("", "10")])
+def test_the_servers_session_group_is_lowered_below_ours_or_below_nice_0_outside_any_group(tmp_path, ours, expected):
+    # Arrange: a real child to renice, and a /proc where this process's group is given
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "self").mkdir()
+        (tmp_path / "self" / "autogroup").write_text(ours)  # empty: the root group, as under init
+        (tmp_path / str(child.pid)).mkdir()
+        (tmp_path / str(child.pid) / "autogroup").write_text("/autogroup-9 nice 0\n")
+        # Act
+        server.lower_priority(child.pid, 10, proc=tmp_path)
+        # Assert
+        assert (tmp_path / str(child.pid) / "autogroup").read_text() == expected
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_without_session_groups_only_the_process_is_lowered(tmp_path):
+    # Arrange: a kernel without autogroups has no such files
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        # Act
+        server.lower_priority(child.pid, 5, proc=tmp_path)
+        # Assert
+        assert not (tmp_path / str(child.pid)).exists()
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
+    finally:
+        child.kill()
+        child.wait()

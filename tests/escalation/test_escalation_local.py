@@ -103,6 +103,29 @@ def test_writes_inside_the_landing_interval_land_together_each_with_its_marker(w
     assert wh.verify().ok
 
 
+def test_an_unexpected_landing_error_is_reported_while_paging_goes_on(wh, notifiers, config, creds, twilio, monkeypatch):
+    # Arrange: landing breaks outside the per-entry retries
+    outbox = LocalOutbox(wh)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+
+    def broken(items):
+        raise RuntimeError("catalog went away")
+
+    monkeypatch.setattr(outbox, "_land_items", broken)
+    try:
+        # Act
+        cycle(outbox, sender, state, config, T0)
+        flushed = outbox.flush(timeout_s=30)
+        kept = sorted(p.name for p in outbox.directory.glob("[0-9]*.esc"))
+    finally:
+        outbox.close()
+    # Assert: the page went out, the entries stay on disk for the next start, and the failure says so
+    assert flushed and len(twilio.created("Messages")) == 2
+    assert kept and counts(wh)["incidents"] == 0
+    assert outbox.failure is not None and "RuntimeError: catalog went away" in outbox.failure
+    assert kept[-1] in outbox.failure  # the latest failure
+
+
 def test_a_send_outcome_alone_keeps_the_open_incident_state_cached_and_an_ack_reloads_it(
         wh, notifiers, config, creds, twilio):
     # Arrange: one cycle planned and sent the first page; the next load reads what it wrote

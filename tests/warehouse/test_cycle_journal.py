@@ -313,7 +313,7 @@ def test_a_paced_lander_lands_at_once_when_half_the_backlog_waits(wh):
     journal.close()
 
 
-def test_an_unexpected_error_while_landing_leaves_the_entry_on_disk_and_the_lander_running(wh, monkeypatch):
+def test_an_unexpected_error_while_landing_keeps_the_entry_fails_the_next_cycle_and_the_lander_runs_on(wh, monkeypatch):
     # Arrange: the first landing fails outside the per-entry retries
     journal = CycleJournal(wh)
     real = journal._land_items
@@ -329,10 +329,14 @@ def test_an_unexpected_error_while_landing_leaves_the_entry_on_disk_and_the_land
     # Act
     journal.submit(_routine("c0", 0)).result(timeout=60)
     first_flush = journal.flush(timeout_s=30)
-    journal.submit(_routine("c1", 1)).result(timeout=60)
-    # Assert: no flush waits forever; later cycles land; the failed one is kept for the next start
+    with pytest.raises(WarehouseError) as refused:
+        journal.submit(_routine("c1", 1))
+    journal.submit(_routine("c2", 2)).result(timeout=60)
+    # Assert: no flush waits forever; the next cycle is refused, naming the kept entry and the error
+    # (so that cycle is recorded as failed and publishes no heartbeat); later cycles land
     assert first_flush and journal.flush(timeout_s=30)
-    assert _cycle_ids(wh) == ["c1"]
+    assert "c0.cycle" in str(refused.value) and "RuntimeError: disk went away" in str(refused.value)
+    assert _cycle_ids(wh) == ["c2"]
     assert [name.split("-", 1)[1] for name in _entries(journal)] == ["c0.cycle"]
     journal.close()
 

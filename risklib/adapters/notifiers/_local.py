@@ -464,6 +464,10 @@ class LocalOutbox(LanderThread):
         self.landed += 1
         self.lag_ms.append((time.monotonic() - submitted) * 1e3)
 
+    def _report_failure(self, message: str) -> None:
+        # shown on the dashboard and logged by the escalate stage each cycle; paging goes on
+        self.failure = f"escalation {message}"
+
     @staticmethod
     def _marker(path: Path, frames: dict[str, pl.DataFrame], entries: list[dict]) -> dict:
         """The audit entry that says an escalation journal entry is in the warehouse (checked at recovery)."""
@@ -502,7 +506,7 @@ class LocalOutbox(LanderThread):
             shutil.move(str(path), kept)
         else:
             kept = path
-        self.failure = f"escalation journal entry {path.name!r} could not be landed (kept in {str(kept)!r}): {error}"
+        self._report_failure(f"journal entry {path.name!r} could not be landed (kept in {str(kept)!r}): {error}")
         log.error("%s", self.failure)
         return False
 

@@ -246,6 +246,10 @@ class LanderThread:
         """Bookkeeping once ``item`` is committed as part of a batch (its file removed)."""
         raise NotImplementedError
 
+    def _report_failure(self, message: str) -> None:
+        """Make a landing that failed for good visible to the pipeline (see each subclass)."""
+        raise NotImplementedError
+
     def _take(self) -> list[tuple]:
         """The queued items the next landing commits (under the lock, queue not empty): the oldest
         batchable ones, up to :attr:`batch_max`, else the oldest alone."""
@@ -336,9 +340,13 @@ class LanderThread:
             last_start = time.monotonic()
             try:
                 self._land_items(items)
-            except Exception:  # noqa: BLE001 - a dead lander would leave every later flush waiting forever
+            except Exception as exc:  # noqa: BLE001 - a dead lander would leave every later flush waiting forever
+                names = ", ".join(repr(Path(item[0]).name) for item in items)
                 log.exception("%s: landing %s failed; the entries stay on disk for the next start",
-                              self._thread.name, ", ".join(Path(item[0]).name for item in items))
+                              self._thread.name, names)
+                # reported as a kept entry is, so the pipeline says so instead of only logging it
+                self._report_failure(f"journal entr(ies) {names} could not be landed (kept in {str(self.directory)!r} "
+                                     f"for the next start): {type(exc).__name__}: {exc}")
             finally:
                 with self._cond:
                     for item in items:
@@ -563,8 +571,12 @@ class CycleJournal(LanderThread):
         shutil.move(str(path), kept)
         self._submitted_at.pop(path.name, None)
         log.error("cycle record %s could not be landed; kept in %s: %s", path.name, kept, error)
+        self._report_failure(f"journal entry {path.name!r} could not be landed (kept in {str(kept)!r}): {error}")
+
+    def _report_failure(self, message: str) -> None:
+        # the next submit raises it: that cycle is recorded as failed and publishes no heartbeat
         with self._cond:
-            self._failure = f"journal entry {path.name!r} could not be landed (kept in {str(kept)!r}): {error}"
+            self._failure = message
 
     def _already_landed(self, cycle_id: str) -> bool:
         rows = self._lander.query(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import polars as pl
@@ -316,3 +317,19 @@ def test_provider_call_threads_are_kept_between_sends_and_let_go_on_close(wh, se
     again = sender.drain(T0 + timedelta(seconds=2))
     assert len(again.sent) >= 2 and again.failed == []  # a send after close starts them again
     assert notify_threads()
+
+
+def test_a_held_message_is_sent_once_its_hold_runs_out_and_not_before(wh, sender, config, twilio):
+    # Arrange: the outbox's messages are held for a minute
+    open_, acks = load_escalation_state(wh)
+    plan = plan_escalation(T0, alerts([("A1", 2)]), open_, acks, config)
+    held = pl.lit(T0 + timedelta(seconds=60)).cast(plan.notifications.schema["not_before"])
+    record_plan(wh, dataclasses.replace(plan, notifications=plan.notifications.with_columns(not_before=held)))
+    # Act: drains before the hold (the later ones answer from the small "anything due?" query), then after it
+    early = [sender.drain(T0 + timedelta(seconds=s)) for s in (0, 30, 59)]
+    due = sender.drain(T0 + timedelta(seconds=60))
+    after = sender.drain(T0 + timedelta(seconds=61))
+    # Assert
+    assert all(r.sent == [] for r in early)
+    assert len(due.sent) == 2 and after.sent == []
+    assert len(twilio.created("Messages")) == 2

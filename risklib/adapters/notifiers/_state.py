@@ -17,11 +17,10 @@ from risklib.core.escalation import ACKS, NOTIFICATION_EVENTS, NOTIFICATIONS, OP
 
 _OPEN_SQL = """
 WITH cur AS (
-    SELECT * FROM incidents
-    QUALIFY row_number() OVER (
-        PARTITION BY incident_key
-        ORDER BY updated_at DESC, CASE status WHEN 'resolved' THEN 2 WHEN 'acknowledged' THEN 1 ELSE 0 END DESC
-    ) = 1
+    -- each incident's newest row (at the same time: resolved over acknowledged over open);
+    -- arg_max costs a fraction of the equivalent row_number() window here
+    SELECT unnest(arg_max(incidents, (updated_at, CASE status WHEN 'resolved' THEN 2 WHEN 'acknowledged' THEN 1 ELSE 0 END)))
+    FROM incidents GROUP BY incident_key
 ), op AS (
     SELECT * FROM cur WHERE status <> 'resolved'
 ), d AS (

@@ -94,34 +94,33 @@ def test_an_operators_own_server_setting_wins(monkeypatch):
     assert os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] == "7"
 
 
+@pytest.fixture
+def child():
+    """A real process to renice."""
+    proc = subprocess.Popen(["sleep", "30"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
 @pytest.mark.parametrize(("ours", "expected"), [("/autogroup-7 nice 3\n", "13"), ("", "10")])
-def test_the_servers_session_group_is_lowered_below_ours_or_below_nice_0_outside_any_group(tmp_path, ours, expected):
-    # Arrange: a real child to renice, and a /proc where this process's group is given
-    child = subprocess.Popen(["sleep", "30"])
-    try:
-        (tmp_path / "self").mkdir()
-        (tmp_path / "self" / "autogroup").write_text(ours)  # empty: the root group, as under init
-        (tmp_path / str(child.pid)).mkdir()
-        (tmp_path / str(child.pid) / "autogroup").write_text("/autogroup-9 nice 0\n")
-        # Act
-        server.lower_priority(child.pid, 10, proc=tmp_path)
-        # Assert
-        assert (tmp_path / str(child.pid) / "autogroup").read_text() == expected
-        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
-    finally:
-        child.kill()
-        child.wait()
+def test_the_servers_session_group_is_lowered_below_ours_or_below_nice_0_outside_any_group(tmp_path, child, ours, expected):
+    # Arrange: a /proc where this process's group is given
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "autogroup").write_text(ours)  # empty: the root group, as under init
+    (tmp_path / str(child)).mkdir()
+    (tmp_path / str(child) / "autogroup").write_text("/autogroup-9 nice 0\n")
+    # Act
+    server.lower_priority(child, 10, proc=tmp_path)
+    # Assert
+    assert (tmp_path / str(child) / "autogroup").read_text() == expected
+    assert os.getpriority(os.PRIO_PROCESS, child) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
 
 
-def test_without_session_groups_only_the_process_is_lowered(tmp_path):
+def test_without_session_groups_only_the_process_is_lowered(tmp_path, child):
     # Arrange: a kernel without autogroups has no such files
-    child = subprocess.Popen(["sleep", "30"])
-    try:
-        # Act
-        server.lower_priority(child.pid, 5, proc=tmp_path)
-        # Assert
-        assert not (tmp_path / str(child.pid)).exists()
-        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
-    finally:
-        child.kill()
-        child.wait()
+    # Act
+    server.lower_priority(child, 5, proc=tmp_path)
+    # Assert
+    assert not (tmp_path / str(child)).exists()
+    assert os.getpriority(os.PRIO_PROCESS, child) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)

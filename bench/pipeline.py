@@ -8,6 +8,8 @@ Figures (``bench/results/pipeline.json``):
   10,000 accounts x 20 positions, p99 over the measured cycles. The simulated
   market and its strategies' trading run between cycles, as the monitor runs
   them, and are not counted.
+- ``stage_*_<stage>_p99_ms``: the same cycles' p99 per stage (its task run included), to
+  see which stage a slow cycle spent its time in.
 - ``baseline_*_p99_ms``: the same stage functions called directly, without
   Prefect, in the same process: the ratio is Prefect's share.
 - ``shock_to_action_p99_ms``: at the continuous cadence, from the moment a price
@@ -89,16 +91,20 @@ def _direct_cycle_ms(session) -> float:
     return ms
 
 
-def _flow_cycles_ms(session, cycles: int) -> np.ndarray:
+def _flow_cycles_ms(session, cycles: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each cycle's wall time in the monitor flow, and each stage's (task run included)."""
     from flows.monitor import risk_monitor
 
     out: list[float] = []
+    stages: dict[str, list[float]] = {}
 
     def progress(result, summary, interval, overran):
         out.append(sum(result.stage_ms.values()))
+        for stage, ms in result.stage_ms.items():
+            stages.setdefault(stage, []).append(ms)
 
     risk_monitor(session, max_cycles=cycles, progress=progress)
-    return np.array(out)
+    return np.array(out), {k: np.array(v) for k, v in stages.items()}
 
 
 def _wait_ms(previous_cycle_ms: float) -> float:
@@ -191,7 +197,7 @@ def run() -> dict[str, float]:
             session = _session(root, f"b{label}", accounts, positions=positions)
             try:
                 base = np.array([_direct_cycle_ms(session) for _ in range(max(4, n // 3))])
-                flow = _flow_cycles_ms(session, n)
+                flow, stages = _flow_cycles_ms(session, n)
                 session.flush()
                 landing.extend(session.journal.lag_ms if session.journal is not None else [])
                 durable.extend(session.journal.durable_ms if session.journal is not None else [])
@@ -201,6 +207,8 @@ def run() -> dict[str, float]:
             figures[f"cycle_{label}_p50_ms"] = round(p(flow, 50), 1)
             figures[f"baseline_{label}_p99_ms"] = round(p(base, 99), 1)
             figures[f"prefect_ratio_{label}"] = round(p(flow, 50) / p(base, 50), 2)
+            for stage, values in stages.items():
+                figures[f"stage_{label}_{stage}_p99_ms"] = round(p(values, 99), 1)
         if landing:
             figures["record_landing_p99_ms"] = round(p(np.array(landing), 99), 1)
         if durable:

@@ -175,8 +175,7 @@ def _handed_over(records, wh):
 def _landed_rows(wh: Warehouse) -> dict[str, list[tuple]]:
     out = {}
     for table in ("realtime_risk_metrics", "position_risk_metrics", "alerts", "risk_state", "cycle_runs"):
-        cols = [c.name for c in wh.columns(table) if c.name not in ("recorded_at", "landed_at")]
-        out[table] = sorted(wh.query(f"SELECT {', '.join(cols)} FROM {table}").rows(), key=repr)
+        out[table] = sorted(wh.query(f"SELECT * FROM {table}").rows(), key=repr)
     return out
 
 

@@ -50,7 +50,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from risklib.adapters.notifiers._outbox import _TERMINAL_SQL
+from risklib.adapters.notifiers._outbox import TERMINAL_SQL
 from risklib.adapters.warehouse._journal import TMP_PREFIX, LanderThread, read_frames_file, write_frames_file
 
 log = logging.getLogger("risklib.escalation.local")
@@ -80,7 +80,7 @@ WITH cur AS (
 ), op AS (
     SELECT incident_key FROM cur WHERE status <> 'resolved'
 ), ev AS (
-    SELECT notification_id, bool_or(event IN {_TERMINAL_SQL}) AS done FROM notification_events GROUP BY notification_id
+    SELECT notification_id, bool_or(event IN {TERMINAL_SQL}) AS done FROM notification_events GROUP BY notification_id
 ), groups AS (
     SELECT DISTINCT group_key FROM notifications WHERE incident_key IN (SELECT incident_key FROM op)
     UNION
@@ -346,7 +346,7 @@ class LocalOutbox(LanderThread):
     def _refresh_events(self) -> None:
         pending = self.query(
             f"SELECT n.notification_id FROM notifications n WHERE n.recipient <> 'dashboard' AND n.notification_id NOT IN "
-            f"(SELECT notification_id FROM notification_events WHERE event IN {_TERMINAL_SQL})"
+            f"(SELECT notification_id FROM notification_events WHERE event IN {TERMINAL_SQL})"
         )["notification_id"].to_list()
         if not pending:
             return  # events of finished messages change nothing the pipeline decides

@@ -41,12 +41,12 @@ from risklib.errors import DeliveryError
 log = logging.getLogger("risklib.escalation.outbox")
 
 _TERMINAL = ("sent", "delivered", "failed", "suppressed", "inhibited")
-_TERMINAL_SQL = str(_TERMINAL)  # "('sent', 'delivered', ...)": the SQL list of the same events
+TERMINAL_SQL = str(_TERMINAL)  # "('sent', 'delivered', ...)": the SQL list of the same events
 
 _PENDING_SQL = f"""
 WITH ev AS (
     SELECT notification_id,
-           bool_or(event IN {_TERMINAL_SQL}) AS done,
+           bool_or(event IN {TERMINAL_SQL}) AS done,
            count(*) FILTER (WHERE event = 'attempt') AS attempts,
            count(*) FILTER (WHERE event = 'retry_scheduled') AS retries,
            max(retry_at) FILTER (WHERE event = 'retry_scheduled') AS retry_at,
@@ -88,7 +88,7 @@ ORDER BY pend.level DESC, pend.created_at, pend.notification_id
 # and the earliest hold that has not run out.
 _DUE_SQL = f"""
 SELECT (SELECT count(*) FROM notifications n
-        ANTI JOIN (SELECT notification_id FROM notification_events WHERE event IN {_TERMINAL_SQL}) e
+        ANTI JOIN (SELECT notification_id FROM notification_events WHERE event IN {TERMINAL_SQL}) e
           ON e.notification_id = n.notification_id
         WHERE n.recipient <> 'dashboard' AND (n.not_before IS NULL OR n.not_before <= ?)) AS due,
        (SELECT min(not_before) FROM notifications WHERE not_before > ?) AS held

@@ -73,7 +73,7 @@ def test_a_catalog_that_cannot_be_read_counts_as_changed_for_every_reader(wh):
             raise RuntimeError("catalog busy")
         return real(sql, params)
 
-    watch = ChangeWatch(flaky, "__ducklake_metadata_wh")
+    watch = ChangeWatch(flaky)
     watch.changed("r", ["alerts"])  # first refresh: changes + table ids (two reads)
     assert watch.changed("r", ["alerts"]) is False
     watch.refresh()  # the third read fails

@@ -114,3 +114,57 @@ def test_reader_does_not_pin_the_catalog(wh_path):
     reader = Warehouse.open(wh_path, read_only=True)
     assert reader._pin is None
     reader.close()
+
+
+TABLES_SQL = "SELECT table_name FROM {catalog}.ducklake_table WHERE end_snapshot IS NULL ORDER BY table_name"
+
+
+def test_a_writers_catalog_reads_go_through_its_pin_and_match_the_connections(wh):
+    # Arrange
+    pin = wh._pin
+    assert pin is not None and pin.active
+    via_connection = wh.con.execute(TABLES_SQL.format(catalog="__ducklake_metadata_wh")).fetchall()
+    # Act
+    via_pin = pin.query(TABLES_SQL.format(catalog="main"))
+    via_warehouse = wh.read_catalog(TABLES_SQL)
+    # Assert
+    assert ("cycle_runs",) in via_connection
+    assert via_pin == via_connection
+    assert via_warehouse == via_connection
+
+
+def test_a_readers_catalog_reads_use_its_connection(wh, wh_path):
+    reader = Warehouse.open(wh_path, read_only=True)
+    try:
+        assert reader.read_catalog(TABLES_SQL) == wh.read_catalog(TABLES_SQL)
+    finally:
+        reader.close()
+
+
+def test_the_pin_reports_a_failed_read_and_refuses_writes_then_goes_on(wh):
+    from risklib.errors import WarehouseError
+
+    pin = wh._pin
+    with pytest.raises(WarehouseError, match="no such table: not_a_table"):
+        pin.query("SELECT * FROM not_a_table")
+    with pytest.raises(WarehouseError, match="readonly"):
+        pin.query("DELETE FROM ducklake_snapshot")
+    with pytest.raises(WarehouseError, match="not JSON serializable"):
+        pin.query("SELECT x'00'")
+    assert pin.query("SELECT count(*) FROM ducklake_snapshot WHERE snapshot_id >= ?", [0])[0][0] > 0
+
+
+def test_an_answer_that_came_too_late_is_not_taken_for_the_next_one(wh, monkeypatch):
+    from risklib.errors import WarehouseError
+
+    # Arrange: the first query gives up at once; its answer arrives afterwards
+    pin = wh._pin
+    monkeypatch.setattr(pin, "answer_timeout_s", 0.0)
+    with pytest.raises(WarehouseError, match="no answer within"):
+        pin.query("SELECT 'late'")
+    monkeypatch.setattr(pin, "answer_timeout_s", 5.0)
+    # Act
+    rows = pin.query("SELECT 'on time', ?", [7])
+    # Assert
+    assert rows == [("on time", 7)]
+    assert pin.active

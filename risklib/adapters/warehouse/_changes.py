@@ -8,10 +8,11 @@ log once (:meth:`ChangeWatch.refresh`) and each reader asks
 
 The snapshot log is part of the DuckLake catalog format (``ducklake_snapshot_changes``
 lists, per snapshot, ``inserted_into_table:<id>``, ``deleted_from_table:<id>``,
-``compacted_table:<id>``, ``created_table:...`` and so on). It is read through the
-warehouse's own DuckDB connection (the attached ``__ducklake_metadata_<name>``
-database), never by opening the SQLite file beside it: two SQLite libraries in one
-process would release each other's POSIX locks on that file. A change the watch
+``compacted_table:<id>``, ``created_table:...`` and so on). It is read with
+:meth:`Warehouse.read_catalog`: by the catalog pin's helper process for a local
+catalog (the sqlite extension's busy waits last a whole second), else through the
+warehouse's own DuckDB connection; never by opening the SQLite file in this process:
+two SQLite libraries in one process would release each other's POSIX locks on it. A change the watch
 cannot attribute to a table id (a schema change, an unknown entry) counts as a
 change to every table; a failed read counts as a change. Both err towards
 re-reading, never towards missing a write.
@@ -33,9 +34,9 @@ class ChangeWatch:
     ----------
     fetch
         Runs a SQL statement with parameters against the catalog database and
-        returns its rows; None answers every question "changed".
-    metadata
-        Name of the attached catalog database, e.g. ``__ducklake_metadata_wh``.
+        returns its rows; ``{catalog}`` in the statement names the schema of
+        DuckLake's tables (as :meth:`Warehouse.read_catalog` does). None answers
+        every question "changed".
 
     Notes
     -----
@@ -45,9 +46,8 @@ class ChangeWatch:
     refresh (one extra query), never missed.
     """
 
-    def __init__(self, fetch: Callable[[str, list], list[tuple]] | None, metadata: str = "") -> None:
+    def __init__(self, fetch: Callable[[str, list], list[tuple]] | None) -> None:
         self._fetch = fetch
-        self._meta = metadata
         self._current: int | None = None
         self._log: dict[int, str] = {}  # snapshot id -> changes_made, since the oldest reader's last look
         self._ids: dict[str, int] | None = None
@@ -55,13 +55,8 @@ class ChangeWatch:
 
     @classmethod
     def for_warehouse(cls, warehouse: Any) -> ChangeWatch:
-        """A watch reading through ``warehouse``'s connection (a ``Warehouse``); none for other objects."""
-        con = getattr(warehouse, "con", None)
-        if con is None:
-            return cls(None)
-        from risklib.adapters.warehouse._connect import CATALOG
-
-        return cls(lambda sql, params: con.execute(sql, params).fetchall(), f"__ducklake_metadata_{CATALOG}")
+        """A watch reading ``warehouse``'s catalog (a ``Warehouse``); none for other objects."""
+        return cls(getattr(warehouse, "read_catalog", None))
 
     def refresh(self) -> None:
         """Read the snapshots committed since the last refresh (one catalog query)."""
@@ -69,7 +64,7 @@ class ChangeWatch:
             return
         try:
             rows = self._fetch(
-                f"SELECT snapshot_id, changes_made FROM {self._meta}.ducklake_snapshot_changes WHERE snapshot_id > ? "
+                "SELECT snapshot_id, changes_made FROM {catalog}.ducklake_snapshot_changes WHERE snapshot_id > ? "
                 "ORDER BY snapshot_id",
                 [self._current if self._current is not None else -1],
             )
@@ -77,7 +72,7 @@ class ChangeWatch:
                 self._ids = {
                     str(name): int(i)
                     for i, name in self._fetch(
-                        f"SELECT table_id, table_name FROM {self._meta}.ducklake_table WHERE end_snapshot IS NULL", []
+                        "SELECT table_id, table_name FROM {catalog}.ducklake_table WHERE end_snapshot IS NULL", []
                     )
                 }
         except Exception:  # noqa: BLE001 - a catalog we cannot read is treated as changed everywhere

@@ -13,10 +13,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
+import os
+import select
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,19 +100,27 @@ def _init_sqlite_catalog(path: Path) -> None:
 
 
 # Run by the helper process of CatalogPin: open the catalog, read once (WAL mode keeps the
-# connection's shared lock after the read ends, without holding a snapshot), then wait
-# for the parent to close stdin (or exit).
+# connection's shared lock after each read ends, without holding a snapshot), then answer
+# read queries, one JSON line ``[id, sql, params]`` in, one ``[id, rows, error]`` out, until
+# the parent closes stdin (or exits). Python's sqlite3 leaves every read in autocommit.
 _PIN_SCRIPT = (
-    "import sqlite3, sys\n"
-    "con = sqlite3.connect(sys.argv[1])\n"
+    "import json, sqlite3, sys\n"
+    "con = sqlite3.connect(sys.argv[1], timeout=float(sys.argv[2]))\n"
+    "con.execute('PRAGMA query_only=ON')\n"
     "con.execute('SELECT count(*) FROM sqlite_master').fetchall()\n"
     "print('pinned', flush=True)\n"
-    "sys.stdin.read()\n"
+    "for line in sys.stdin:\n"
+    "    rid, sql, params = json.loads(line)\n"
+    "    try:\n"
+    "        out = json.dumps([rid, con.execute(sql, params).fetchall(), None])\n"
+    "    except Exception as exc:\n"
+    "        out = json.dumps([rid, None, f'{type(exc).__name__}: {exc}'])\n"
+    "    print(out, flush=True)\n"
 )
 
 
 class CatalogPin:
-    """Keep a local SQLite catalog open for as long as a writer uses it.
+    """Keep a local SQLite catalog open for as long as a writer uses it, and read it from there.
 
     DuckDB's sqlite extension opens a new SQLite connection for every transaction and
     closes it at the end. When the closing connection is the last one, SQLite checkpoints
@@ -117,27 +129,88 @@ class CatalogPin:
     reader's) rebuilds the WAL index first. One idle connection kept open elsewhere stops
     that; WAL checkpoints still happen as usual (automatically every ~1000 pages).
 
+    The same connection answers :meth:`query`, for reads the cycle makes every time (the
+    snapshot log). The extension's SQLite is built without ``usleep``: whenever it meets
+    a lock another connection of this process is taking or releasing (each transaction's
+    connection tries for an exclusive lock as it closes), its busy handler sleeps a whole
+    second, where this helper's SQLite waits a millisecond or two (measured: a reader
+    polling the log beside a committing writer stalled ~1 s about once a minute).
+
     The connection lives in a small helper process, not in this one: two SQLite libraries
     in one process (Python's and the extension's) would share POSIX locks on the file and
     could corrupt it. The helper exits when :meth:`close` is called or this process ends.
     """
 
+    #: How long the helper's SQLite waits on a busy lock, and :meth:`query` for an answer.
+    busy_timeout_s = 0.5
+    answer_timeout_s = 1.0
+
     def __init__(self, sqlite_file: Path) -> None:
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._buffer = b""  # what the helper wrote beyond the last line read
         self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _PIN_SCRIPT, str(sqlite_file)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [sys.executable, "-I", "-S", "-c", _PIN_SCRIPT, str(sqlite_file), str(self.busy_timeout_s)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
         )
-        assert self._proc.stdout is not None
-        if self._proc.stdout.readline().strip() != "pinned":  # it failed: carry on unpinned
+        try:
+            pinned = self._read_line(self._proc, time.monotonic() + 60) == b"pinned"
+        except WarehouseError:
+            pinned = False
+        if not pinned:  # it failed: carry on unpinned
             self.close()
 
     @property
     def active(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def query(self, sql: str, params: list | tuple = ()) -> list[tuple]:
+        """Rows of a read-only ``sql`` (``?`` parameters) run against the catalog by the helper.
+
+        Raises
+        ------
+        WarehouseError
+            The helper is gone, answered with an error, or did not answer within
+            :attr:`answer_timeout_s` (its answer is discarded when it comes).
+        """
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None or proc.stdin is None or proc.stdout is None:
+                raise WarehouseError("catalog pin: its helper process is not running")
+            self._next_id += 1
+            rid = self._next_id
+            try:
+                proc.stdin.write(json.dumps([rid, sql, list(params)]).encode() + b"\n")
+                deadline = time.monotonic() + self.answer_timeout_s
+                while True:  # answers to earlier queries that gave up come first
+                    got, rows, error = json.loads(self._read_line(proc, deadline))
+                    if got == rid:
+                        break
+            except (OSError, ValueError) as exc:
+                raise WarehouseError(f"catalog pin: {type(exc).__name__}: {exc}") from exc
+        if error is not None:
+            raise WarehouseError(f"catalog pin: {error}")
+        return [tuple(r) for r in rows]
+
+    def _read_line(self, proc: subprocess.Popen, deadline: float) -> bytes:
+        """The helper's next line; raises WarehouseError if none comes by ``deadline`` (monotonic)."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                raise WarehouseError(f"catalog pin: no answer within {self.answer_timeout_s} s")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise WarehouseError("catalog pin: its helper process exited")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.strip()
+
     def close(self) -> None:
         """Let the helper exit (idempotent)."""
-        proc, self._proc = self._proc, None
+        with self._lock:
+            proc, self._proc = self._proc, None
         if proc is None:
             return
         try:

@@ -755,6 +755,25 @@ class Warehouse:
 
     # --- reads -----------------------------------------------------------------------
 
+    def read_catalog(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """Rows of a read of DuckLake's own catalog tables; ``{catalog}`` in ``sql`` names their schema.
+
+        A writer's local catalog is read by its pin's helper process (see
+        :class:`~risklib.adapters.warehouse._connect.CatalogPin`: no whole-second busy
+        waits); any other through this connection's attached metadata database.
+
+        Raises
+        ------
+        WarehouseError
+            The read failed.
+        """
+        if self._pin is not None and self._pin.active:
+            return self._pin.query(sql.format(catalog="main"), list(params))
+        try:
+            return self.con.execute(sql.format(catalog=f"__ducklake_metadata_{_connect.CATALOG}"), list(params)).fetchall()
+        except duckdb.Error as exc:
+            raise WarehouseError(f"catalog read failed: {exc}") from exc
+
     def query(self, sql: str, params: Sequence | None = None, *, exact_decimals: bool = False) -> pl.DataFrame:
         """Run ``sql`` (with ``?`` parameters) and return a Polars frame.
 

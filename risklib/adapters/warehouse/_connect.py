@@ -133,8 +133,9 @@ class CatalogPin:
     snapshot log). The extension's SQLite is built without ``usleep``: whenever it meets
     a lock another connection of this process is taking or releasing (each transaction's
     connection tries for an exclusive lock as it closes), its busy handler sleeps a whole
-    second, where this helper's SQLite waits a millisecond or two (measured: a reader
-    polling the log beside a committing writer stalled ~1 s about once a minute).
+    second, where this helper's SQLite waits a millisecond or two. Measured beside a
+    writer committing ~50 times a second, polling the snapshot log every 5 ms for 30 s:
+    through the extension 4 reads took ~1 s; through the helper none took over 25 ms.
 
     The connection lives in a small helper process, not in this one: two SQLite libraries
     in one process (Python's and the extension's) would share POSIX locks on the file and

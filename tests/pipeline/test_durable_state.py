@@ -89,3 +89,46 @@ def test_an_outgrown_escalation_mirror_is_compacted_by_the_record_stage_after_ac
     # Assert
     assert seen == [True]
     assert session.outbox.compact_due is False
+
+
+def test_the_next_cycle_computes_its_metrics_while_the_previous_entry_is_written(make_session, monkeypatch):
+    import risklib.cycle.stages as stages
+
+    # Arrange: one cycle recorded, its journal entry held back (a slow disk)
+    session = make_session(accounts=4)
+    release = _hold_journal_writes(session)
+    _run_cycle(session)
+    metrics_done, acted = threading.Event(), threading.Event()
+    size_positions, act = stages.size_positions, stages.act
+
+    def size_positions_after_metrics(*args, **kwargs):
+        metrics_done.set()
+        return size_positions(*args, **kwargs)
+
+    def act_and_note(*args, **kwargs):
+        acted.set()
+        return act(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "size_positions", size_positions_after_metrics)
+    monkeypatch.setattr(stages, "act", act_and_note)
+    failed: list[BaseException] = []
+
+    def next_cycle():
+        try:
+            _run_cycle(session)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failed.append(exc)
+
+    # Act
+    cycle = threading.Thread(target=next_cycle, daemon=True)
+    cycle.start()
+    computed_while_held = metrics_done.wait(60)
+    cycle.join(0.3)
+    waiting_before_deciding = cycle.is_alive() and not acted.is_set()
+    release.set()
+    cycle.join(120)
+    # Assert: metrics went ahead; the policy's read of the state waited for the disk; the cycle completed
+    assert computed_while_held
+    assert waiting_before_deciding
+    assert not cycle.is_alive() and failed == [] and acted.is_set()
+    assert session.journal.flush(timeout_s=60) and session.state.height == 4

@@ -11,11 +11,11 @@ lists, per snapshot, ``inserted_into_table:<id>``, ``deleted_from_table:<id>``,
 ``compacted_table:<id>``, ``created_table:...`` and so on). It is read with
 :meth:`Warehouse.read_catalog`: by the catalog pin's helper process for a local
 catalog (the sqlite extension's busy waits last a whole second), else through the
-warehouse's own DuckDB connection; never by opening the SQLite file in this process:
-two SQLite libraries in one process would release each other's POSIX locks on it. A change the watch
-cannot attribute to a table id (a schema change, an unknown entry) counts as a
-change to every table; a failed read counts as a change. Both err towards
-re-reading, never towards missing a write.
+warehouse's own DuckDB connection; never by opening the SQLite file in this
+process: two SQLite libraries in one process would release each other's POSIX
+locks on it. A change the watch cannot attribute to a table id (a schema change,
+an unknown entry) counts as a change to every table; a failed read counts as a
+change. Both err towards re-reading, never towards missing a write.
 """
 
 from __future__ import annotations

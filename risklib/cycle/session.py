@@ -329,8 +329,8 @@ class Session:
         Taken from the newest recorded cycle without waiting for its journal entry to be
         durable, so the entry is written while this cycle computes its metrics (~0.4 s
         for a 10,000-account cycle that acted on every account). The wait comes at the
-        policy's read of :attr:`state`, before any decision: a cycle whose predecessor
-        never became durable still fails there.
+        next read of :attr:`state` (the sizing stage's), before any decision: a cycle
+        whose predecessor never became durable still fails there.
         """
         pending = self._pending
         state = pending[1] if pending is not None else self._state

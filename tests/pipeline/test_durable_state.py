@@ -127,7 +127,7 @@ def test_the_next_cycle_computes_its_metrics_while_the_previous_entry_is_written
     waiting_before_deciding = cycle.is_alive() and not acted.is_set()
     release.set()
     cycle.join(120)
-    # Assert: metrics went ahead; the policy's read of the state waited for the disk; the cycle completed
+    # Assert: metrics went ahead; the next read of the state waited for the disk; the cycle completed
     assert computed_while_held
     assert waiting_before_deciding
     assert not cycle.is_alive() and failed == [] and acted.is_set()

@@ -155,7 +155,7 @@ class CatalogPin:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
         )
         try:
-            pinned = self._read_line(self._proc, time.monotonic() + 60) == b"pinned"
+            pinned = self._read_line(self._proc, 60.0) == b"pinned"
         except WarehouseError:
             pinned = False
         if not pinned:  # it failed: carry on unpinned
@@ -182,9 +182,8 @@ class CatalogPin:
             rid = self._next_id
             try:
                 proc.stdin.write(json.dumps([rid, sql, list(params)]).encode() + b"\n")
-                deadline = time.monotonic() + self.answer_timeout_s
                 while True:  # answers to earlier queries that gave up come first
-                    got, rows, error = json.loads(self._read_line(proc, deadline))
+                    got, rows, error = json.loads(self._read_line(proc, self.answer_timeout_s))
                     if got == rid:
                         break
             except (OSError, ValueError) as exc:
@@ -193,14 +192,15 @@ class CatalogPin:
             raise WarehouseError(f"catalog pin: {error}")
         return [tuple(r) for r in rows]
 
-    def _read_line(self, proc: subprocess.Popen, deadline: float) -> bytes:
-        """The helper's next line; raises WarehouseError if none comes by ``deadline`` (monotonic)."""
+    def _read_line(self, proc: subprocess.Popen, timeout_s: float) -> bytes:
+        """The helper's next line; raises WarehouseError if none comes within ``timeout_s``."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buffer:
             wait = deadline - time.monotonic()
             if wait <= 0 or not select.select([fd], [], [], wait)[0]:
-                raise WarehouseError(f"catalog pin: no answer within {self.answer_timeout_s} s")
+                raise WarehouseError(f"catalog pin: no answer within {timeout_s} s")
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 raise WarehouseError("catalog pin: its helper process exited")

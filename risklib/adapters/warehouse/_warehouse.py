@@ -768,7 +768,7 @@ class Warehouse:
             The read failed.
         """
         if self._pin is not None and self._pin.active:
-            return self._pin.query(sql.format(catalog="main"), list(params))
+            return self._pin.query(sql.format(catalog="main"), params)
         try:
             return self.con.execute(sql.format(catalog=f"__ducklake_metadata_{_connect.CATALOG}"), list(params)).fetchall()
         except duckdb.Error as exc:

@@ -125,7 +125,7 @@ class Session:
         self.failure_interval_s = mon.failure_interval_s
         self._bar_s = getattr(getattr(feed, "config", None), "bar_s", 60.0)
         self.metrics_config = self._metrics_config(config)
-        from risklib.adapters.notifiers import EscalationStateCache
+        from risklib.adapters.notifiers import EscalationStateCache, PageDispatcher
         from risklib.cycle.shared_tables import SharedTables
 
         self.shared = SharedTables(warehouse)  # overrides, threshold changes, operator requests
@@ -135,6 +135,9 @@ class Session:
         self._escalation_state = EscalationStateCache(esc_watch)
         if getattr(sender, "watch", False) is None:
             sender.watch = esc_watch  # the outbox skips its pending query while nothing changed
+        # Provider calls behind the cycle, so the act stage never waits for a page (see PageDispatcher).
+        # Only over the local outbox: the warehouse connection itself serves one thread.
+        self.dispatcher = PageDispatcher(sender) if outbox is not None and hasattr(sender, "record_sends") else None
 
     def _metrics_config(self, config: RiskConfig) -> Any:
         """The [metrics] settings with the live cycle's windows and horizon in this feed's bars."""
@@ -246,6 +249,8 @@ class Session:
             self._settle()
         except Exception as exc:  # noqa: BLE001 - reported by the cycle that relies on it; here only waited for
             log.error("the last recorded cycle did not become durable: %s: %s", type(exc).__name__, exc)
+        if self.dispatcher is not None:
+            self.dispatcher.wait_idle()  # the pages handed over are sent and their outcomes written
         if self.outbox is not None:
             self.outbox.flush()
         if self.journal is not None:
@@ -255,6 +260,8 @@ class Session:
         if self._gate_pool is not None:
             self._gate_pool.shutdown(wait=True)
             self._gate_pool = None
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         close_sender = getattr(self.sender, "close", None)
         if close_sender is not None:
             close_sender()
@@ -489,7 +496,7 @@ class Session:
     # --- escalation -------------------------------------------------------------------
 
     def escalate(self, now: datetime, alerts: pl.DataFrame) -> Any:
-        """Plan per incident, write the plan to the outbox, then send what is due."""
+        """Plan per incident, write the plan to the outbox, then send what is due (on the dispatcher, if any)."""
         from risklib.adapters.notifiers import run_escalation
 
         # The plan and its send attempts are durable (one transaction, or one fsync'd journal entry
@@ -499,13 +506,16 @@ class Session:
             self.outbox.refresh(self.watch)  # acknowledgements and delivery callbacks other processes wrote
             store = self.outbox
         plan, fast, rest = run_escalation(
-            store, self.sender, alerts, self.config.escalation, now, state=self._escalation_state
+            store, self.sender, alerts, self.config.escalation, now, state=self._escalation_state,
+            dispatcher=self.dispatcher,
         )
         opened = plan.incident_events.filter(pl.col("status") == "open")["incident_key"].unique().to_list()
         self.new_incident_count = len(set(opened) - self._known_incidents)
         self._known_incidents |= set(opened)
         self._new_incident_keys = set(opened)
         summary = {"plan": plan.summary(), "sent": fast.summary(), "drain": rest.summary()}
+        if self.dispatcher is not None:
+            summary["pages_waiting"] = self.dispatcher.waiting  # handed over, not yet with a provider
         if self.outbox is not None and self.outbox.failure is not None:
             # paging goes on from the local journal, but the warehouse misses these rows until it lands them
             summary["landing_failure"] = self.outbox.failure

@@ -324,3 +324,40 @@ def test_one_owner_at_a_time_and_drain_refuses_beside_a_running_pipeline(wh, wh_
     assert str(owner.directory) in str(second.value) and "owned by another process" in str(second.value)
     assert drain.returncode == 2 and "owned by another process" in drain.stderr
     assert reopened.directory == owner.directory
+
+
+def test_outcomes_written_from_another_thread_survive_compactions_of_the_mirror(wh, notifiers, config, creds, twilio):
+    # Arrange: an open incident with its messages sent; the dispatcher's thread will add their events
+    import threading
+
+    outbox = LocalOutbox(wh)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    try:
+        cycle(outbox, sender, state, config, T0)
+        nid = outbox.query("SELECT notification_id FROM notifications WHERE recipient <> 'dashboard' LIMIT 1")[
+            "notification_id"][0]
+        before = outbox.query("SELECT count(*) AS n FROM notification_events")["n"][0]
+        writes = 150
+
+        def write_outcomes():
+            for i in range(writes):
+                event = pl.DataFrame({"notification_id": [nid], "event": ["delivered"], "provider": ["twilio"],
+                                      "attempt": [1], "at": [T0 + timedelta(milliseconds=i + 1)]})
+                outbox.append("notification_events", event, actor="escalation", action="notification.deliver")
+
+        writer = threading.Thread(target=write_outcomes)
+        # Act: the cycle's thread compacts the mirror while the writes go on
+        writer.start()
+        compactions = 0
+        while writer.is_alive() or compactions < 5:
+            outbox.compact()
+            compactions += 1
+        writer.join()
+        after = outbox.query("SELECT count(*) AS n FROM notification_events")["n"][0]
+        outbox.flush()
+        landed = wh.query("SELECT count(*) AS n FROM notification_events WHERE event = 'delivered'")["n"][0]
+    finally:
+        outbox.close()
+    # Assert: every write is in the mirror and in the warehouse
+    assert after == before + writes
+    assert landed == writes

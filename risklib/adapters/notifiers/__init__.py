@@ -11,8 +11,9 @@ from pathlib import Path
 
 from risklib.adapters.notifiers._base import Credentials, Notifier, OutboundMessage, Secret, load_credentials, redact
 from risklib.adapters.notifiers._console import ConsoleNotifier
+from risklib.adapters.notifiers._dispatch import PageDispatcher
 from risklib.adapters.notifiers._local import LocalOutbox, OutboxInUse, claim_outbox, outbox_directory
-from risklib.adapters.notifiers._outbox import DrainReport, OutboxSender
+from risklib.adapters.notifiers._outbox import DrainReport, OutboxSender, PlannedSends
 from risklib.adapters.notifiers._render import email_parts, voice_twiml
 from risklib.adapters.notifiers._state import (
     EscalationStateCache,
@@ -83,6 +84,8 @@ __all__ = [
     "Notifier",
     "OutboundMessage",
     "OutboxSender",
+    "PageDispatcher",
+    "PlannedSends",
     "Secret",
     "append_many",
     "build_notifiers",

@@ -31,6 +31,11 @@ durable with one fsync'd local file instead of a DuckLake transaction:
 
 The planner and sender learn of changes through :attr:`watch` (``changed`` /
 ``forget``, like ``ChangeWatch``), which answers from a local version counter.
+
+Two threads use it: the cycle's (plans, refreshes, compaction) and the page
+dispatcher's (delivery outcomes, drains). One lock makes each read, each write
+(journal entry and mirror together, so entries are numbered in the order they
+are applied) and each compaction whole.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import fcntl
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections import deque
@@ -224,6 +230,7 @@ class LocalOutbox(LanderThread):
         from risklib.adapters.warehouse import Warehouse
 
         (self.directory / "failed").mkdir(exist_ok=True)
+        self._lock = threading.RLock()  # the mirror connection and the journal's numbering (see module doc)
         self.fsync = fsync
         self.retries = max(1, int(retries))
         self.compact_rows = compact_rows
@@ -272,7 +279,8 @@ class LocalOutbox(LanderThread):
     def query(self, sql: str, params: Sequence | None = None) -> pl.DataFrame:
         from risklib.adapters.warehouse._warehouse import _to_polars
 
-        return _to_polars(self._con.sql(sql, params=list(params) if params is not None else None), exact_decimals=False)
+        with self._lock:
+            return _to_polars(self._con.sql(sql, params=list(params) if params is not None else None), exact_decimals=False)
 
     def prepare(self, table: str, frame: pl.DataFrame) -> pl.DataFrame:
         return self.warehouse.prepare(table, frame)
@@ -295,14 +303,14 @@ class LocalOutbox(LanderThread):
             return
         now = self.warehouse.clock.now()
         entries = [dict(e, at=e.get("at") or now) for e in entries]
-        with self._cond:
+        with self._lock:
             self._seq += 1
             name = f"{self._seq:012d}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
-        path = write_entry(self.directory, name, frames, entries, fsync=self.fsync)
-        self._apply(frames)
-        with self._cond:
-            self._queue.append((path, frames, entries, False, time.monotonic()))
-            self._cond.notify_all()
+            path = write_entry(self.directory, name, frames, entries, fsync=self.fsync)
+            self._apply(frames)
+            with self._cond:
+                self._queue.append((path, frames, entries, False, time.monotonic()))
+                self._cond.notify_all()
 
     # --- other processes' writes ----------------------------------------------------
 
@@ -312,6 +320,10 @@ class LocalOutbox(LanderThread):
         Queries the warehouse only when the watch says the table changed; a failed
         read is forgotten by the watch, so the next cycle reads again.
         """
+        with self._lock:
+            self._refresh(watch)
+
+    def _refresh(self, watch: Any) -> None:
         if watch.changed("escalation.local.acks", ("acknowledgements",)):
             try:
                 self._refresh_acks()
@@ -368,12 +380,13 @@ class LocalOutbox(LanderThread):
 
         cols = self._columns[table]
         frame = frame.with_columns([pl.lit(None).alias(c) for c in cols if c not in frame.columns]).select(cols)
-        self._con.register("_incoming", _Stream(frame))
-        try:
-            quoted = ", ".join(f'"{c}"' for c in cols)
-            self._con.execute(f'INSERT INTO "{table}" ({quoted}) SELECT {quoted} FROM _incoming')
-        finally:
-            self._con.unregister("_incoming")
+        with self._lock:
+            self._con.register("_incoming", _Stream(frame))
+            try:
+                quoted = ", ".join(f'"{c}"' for c in cols)
+                self._con.execute(f'INSERT INTO "{table}" ({quoted}) SELECT {quoted} FROM _incoming')
+            finally:
+                self._con.unregister("_incoming")
 
     def _apply(self, frames: dict[str, pl.DataFrame]) -> None:
         for table, frame in frames.items():
@@ -386,8 +399,9 @@ class LocalOutbox(LanderThread):
 
     def rows(self) -> int:
         """Rows the mirror holds (all four tables)."""
-        self._rows = sum(int(self._con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in LOCAL_TABLES)
-        return self._rows
+        with self._lock:
+            self._rows = sum(int(self._con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in LOCAL_TABLES)
+            return self._rows
 
     def _load(self, query: Any) -> None:
         """Replace the mirror with the live rows ``query`` (warehouse or mirror) returns."""
@@ -417,11 +431,13 @@ class LocalOutbox(LanderThread):
 
     def compact(self) -> None:
         """Drop resolved conversations (their dedup history stays while a live message shares its key)."""
-        before = self.rows()
-        self._load(self.query)
-        self._compact_at = max(self.compact_rows, 2 * self._rows)  # all live: do not compact again at once
-        self.compact_due = False
-        log.info("escalation mirror compacted: %d -> %d rows", before, self.rows())
+        with self._lock:  # whole: an outcome written between the read and the replace would be lost
+            before = self.rows()
+            self._load(self.query)
+            self._compact_at = max(self.compact_rows, 2 * self._rows)  # all live: do not compact again at once
+            self.compact_due = False
+            after = self.rows()
+        log.info("escalation mirror compacted: %d -> %d rows", before, after)
 
     def compact_if_due(self) -> bool:
         """Compact once the mirror has outgrown ``compact_rows`` (or twice its live rows); True if it did.
@@ -442,7 +458,8 @@ class LocalOutbox(LanderThread):
         if self._closed:
             return
         self._stop_lander(timeout_s)
-        self._con.close()
+        with self._lock:
+            self._con.close()
         self._owner.close()
 
     def _batchable(self, item: tuple) -> bool:

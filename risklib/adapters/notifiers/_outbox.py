@@ -14,6 +14,7 @@ Delivery is at-least-once without duplicates after a crash:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
@@ -106,9 +107,34 @@ class DrainReport:
     fallbacks: list[str] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    dispatched: list[str] = field(default_factory=list)  # handed to the page dispatcher, outcome reported later
 
     def summary(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.__dict__.items()}
+
+    def merge(self, other: DrainReport) -> None:
+        """Add ``other``'s messages to this report."""
+        for name, values in other.__dict__.items():
+            getattr(self, name).extend(values)
+
+
+@dataclass
+class PlannedSends:
+    """A plan's messages, recorded with their ``attempt`` events, not yet handed to a provider.
+
+    Made by :meth:`OutboxSender.record_sends`, sent by :meth:`OutboxSender.deliver`
+    (at once, or on the page dispatcher's thread).
+    """
+
+    now: datetime
+    batch: list[tuple[dict, OutboundMessage, Notifier]]
+    sent_keys: set[str]
+    report: DrainReport  # what recording decided: suppressions, messages without a notifier
+    recorded_at: float  # the sender's monotonic clock when recording began: event times and the retry budget count from it
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.notification_id for _, m, _ in self.batch]
 
 
 class OutboxSender:
@@ -152,6 +178,10 @@ class OutboxSender:
         self._idle_until: datetime | None = None
         self._idle_frame: pl.DataFrame | None = None
         self._pool: ThreadPoolExecutor | None = None
+        # Recorded with their attempts but not yet answered by a provider: a drain leaves them to
+        # whoever sends them (the page dispatcher may still hold them, long past in_doubt_after_s).
+        self._in_flight: set[str] = set()
+        self._in_flight_lock = threading.Lock()
 
     def close(self) -> None:
         """Let the provider-call threads go (a later send starts new ones)."""
@@ -222,6 +252,13 @@ class OutboxSender:
         rows = self.pending(now)
         if rows.height == 0:
             return report
+        # read after the query: a message whose attempt the query saw was claimed before that attempt was written
+        with self._in_flight_lock:
+            in_flight = frozenset(self._in_flight)
+        if in_flight:
+            claimed = pl.col("notification_id").is_in(list(in_flight))
+            report.in_flight.extend(rows.filter(claimed)["notification_id"].to_list())
+            rows = rows.filter(~claimed)
         if limit is not None:
             rows = rows.head(limit)
         sent_keys = set(rows.filter(pl.col("already_sent"))["dedup_key"].to_list())
@@ -238,13 +275,22 @@ class OutboxSender:
         return report
 
     def send_plan(self, plan: EscalationPlan, now: datetime) -> DrainReport:
-        """Record ``plan`` and send its due messages at once: the fast path of the escalate stage.
+        """Record ``plan`` and send its due messages at once: :meth:`record_sends`, then :meth:`deliver`.
 
-        The plan's rows and the ``attempt`` events of the messages about to be sent
-        are written in ONE transaction, then the providers are called. A crash after
-        that transaction leaves the messages "in doubt": the next drain reconciles
-        them with the provider before resending, so nothing is lost or doubled.
         Older pending messages are left to :meth:`drain`.
+        """
+        planned = self.record_sends(plan, now)
+        report = planned.report
+        report.merge(self.deliver(planned))
+        return report
+
+    def record_sends(self, plan: EscalationPlan, now: datetime) -> PlannedSends:
+        """Write ``plan`` and the ``attempt`` events of its due messages in ONE transaction; call no provider.
+
+        A crash after that transaction leaves the messages "in doubt": the next drain
+        reconciles them with the provider before resending, so nothing is lost or
+        doubled. Until :meth:`deliver` has their outcomes they are in flight, and a
+        drain leaves them alone.
         """
         report = DrainReport()
         start = self.monotonic()
@@ -281,16 +327,43 @@ class OutboxSender:
                            "at": clock()})
             batch.append((row, self._message(row), notifier))
         ev = pl.DataFrame([{c: e.get(c) for c in NOTIFICATION_EVENTS} for e in events], schema=NOTIFICATION_EVENTS)
-        append_many(
-            self.warehouse,
-            [("incidents", plan.incident_events), ("notifications", plan.notifications),
-             ("notification_events", pl.concat([plan.notification_events, ev]))],
-            actor="escalation", action="escalation.plan",
-        )
-        if batch:
-            retry = self._round(batch, clock, sent_keys, report, attempts_written=True)
-            self._finish(retry, clock, sent_keys, report, start)
+        planned = PlannedSends(now, batch, sent_keys, report, start)
+        ids = planned.ids
+        with self._in_flight_lock:
+            self._in_flight.update(ids)  # before the attempts are written (see drain)
+        try:
+            append_many(
+                self.warehouse,
+                [("incidents", plan.incident_events), ("notifications", plan.notifications),
+                 ("notification_events", pl.concat([plan.notification_events, ev]))],
+                actor="escalation", action="escalation.plan",
+            )
+        except BaseException:
+            self._release(ids)
+            raise
+        return planned
+
+    def deliver(self, planned: PlannedSends) -> DrainReport:
+        """Call the providers for messages :meth:`record_sends` recorded; write their outcomes.
+
+        Inline retries and fallbacks stop within ``retry.drain_budget_s`` of the
+        recording (time spent waiting for the dispatcher counts); what is left is
+        scheduled for a later drain.
+        """
+        report = DrainReport()
+        now, start = planned.now, planned.recorded_at
+        clock = lambda: now + timedelta(seconds=self.monotonic() - start)  # noqa: E731
+        try:
+            if planned.batch:
+                retry = self._round(planned.batch, clock, planned.sent_keys, report, attempts_written=True)
+                self._finish(retry, clock, planned.sent_keys, report, start)
+        finally:
+            self._release(planned.ids)
         return report
+
+    def _release(self, ids: list[str]) -> None:
+        with self._in_flight_lock:
+            self._in_flight.difference_update(ids)
 
     def _finish(self, batch, clock, sent_keys, report, start) -> None:
         """Further rounds for fallbacks (at once) and retries (within the drain budget)."""

@@ -278,16 +278,21 @@ def _EMPTY_PLAN():
 
 
 def run_escalation(
-    warehouse: Any, sender: Any, alerts: pl.DataFrame, config: Any, now: datetime, *, state: EscalationStateCache | None = None
+    warehouse: Any, sender: Any, alerts: pl.DataFrame, config: Any, now: datetime, *,
+    state: EscalationStateCache | None = None, dispatcher: Any = None,
 ):
     """The escalate stage in one call: load state, plan, record + send the new messages, drain the rest.
 
     ``state`` (optional) caches the open incidents between cycles that changed nothing.
+    ``dispatcher`` (optional, a :class:`PageDispatcher`): the plan is recorded here and
+    its messages are sent, and the outbox drained, on the dispatcher's thread.
 
     Returns
     -------
     tuple[EscalationPlan, DrainReport, DrainReport]
-        The plan, what the fast path sent, what the drain of older messages did.
+        The plan, what the fast path sent (with a dispatcher: what it recorded and
+        handed over), what the drain of older messages did (with a dispatcher: what
+        it delivered and drained since the previous call).
     """
     from risklib.core.escalation import plan_escalation
 
@@ -295,6 +300,12 @@ def run_escalation(
         plan = state.plan(now, alerts, config, warehouse)
     else:
         plan = plan_escalation(now, alerts, *load_escalation_state(warehouse), config)
-    fast = sender.send_plan(plan, now)
-    rest = sender.drain(now)
-    return plan, fast, rest
+    if dispatcher is None:
+        fast = sender.send_plan(plan, now)
+        rest = sender.drain(now)
+        return plan, fast, rest
+    planned = sender.record_sends(plan, now)
+    dispatcher.submit(planned)
+    fast = planned.report
+    fast.dispatched.extend(planned.ids)
+    return plan, fast, dispatcher.take_report()

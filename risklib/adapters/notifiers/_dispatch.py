@@ -1,0 +1,137 @@
+"""The page dispatcher: provider calls on a thread of their own, so no action waits for a page.
+
+The escalate stage runs before the act stage. Called inline, a provider that
+answers slowly (``retry.request_timeout_s`` = 10 s per call, inline retries up to
+``retry.drain_budget_s``) would hold back the cycle's emergency actions for as
+long, against the 60 s the specification allows an emergency stop and the 2 s
+the pipeline aims for. So the escalate stage only plans and records (the plan
+and its ``attempt`` events are durable before it returns, see
+:meth:`OutboxSender.record_sends`), hands the messages to this dispatcher, and
+the cycle goes on to act.
+
+One thread makes every provider call of the pipeline, in the order the cycles
+handed them over, then drains what older messages are due (retries, fallbacks,
+held messages), as the escalate stage used to. One thread means a drain never
+runs beside a delivery: the only messages a drain could take for crashed are
+those recorded by a later cycle and not yet delivered, and the sender leaves
+those alone (they are in flight). A crash loses nothing: what was recorded but
+not answered is "in doubt" and reconciled with the provider at the next drain.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from risklib.adapters.notifiers._outbox import DrainReport, PlannedSends
+
+log = logging.getLogger("risklib.escalation.dispatch")
+
+
+class PageDispatcher:
+    """Delivers what the escalate stage recorded, and drains the outbox, behind the cycle.
+
+    Parameters
+    ----------
+    sender
+        The session's :class:`OutboxSender` (``deliver`` and ``drain``); its store must
+        allow a second thread (the :class:`LocalOutbox` does).
+    monotonic
+        Injected for tests.
+    """
+
+    def __init__(self, sender: Any, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.sender = sender
+        self.monotonic = monotonic
+        self._cv = threading.Condition()
+        self._jobs: deque[PlannedSends] = deque()
+        self._drain_from: tuple[datetime, float] | None = None  # (cycle time, monotonic) of the newest hand-over
+        self._busy = False
+        self._closed = False
+        self._done = DrainReport()  # what deliveries and drains did since the last take_report()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, planned: PlannedSends) -> None:
+        """Hand over one cycle's recorded messages (possibly none: the outbox is drained after each hand-over)."""
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the page dispatcher is closed")
+            self._jobs.append(planned)
+            self._drain_from = (planned.now, planned.recorded_at)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="page-dispatcher", daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """Messages handed over and not yet passed to a provider."""
+        with self._cv:
+            return sum(len(job.batch) for job in self._jobs)
+
+    def take_report(self) -> DrainReport:
+        """What was sent, retried, failed… since the last call (the escalate stage's summary)."""
+        with self._cv:
+            done, self._done = self._done, DrainReport()
+        return done
+
+    def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Wait until everything handed over was delivered and drained; False on timeout."""
+        deadline = None if timeout_s is None else self.monotonic() + timeout_s
+        with self._cv:
+            while self._jobs or self._busy:
+                left = None if deadline is None else deadline - self.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Deliver what was handed over (up to ``timeout_s``), then stop; later hand-overs are refused."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+            if thread.is_alive():
+                log.error("page dispatcher still busy after %.0f s at close: %d message(s) left in doubt, "
+                          "reconciled at the next start", timeout_s, self.waiting)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._closed:
+                    self._cv.wait()
+                if not self._jobs:
+                    return
+                jobs = list(self._jobs)
+                self._jobs.clear()
+                now, at = self._drain_from
+                self._busy = True
+            report = DrainReport()
+            try:
+                for job in jobs:
+                    self._step(report, lambda job=job: self.sender.deliver(job), f"{len(job.batch)} message(s)")
+                # the newest cycle's time, moved on by the wall time since it handed over
+                drain_now = now + timedelta(seconds=self.monotonic() - at)
+                self._step(report, lambda: self.sender.drain(drain_now), "the outbox drain")
+            finally:
+                with self._cv:
+                    self._done.merge(report)
+                    self._busy = False
+                    self._cv.notify_all()
+
+    @staticmethod
+    def _step(report: DrainReport, work: Callable[[], DrainReport], what: str) -> None:
+        try:
+            report.merge(work())
+        except Exception as exc:  # noqa: BLE001 - the next drain retries; the dispatcher must go on
+            error = f"{type(exc).__name__}: {exc}"
+            report.errors.append(f"dispatch of {what}: {error}")
+            log.error("page dispatch of %s failed (the next drain retries it): %s", what, error)

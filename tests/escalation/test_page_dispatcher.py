@@ -1,0 +1,127 @@
+"""Recording a plan apart from sending it, and the dispatcher that sends behind the cycle.
+
+Real warehouse, real twilio client against the local fake.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from esc_builders import T0, alerts
+from risklib.adapters.notifiers import DrainReport, OutboxSender, PageDispatcher, load_escalation_state, run_escalation
+from risklib.core.escalation import plan_escalation
+from tests.fakes import Behaviour
+
+pytestmark = pytest.mark.integration
+
+
+def _recorded(wh, sender, config, rows, now=T0):
+    open_, acks = load_escalation_state(wh)
+    return sender.record_sends(plan_escalation(now, alerts(rows, now=now), open_, acks, config), now)
+
+
+def test_a_drain_leaves_recorded_messages_to_their_delivery_however_late(wh, sender, config, twilio):
+    # Arrange: level 3 recorded with its attempts (two calls, two SMS), no provider called yet
+    planned = _recorded(wh, sender, config, [("A1", 3)])
+    # Act: a drain long after in_doubt_after_s would take the attempts for a crash and resend them
+    late = T0 + timedelta(seconds=config.retry.in_doubt_after_s * 10)
+    drained = sender.drain(late)
+    delivered = sender.deliver(planned)
+    again = sender.drain(late + timedelta(seconds=1))
+    # Assert: each message went out once, by its delivery
+    assert sorted(drained.in_flight) == sorted(planned.ids) and drained.sent == []
+    assert sorted(delivered.sent) == sorted(planned.ids) and again.sent == []
+    assert len(twilio.created("Messages")) == 2 and len(twilio.created("Calls")) == 2
+
+
+def test_a_message_whose_delivery_died_is_reconciled_by_the_next_drain(wh, notifiers, config, twilio):
+    # Arrange: recorded, then the delivery fails inside (its outcome write, say): the attempts have no outcome
+    class FailsOnce(OutboxSender):
+        failed = False
+
+        def _call_and_record(self, batch, clock, sent_keys, report):
+            if not self.failed:
+                self.failed = True
+                raise OSError("disk full")
+            return super()._call_and_record(batch, clock, sent_keys, report)
+
+    sender = FailsOnce(wh, notifiers, config, sleep=lambda s: None)
+    planned = _recorded(wh, sender, config, [("A1", 2)])
+    with pytest.raises(OSError):
+        sender.deliver(planned)
+    # Act: no longer in flight, the messages are in doubt and sent by a drain after in_doubt_after_s
+    report = sender.drain(T0 + timedelta(seconds=config.retry.in_doubt_after_s + 1))
+    # Assert
+    assert sorted(report.sent) == sorted(planned.ids)
+    assert len(twilio.created("Messages")) == 2
+
+
+def test_the_dispatcher_sends_in_order_and_reports_on_the_next_hand_over(wh, sender, config, twilio):
+    # Arrange: Twilio answers the first request late, so the second cycle hands over while the first is sending
+    twilio.fail(Behaviour(delay_s=0.3))
+    dispatcher = PageDispatcher(sender)
+    try:
+        # Act
+        _, first, nothing_yet = run_escalation(wh, sender, alerts([("A1", 2)]), config, T0, dispatcher=dispatcher)
+        _, second, _ = run_escalation(wh, sender, alerts([("A1", 2), ("A2", 3)], now=T0 + timedelta(seconds=1)),
+                                      config, T0 + timedelta(seconds=1), dispatcher=dispatcher)
+        assert dispatcher.wait_idle(30)
+        done = dispatcher.take_report()
+    finally:
+        dispatcher.close()
+    # Assert: the stage returned before any provider answered; everything went out once, in hand-over order
+    assert first.sent == [] and len(first.dispatched) == 2 and nothing_yet.sent == []
+    assert len(second.dispatched) == 4
+    assert sorted(done.sent) == sorted(first.dispatched + second.dispatched) and done.errors == []
+    sms = [r.form["To"][0] for r in twilio.created("Messages")]
+    assert len(sms) == 4 and len(set(zip(sms, [r.form["Body"][0] for r in twilio.created("Messages")]))) == 4
+    assert dispatcher.take_report().sent == []  # reported once
+
+
+class _Sender:
+    """A sender whose first delivery raises; records what it was asked to do (dispatcher logic only)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.release = threading.Event()
+
+    def deliver(self, planned):
+        self.release.wait(10)
+        self.calls.append(f"deliver {planned.now:%S}")
+        if len(self.calls) == 1:
+            raise OSError("disk full")
+        return DrainReport(sent=list(planned.ids))
+
+    def drain(self, now):
+        self.calls.append("drain")
+        return DrainReport()
+
+
+def _planned(second: int):
+    from risklib.adapters.notifiers import PlannedSends
+
+    return PlannedSends(T0 + timedelta(seconds=second), [], set(), DrainReport(), 0.0)
+
+
+def test_a_failed_delivery_is_reported_and_the_dispatcher_goes_on():
+    # Arrange
+    sender = _Sender()
+    dispatcher = PageDispatcher(sender)
+    # Act: three hand-overs while the first delivery is held, then released
+    for second in (1, 2, 3):
+        dispatcher.submit(_planned(second))
+    waited_out = dispatcher.wait_idle(0.05)
+    sender.release.set()
+    idle = dispatcher.wait_idle(30)
+    report = dispatcher.take_report()
+    dispatcher.close()
+    # Assert: waiting was bounded; every hand-over was delivered in order, a drain after the queue emptied
+    assert not waited_out and idle
+    assert [c for c in sender.calls if c != "drain"] == ["deliver 01", "deliver 02", "deliver 03"]
+    assert sender.calls[-1] == "drain"
+    assert len(report.errors) == 1 and "disk full" in report.errors[0]
+    with pytest.raises(RuntimeError, match="closed"):
+        dispatcher.submit(_planned(4))

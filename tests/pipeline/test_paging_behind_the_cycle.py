@@ -1,0 +1,96 @@
+"""Pages go out on the dispatcher's thread: a slow provider never holds back the cycle's actions.
+
+The real Twilio client library talks to a local fake of Twilio's API whose every
+answer comes late, as a provider under load answers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.fakes` importable under any rootdir
+
+from risklib.adapters.notifiers import Credentials, Secret, build_notifiers  # noqa: E402
+from risklib.cycle import stages  # noqa: E402
+from tests.fakes import FakeTwilio  # noqa: E402
+from tests.fakes._server import Behaviour  # noqa: E402
+
+SLOW_S = 3.0  # every Twilio answer arrives this late (the client waits up to retry.request_timeout_s = 10 s)
+
+
+@pytest.fixture
+def twilio_session(make_session, tmp_path):
+    """A flash-crash session whose SMS and calls go to a fake Twilio that answers every request SLOW_S late."""
+    creds = Credentials(twilio_account_sid=Secret("AC" + secrets.token_hex(16)),
+                        twilio_auth_token=Secret(secrets.token_hex(16)), twilio_from_number="+15555550199")
+    twilio = FakeTwilio(creds.twilio_account_sid.get(), creds.twilio_auth_token.get())
+    twilio.fail(*[Behaviour(delay_s=SLOW_S) for _ in range(10_000)])
+    session = make_session("flash-crash", seed=5)
+    session.sender.notifiers = build_notifiers(session.config.escalation, creds, twilio_api_base=twilio.url,
+                                               console_path=tmp_path / "console.jsonl")
+    yield session, twilio
+    session.close()  # its dispatcher first: nothing may still be calling the fake when it goes down
+    twilio.down()
+
+
+def _cycle(session) -> tuple[stages.CycleResult, float, float]:
+    """One cycle through the stage functions; returns it, when its escalate stage began and when it had acted."""
+    now = session.clock.now()
+    session.run_market(now)
+    r = stages.CycleResult(cycle_id=session.next_cycle_id(), now=now)
+    r.snapshot = stages.ingest(session, now)
+    r.validation = stages.validate(session, r.snapshot, now)
+    r.book = stages.compute_metrics(session, r.validation, r.snapshot)
+    r.sizing = stages.size_positions(session, r.book)
+    r.evaluation = stages.evaluate_triggers(session, now, r.book, r.snapshot)
+    escalating = time.perf_counter()
+    r.escalation = stages.escalate(session, now, r.evaluation)
+    r.execution = stages.act(session, now, r.evaluation, r.snapshot, r.book.accounts)
+    acted = time.perf_counter()
+    stages.record(session, r, now, None)
+    session.clock.advance(max(float(r.evaluation.next_interval_s), 1.0))
+    return r, escalating, acted
+
+
+def test_a_cycle_acts_before_a_slow_provider_has_answered_its_pages(twilio_session):
+    # Arrange
+    session, twilio = twilio_session
+    # Act: cycles until one both pages by SMS or phone and orders an action
+    for _ in range(60):
+        result, escalating, acted = _cycle(session)
+        handed = result.escalation["sent"]["dispatched"] + result.escalation["sent"]["sent"]
+        if handed and result.execution.actions.height:
+            break
+    else:
+        pytest.fail("the flash crash never paged and acted in the same cycle")
+    session.flush()
+    # Assert: every page of that cycle reached Twilio, and was answered only after the action was taken
+    this_cycle = [r for r in twilio.created("Messages") + twilio.created("Calls") if r.at >= escalating]
+    assert this_cycle, "the cycle's pages never reached the provider"
+    first_answer = min(r.at for r in this_cycle) + SLOW_S
+    assert acted < first_answer, f"the actions waited {acted - escalating:.2f}s for the provider"
+
+
+def test_pages_sent_behind_the_cycle_are_recorded_once_each(twilio_session):
+    # Arrange
+    session, twilio = twilio_session
+    # Act
+    handed = 0
+    for _ in range(25):
+        result, _, _ = _cycle(session)
+        handed += result.escalation["sent"]["dispatched"]
+    session.flush()
+    # Assert: each provider request is one "sent" event with the provider's id, and no page went out twice
+    sids = {item["sid"] for item in twilio.messages + twilio.calls}
+    events = session.warehouse.query(
+        "SELECT e.provider_message_id, n.dedup_key FROM notification_events e "
+        "JOIN notifications n USING (notification_id) WHERE e.event = 'sent' AND e.provider = 'twilio'"
+    )
+    assert handed > 0 and sids
+    assert set(events["provider_message_id"].to_list()) == sids
+    assert events["dedup_key"].n_unique() == events.height == len(sids)

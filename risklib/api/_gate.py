@@ -1,7 +1,8 @@
 """``POST /api/gate/check``: the pre-trade gate for trading systems outside the pipeline's process.
 
 The gate's state is built from the warehouse's newest completed cycle (risk state,
-account metrics, positions and prices of ``position_risk_metrics``) and cached
+account metrics, positions of ``position_risk_metrics``, prices of ``market_quotes``: every
+instrument the cycle had a valid quote for, held or not) and cached
 per cycle id; ``now`` is the API's clock, so the dead man's switch holds: without a
 recent cycle every order adding risk is refused (``STALE_STATE``), while orders
 that reduce a position always pass. Anything unexpected refuses new risk.
@@ -67,9 +68,14 @@ def build_gate_state(wh: Any, cycle_id: str | None, now: Any, config: Any) -> An
             "SELECT account_id, strategy_name AS strategy, currency_pair AS instrument, position_size AS quantity, "
             "price AS entry_price FROM position_risk_metrics WHERE cycle_id = ?", [cycle_id]
         ).with_columns(pl.col("strategy").fill_null("unknown"))
-        prices = (
+        quoted = wh.query("SELECT instrument, mid FROM market_quotes WHERE cycle_id = ? AND mid > 0", [cycle_id])
+        # cycles recorded before market_quotes existed: the prices their positions were marked at
+        marked = (
             positions.filter(pl.col("entry_price").is_not_null() & (pl.col("entry_price") > 0))
             .group_by("instrument").agg(pl.col("entry_price").first().alias("mid"))
+        )
+        prices = pl.concat([quoted.select("instrument", pl.col("mid").cast(pl.Float64)), marked]).unique(
+            "instrument", keep="first", maintain_order=True
         )
     return GateState.from_frames(now, state, metrics, positions, prices, config.policy)
 

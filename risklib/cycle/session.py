@@ -587,6 +587,8 @@ class Session:
             tables["correlation_snapshots"] = correlation_rows(book.instruments, book.correlation, now)
         if activity is not None and activity.denials.height:
             tables["gate_denials"] = activity.denials
+        if validation.ticks.height:
+            tables["market_quotes"] = validation.ticks  # what the book was priced with; the HTTP gate's prices
         self._settle()  # the previous cycle's, in order; raises if it did not become durable
         write = self.journal.submit if self.journal is not None else self.warehouse.write_cycle
         durable = write(

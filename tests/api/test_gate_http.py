@@ -95,3 +95,22 @@ def test_malformed_orders_are_422(client, bad):
 def test_price_far_from_last_is_refused(client):
     d = client.post("/api/gate/check", json={**BUY_A1, "price": 1.2}).json()
     assert d["approved"] is False and "PRICE_BAND" in d["codes"]
+
+
+def test_an_instrument_no_account_holds_is_priced_from_the_cycles_quotes(wh, client):
+    # Arrange: the newest cycle quoted USD/JPY, which nobody holds, and not USD/CHF
+    import polars as pl
+
+    now = T0 + timedelta(seconds=5)
+    quotes = pl.DataFrame({"ts": [now, now, now], "instrument": ["EUR/USD", "GBP/USD", "USD/JPY"],
+                           "bid": [1.0849, 1.2699, 151.19], "ask": [1.0851, 1.2701, 151.21],
+                           "mid": [1.085, 1.27, 151.2]})
+    record_cycle(wh, "c3", now, extra={"market_quotes": quotes})
+    # Act
+    quoted = client.post("/api/gate/check", json={**BUY_A1, "instrument": "USD/JPY"}).json()
+    limit = client.post("/api/gate/check", json={**BUY_A1, "instrument": "USD/JPY", "price": 190.0}).json()
+    unquoted = client.post("/api/gate/check", json={**BUY_A1, "instrument": "USD/CHF"}).json()
+    # Assert: the quote is the last price (a limit far from it is out of the band); no quote still refuses
+    assert quoted["cycle_id"] == "c3" and quoted["approved"] is True and quoted["codes"] == []
+    assert limit["approved"] is False and "PRICE_BAND" in limit["codes"]
+    assert unquoted["approved"] is False and "MISSING_PRICE" in unquoted["codes"]

@@ -183,6 +183,11 @@ def test_bad_batch_is_quarantined_and_the_rest_get_metrics(prefect_api, make_ses
     modes = session.warehouse.query("SELECT account_id, trading_mode FROM risk_state")
     blocked = modes.filter(pl.col("account_id").is_in(bad["account_id"].to_list()))
     assert set(blocked["trading_mode"].to_list()) <= {"REDUCE_ONLY", "HALTED", "FLATTEN"}
+    # the quotes recorded for the gate are the validated ones: one per instrument, priced
+    quotes = session.warehouse.query("SELECT instrument, mid FROM market_quotes")
+    assert quotes.height >= 1 and quotes["instrument"].n_unique() == quotes.height
+    assert set(quotes["instrument"].to_list()) <= set(session.instruments)
+    assert quotes.filter(pl.col("mid").is_nan() | (pl.col("mid") <= 0)).height == 0
 
 
 def _task_run_info_lines(flow_run_id: str, wait_for_some: bool, timeout_s: float = 30.0) -> list[str]:

@@ -26,6 +26,7 @@ TIERS: dict[str, tuple[str, str]] = {
     "risk_state": ("risk_metrics", "ts"),
     "cycle_runs": ("risk_metrics", "started_at"),
     "correlation_snapshots": ("risk_metrics", "ts"),
+    "market_quotes": ("risk_metrics", "ts"),
     "alerts": ("alerts", "ts"),
     "incidents": ("alerts", "updated_at"),
     "notifications": ("alerts", "created_at"),

@@ -34,7 +34,9 @@ APPEND_TABLES = frozenset(
     }
 )
 #: Tables a cycle may carry in :attr:`CycleRecords.tables`.
-CYCLE_TABLES = APPEND_TABLES | {"realtime_risk_metrics", "position_risk_metrics", "rules_fired", "gate_denials"}
+CYCLE_TABLES = APPEND_TABLES | {
+    "realtime_risk_metrics", "position_risk_metrics", "rules_fired", "gate_denials", "market_quotes",
+}
 #: Bookkeeping table of applied migrations (created before any migration runs).
 MIGRATIONS_TABLE = "schema_migrations"
 _AUDIT_INLINE_ROWS = 50  # appends up to this many rows are copied into their audit entry

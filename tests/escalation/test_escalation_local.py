@@ -361,3 +361,33 @@ def test_outcomes_written_from_another_thread_survive_compactions_of_the_mirror(
     # Assert: every write is in the mirror and in the warehouse
     assert after == before + writes
     assert landed == writes
+
+
+def test_a_compaction_that_fails_half_way_leaves_the_mirror_as_it_was(wh, notifiers, config, creds, twilio, monkeypatch):
+    # Arrange: two open incidents with their messages; the compaction's second insert will fail
+    from risklib.adapters.notifiers._local import LOCAL_TABLES
+
+    outbox = LocalOutbox(wh)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    try:
+        cycle(outbox, sender, state, config, T0, rows=[("A1", 2), ("A2", 3)])
+        before = {t: outbox.query(f'SELECT count(*) AS n FROM "{t}"')["n"][0] for t in LOCAL_TABLES}
+        real, inserts = outbox._insert, []
+
+        def fails_second(table, frame):
+            inserts.append(table)
+            if len(inserts) == 2:
+                raise MemoryError("out of memory")
+            real(table, frame)
+
+        monkeypatch.setattr(outbox, "_insert", fails_second)
+        # Act
+        with pytest.raises(MemoryError):
+            outbox.compact()
+        monkeypatch.undo()
+        after = {t: outbox.query(f'SELECT count(*) AS n FROM "{t}"')["n"][0] for t in LOCAL_TABLES}
+    finally:
+        outbox.close()
+    # Assert
+    assert len(inserts) == 2 and before["notifications"] > 0
+    assert after == before

@@ -419,15 +419,23 @@ class LocalOutbox(LanderThread):
                   "GROUP BY incident_key", [keys])
             if keys else None
         )
-        for table in LOCAL_TABLES:
-            self._con.execute(f'DELETE FROM "{table}"')
-        for table, frame in (("incidents", incidents), ("notifications", live), ("notification_events", events),
-                             ("acknowledgements", acks)):
-            if frame is not None and frame.height:
-                self._insert(table, frame)
-        for table in LOCAL_TABLES:
-            self.versions[table] += 1
-        self.rows()
+        with self._lock:
+            # one transaction: a replace that fails half-way leaves the mirror as it was, not emptied
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                for table in LOCAL_TABLES:
+                    self._con.execute(f'DELETE FROM "{table}"')
+                for table, frame in (("incidents", incidents), ("notifications", live),
+                                     ("notification_events", events), ("acknowledgements", acks)):
+                    if frame is not None and frame.height:
+                        self._insert(table, frame)
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            for table in LOCAL_TABLES:
+                self.versions[table] += 1
+            self.rows()
 
     def compact(self) -> None:
         """Drop resolved conversations (their dedup history stays while a live message shares its key)."""

@@ -81,8 +81,12 @@ def publish_artifacts(result: CycleResult, session) -> None:
 def cycle_warnings(result: CycleResult) -> tuple[str, ...]:
     """What an operator must know about the pipeline itself, from one cycle's stage results."""
     escalation = result.escalation if isinstance(result.escalation, dict) else {}
-    failure = escalation.get("landing_failure")
-    return (f"Escalation records are not reaching the warehouse (paging goes on): {failure}",) if failure else ()
+    warnings = []
+    if failure := escalation.get("landing_failure"):
+        warnings.append(f"Escalation records are not reaching the warehouse (paging goes on): {failure}")
+    if delay := escalation.get("paging_delay"):
+        warnings.append(f"Paging is slow: {delay}")
+    return tuple(warnings)
 
 
 def emit_trigger_events(result: CycleResult, session) -> None:

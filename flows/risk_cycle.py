@@ -56,6 +56,8 @@ def escalate(session, now: datetime, evaluation):
     summary = stages.escalate(session, now, evaluation)
     if isinstance(summary, dict) and summary.get("landing_failure"):
         get_run_logger().warning("escalation records are not reaching the warehouse: %s", summary["landing_failure"])
+    if isinstance(summary, dict) and summary.get("paging_delay"):
+        get_run_logger().warning("%s", summary["paging_delay"])
     return summary
 
 

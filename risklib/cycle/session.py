@@ -516,6 +516,10 @@ class Session:
         summary = {"plan": plan.summary(), "sent": fast.summary(), "drain": rest.summary()}
         if self.dispatcher is not None:
             summary["pages_waiting"] = self.dispatcher.waiting  # handed over, not yet with a provider
+            behind, retry = self.dispatcher.behind_s(), self.config.escalation.retry
+            if behind > retry.request_timeout_s + retry.drain_budget_s:  # longer than one delivery may take
+                summary["paging_delay"] = (f"pages are waiting for the providers: the oldest was handed over "
+                                           f"{behind:.1f}s ago ({summary['pages_waiting']} more queued)")
         if self.outbox is not None and self.outbox.failure is not None:
             # paging goes on from the local journal, but the warehouse misses these rows until it lands them
             summary["landing_failure"] = self.outbox.failure

@@ -125,3 +125,42 @@ def test_a_failed_delivery_is_reported_and_the_dispatcher_goes_on():
     assert len(report.errors) == 1 and "disk full" in report.errors[0]
     with pytest.raises(RuntimeError, match="closed"):
         dispatcher.submit(_planned(4))
+
+
+def test_behind_counts_from_the_oldest_hand_over_not_yet_answered():
+    # Arrange: a delivery that is held until released, on an injected clock
+    from risklib.adapters.notifiers import PlannedSends
+
+    clock = [100.0]
+    entered = threading.Event()
+    sender = _Sender()
+    sender.deliver = lambda planned: (entered.set(), sender.release.wait(10), DrainReport())[-1]
+    dispatcher = PageDispatcher(sender, monotonic=lambda: clock[0])
+    with_messages = PlannedSends(T0, [("row", "message", "notifier")], set(), DrainReport(), 90.0)
+    later = PlannedSends(T0, [("row", "message", "notifier")], set(), DrainReport(), 97.0)
+    # Act
+    idle = dispatcher.behind_s()
+    dispatcher.submit(with_messages)
+    assert entered.wait(10)
+    dispatcher.submit(later)
+    delivering = dispatcher.behind_s()
+    sender.release.set()
+    assert dispatcher.wait_idle(10)
+    done = dispatcher.behind_s()
+    dispatcher.close()
+    # Assert: 100 - 90 while the first is with the provider; nothing once all are answered
+    assert idle == 0.0 and delivering == 10.0 and done == 0.0
+
+
+def test_a_close_that_runs_out_of_time_finishes_the_delivery_under_way_and_leaves_the_rest():
+    # Arrange: the first delivery is held past the close's timeout; two more are queued behind it
+    sender = _Sender()
+    dispatcher = PageDispatcher(sender)
+    for second in (1, 2, 3):
+        dispatcher.submit(_planned(second))
+    threading.Timer(0.5, sender.release.set).start()
+    # Act
+    dispatcher.close(timeout_s=0.1)
+    # Assert: close returned only after the delivery under way ended; the queued ones were not started
+    assert sender.release.is_set()
+    assert sender.calls == ["deliver 01"]

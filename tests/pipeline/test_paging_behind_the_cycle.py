@@ -24,18 +24,31 @@ SLOW_S = 3.0  # every Twilio answer arrives this late (the client waits up to re
 
 
 @pytest.fixture
-def twilio_session(make_session, tmp_path):
-    """A flash-crash session whose SMS and calls go to a fake Twilio that answers every request SLOW_S late."""
+def twilio_sessions(make_session, tmp_path):
+    """Build flash-crash sessions whose SMS and calls go to a fake Twilio answering every request SLOW_S late."""
     creds = Credentials(twilio_account_sid=Secret("AC" + secrets.token_hex(16)),
                         twilio_auth_token=Secret(secrets.token_hex(16)), twilio_from_number="+15555550199")
     twilio = FakeTwilio(creds.twilio_account_sid.get(), creds.twilio_auth_token.get())
     twilio.fail(*[Behaviour(delay_s=SLOW_S) for _ in range(10_000)])
-    session = make_session("flash-crash", seed=5)
-    session.sender.notifiers = build_notifiers(session.config.escalation, creds, twilio_api_base=twilio.url,
-                                               console_path=tmp_path / "console.jsonl")
-    yield session, twilio
-    session.close()  # its dispatcher first: nothing may still be calling the fake when it goes down
+    built = []
+
+    def build(config=None):
+        session = make_session("flash-crash", seed=5, config=config)
+        session.sender.notifiers = build_notifiers(session.config.escalation, creds, twilio_api_base=twilio.url,
+                                                   console_path=tmp_path / "console.jsonl")
+        built.append(session)
+        return session, twilio
+
+    yield build
+    twilio.reset()  # answers at once from now on: what is still queued goes out before the sessions close
+    for session in built:
+        session.close()  # its dispatcher first: nothing may still be calling the fake when it goes down
     twilio.down()
+
+
+@pytest.fixture
+def twilio_session(twilio_sessions):
+    return twilio_sessions()
 
 
 def _cycle(session) -> tuple[stages.CycleResult, float, float]:
@@ -94,3 +107,26 @@ def test_pages_sent_behind_the_cycle_are_recorded_once_each(twilio_session):
     assert handed > 0 and sids
     assert set(events["provider_message_id"].to_list()) == sids
     assert events["dedup_key"].n_unique() == events.height == len(sids)
+
+
+def test_pages_waiting_longer_than_a_delivery_may_take_are_reported_on_the_dashboard(twilio_sessions, fast_config):
+    # Arrange: one delivery may take 4 s (timeout, no inline retries); Twilio answers each call 3 s late,
+    # and one call at a time, so a cycle that pages two people waits 6 s for the second answer
+    from flows.monitor import cycle_warnings
+    from risklib.core.escalation import RetryPolicy
+
+    escalation = fast_config.escalation.model_copy(update={"retry": RetryPolicy(request_timeout_s=4.0, drain_budget_s=0.0)})
+    session, _ = twilio_sessions(fast_config.model_copy(update={"escalation": escalation}))
+    session.sender.max_workers = 1
+    # Act: cycles (paced, as the monitor runs them) until one reports the delay, for at most 40 s
+    warnings: tuple[str, ...] = ()
+    deadline = time.monotonic() + 40
+    while not warnings and time.monotonic() < deadline:
+        result, _, _ = _cycle(session)
+        warnings = tuple(w for w in cycle_warnings(result) if w.startswith("Paging is slow"))
+        time.sleep(0.3)
+    # Assert
+    assert warnings, "no cycle reported the pages waiting for the provider"
+    assert "the oldest was handed over" in warnings[0]
+    waited = float(warnings[0].split("handed over ")[1].split("s ago")[0])
+    assert waited > 4.0

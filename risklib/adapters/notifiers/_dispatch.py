@@ -52,7 +52,9 @@ class PageDispatcher:
         self._jobs: deque[PlannedSends] = deque()
         self._drain_from: tuple[datetime, float] | None = None  # (cycle time, monotonic) of the newest hand-over
         self._busy = False
+        self._started: float | None = None  # recorded_at of the oldest hand-over being delivered
         self._closed = False
+        self._abandon = False  # set when close() ran out of time: stop after the delivery under way
         self._done = DrainReport()  # what deliveries and drains did since the last take_report()
         self._thread: threading.Thread | None = None
 
@@ -74,6 +76,14 @@ class PageDispatcher:
         with self._cv:
             return sum(len(job.batch) for job in self._jobs)
 
+    def behind_s(self) -> float:
+        """How long the oldest message handed over and not yet answered by its provider has waited (0: none)."""
+        with self._cv:
+            times = [job.recorded_at for job in self._jobs if job.batch]
+            if self._started is not None:
+                times.append(self._started)
+        return max(0.0, self.monotonic() - min(times)) if times else 0.0
+
     def take_report(self) -> DrainReport:
         """What was sent, retried, failed… since the last call (the escalate stage's summary)."""
         with self._cv:
@@ -92,37 +102,51 @@ class PageDispatcher:
         return True
 
     def close(self, timeout_s: float = 60.0) -> None:
-        """Deliver what was handed over (up to ``timeout_s``), then stop; later hand-overs are refused."""
+        """Deliver what was handed over (up to ``timeout_s``), then stop; later hand-overs are refused.
+
+        Past ``timeout_s`` the delivery under way is finished (its outcomes written) and
+        the hand-overs not yet started are left: their attempts are recorded without an
+        outcome, so the next start reconciles them with the provider ("in doubt").
+        """
         with self._cv:
             self._closed = True
             self._cv.notify_all()
             thread = self._thread
-        if thread is not None:
-            thread.join(timeout_s)
-            if thread.is_alive():
-                log.error("page dispatcher still busy after %.0f s at close: %d message(s) left in doubt, "
-                          "reconciled at the next start", timeout_s, self.waiting)
+        if thread is None:
+            return
+        thread.join(timeout_s)
+        if thread.is_alive():
+            with self._cv:
+                self._abandon = True
+                left = self.waiting
+            log.error("page dispatcher still busy after %.0f s at close: %d message(s) not sent, left in doubt "
+                      "and reconciled with the provider at the next start", timeout_s, left)
+            thread.join()  # the delivery under way ends within its provider timeout and retry budget
 
     def _run(self) -> None:
         while True:
             with self._cv:
                 while not self._jobs and not self._closed:
                     self._cv.wait()
-                if not self._jobs:
+                if not self._jobs or self._abandon:
                     return
-                jobs = list(self._jobs)
-                self._jobs.clear()
-                now, at = self._drain_from
+                job = self._jobs.popleft()  # one at a time: `waiting` and `behind_s` see the rest
+                self._started = job.recorded_at if job.batch else None
                 self._busy = True
             report = DrainReport()
             try:
-                for job in jobs:
-                    self._step(report, lambda job=job: self.sender.deliver(job), f"{len(job.batch)} message(s)")
-                # the newest cycle's time, moved on by the wall time since it handed over
-                drain_now = now + timedelta(seconds=self.monotonic() - at)
-                self._step(report, lambda: self.sender.drain(drain_now), "the outbox drain")
+                self._step(report, lambda: self.sender.deliver(job), f"{len(job.batch)} message(s)")
+                with self._cv:
+                    self._started = None
+                    drain = not self._jobs and not self._abandon  # fresh pages first, then the older ones
+                    now, at = self._drain_from
+                if drain:
+                    # the newest cycle's time, moved on by the wall time since it handed over
+                    drain_now = now + timedelta(seconds=self.monotonic() - at)
+                    self._step(report, lambda: self.sender.drain(drain_now), "the outbox drain")
             finally:
                 with self._cv:
+                    self._started = None
                     self._done.merge(report)
                     self._busy = False
                     self._cv.notify_all()

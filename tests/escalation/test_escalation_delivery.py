@@ -333,3 +333,27 @@ def test_a_held_message_is_sent_once_its_hold_runs_out_and_not_before(wh, sender
     assert all(r.sent == [] for r in early)
     assert len(due.sent) == 2 and after.sent == []
     assert len(twilio.created("Messages")) == 2
+
+
+def test_console_notifier_prints_each_message_in_one_write(tmp_path):
+    # Arrange: progress lines are printed from the cycle's thread while pages go out from the dispatcher's
+    from risklib.adapters.notifiers import ConsoleNotifier, OutboundMessage
+
+    class Recording:
+        def __init__(self):
+            self.writes: list[str] = []
+
+        def write(self, text):
+            self.writes.append(text)
+
+        def flush(self):
+            pass
+
+    stream = Recording()
+    console = ConsoleNotifier(None, stream=stream)
+    # Act
+    console.send(OutboundMessage("n-1", "email", "risk@example.com", "[RISK L4] drawdown", "A1 drawdown 16%"))
+    # Assert: the header, subject and body arrive whole, so no other line can land inside them
+    assert len(stream.writes) == 1
+    assert stream.writes[0].splitlines()[:2] == ["--- would send email to risk@example.com [n-1]", "Subject: [RISK L4] drawdown"]
+    assert stream.writes[0].endswith("\n")

@@ -53,11 +53,14 @@ class ConsoleNotifier:
         elif message.channel == "voice":
             record["twiml"] = voice_twiml(message, self.gather_url, self.digit)
         stream = self.stream or sys.stdout
+        lines = [f"--- would send {message.channel} to {message.recipient} [{message.notification_id}]"]
+        if message.channel == "email":
+            lines.append(f"Subject: {message.subject}")
+        lines.append(record.get("twiml") or message.body)
         with self._lock:
-            print(f"--- would send {message.channel} to {message.recipient} [{message.notification_id}]", file=stream)
-            if message.channel == "email":
-                print(f"Subject: {message.subject}", file=stream)
-            print(record.get("twiml") or message.body, file=stream, flush=True)
+            # one write: the pipeline's progress lines are printed from another thread meanwhile
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with self.path.open("a", encoding="utf-8") as fh:

@@ -37,6 +37,28 @@ def test_a_drain_leaves_recorded_messages_to_their_delivery_however_late(wh, sen
     assert len(twilio.created("Messages")) == 2 and len(twilio.created("Calls")) == 2
 
 
+def test_a_message_with_the_dedup_key_of_one_in_flight_is_suppressed_not_sent_twice(wh, sender, config, twilio):
+    # Arrange: level 2 recorded (two SMS), not yet delivered; a second plan carries the same two messages
+    import dataclasses
+
+    import polars as pl
+
+    open_, acks = load_escalation_state(wh)
+    plan = plan_escalation(T0, alerts([("A1", 2)]), open_, acks, config)
+    first = sender.record_sends(plan, T0)
+    again = dataclasses.replace(plan, incident_events=plan.incident_events.clear(), notifications=pl.DataFrame(
+        [dict(r, notification_id=r["notification_id"] + "-again") for r in plan.notifications.to_dicts()],
+        schema=plan.notifications.schema,
+    ).filter(pl.col("recipient") != "dashboard"))
+    # Act
+    second = sender.record_sends(again, T0)
+    sender.deliver(first)
+    sender.deliver(second)
+    # Assert: the copies were suppressed as duplicates; each person got one SMS
+    assert len(first.batch) == 2 and second.batch == [] and len(second.report.suppressed) == 2
+    assert len(twilio.created("Messages")) == 2
+
+
 def test_a_message_whose_delivery_died_is_reconciled_by_the_next_drain(wh, notifiers, config, twilio):
     # Arrange: recorded, then the delivery fails inside (its outcome write, say): the attempts have no outcome
     class FailsOnce(OutboxSender):

@@ -178,9 +178,10 @@ class OutboxSender:
         self._idle_until: datetime | None = None
         self._idle_frame: pl.DataFrame | None = None
         self._pool: ThreadPoolExecutor | None = None
-        # Recorded with their attempts but not yet answered by a provider: a drain leaves them to
-        # whoever sends them (the page dispatcher may still hold them, long past in_doubt_after_s).
-        self._in_flight: set[str] = set()
+        # Recorded with their attempts but not yet answered by a provider (id -> dedup key): a drain
+        # leaves them to whoever sends them (the page dispatcher may still hold them, long past
+        # in_doubt_after_s), and their keys count as sent (a second message with one is a duplicate).
+        self._in_flight: dict[str, str] = {}
         self._in_flight_lock = threading.Lock()
 
     def close(self) -> None:
@@ -253,15 +254,14 @@ class OutboxSender:
         if rows.height == 0:
             return report
         # read after the query: a message whose attempt the query saw was claimed before that attempt was written
-        with self._in_flight_lock:
-            in_flight = frozenset(self._in_flight)
+        in_flight = self._claimed()
         if in_flight:
             claimed = pl.col("notification_id").is_in(list(in_flight))
             report.in_flight.extend(rows.filter(claimed)["notification_id"].to_list())
             rows = rows.filter(~claimed)
         if limit is not None:
             rows = rows.head(limit)
-        sent_keys = set(rows.filter(pl.col("already_sent"))["dedup_key"].to_list())
+        sent_keys = set(rows.filter(pl.col("already_sent"))["dedup_key"].to_list()) | set(in_flight.values())
         members = None
         events: list[dict] = []
         batch: list[tuple[dict, OutboundMessage, Notifier]] = []
@@ -309,6 +309,7 @@ class OutboxSender:
                 [fresh["dedup_key"].unique().to_list()],
             )
             sent_keys = set(done["dedup_key"].to_list()) if done.height else set()
+            sent_keys |= set(self._claimed().values())
         events: list[dict] = []
         batch: list[tuple[dict, OutboundMessage, Notifier]] = []
         for row in fresh.iter_rows(named=True):
@@ -330,7 +331,8 @@ class OutboxSender:
         planned = PlannedSends(now, batch, sent_keys, report, start)
         ids = planned.ids
         with self._in_flight_lock:
-            self._in_flight.update(ids)  # before the attempts are written (see drain)
+            # before the attempts are written (see drain)
+            self._in_flight.update((m.notification_id, row["dedup_key"]) for row, m, _ in batch)
         try:
             append_many(
                 self.warehouse,
@@ -361,9 +363,15 @@ class OutboxSender:
             self._release(planned.ids)
         return report
 
+    def _claimed(self) -> dict[str, str]:
+        """The messages in flight (id -> dedup key), as of now."""
+        with self._in_flight_lock:
+            return dict(self._in_flight)
+
     def _release(self, ids: list[str]) -> None:
         with self._in_flight_lock:
-            self._in_flight.difference_update(ids)
+            for nid in ids:
+                self._in_flight.pop(nid, None)
 
     def _finish(self, batch, clock, sent_keys, report, start) -> None:
         """Further rounds for fallbacks (at once) and retries (within the drain budget)."""

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Simulated sessions start here unless told otherwise, so the same seed gives the same session.
 SIM_START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+#: How long flush() waits for pages handed to the dispatcher (several provider timeouts and retry budgets).
+FLUSH_PAGES_TIMEOUT_S = 120.0
 
 
 class SimClock:
@@ -249,8 +251,10 @@ class Session:
             self._settle()
         except Exception as exc:  # noqa: BLE001 - reported by the cycle that relies on it; here only waited for
             log.error("the last recorded cycle did not become durable: %s: %s", type(exc).__name__, exc)
-        if self.dispatcher is not None:
-            self.dispatcher.wait_idle()  # the pages handed over are sent and their outcomes written
+        if self.dispatcher is not None and not self.dispatcher.wait_idle(FLUSH_PAGES_TIMEOUT_S):
+            # the pages handed over are sent and their outcomes written, unless the providers hang
+            log.error("pages still waiting for the providers after %.0f s: %d queued", FLUSH_PAGES_TIMEOUT_S,
+                      self.dispatcher.waiting)
         if self.outbox is not None:
             self.outbox.flush()
         if self.journal is not None:

@@ -186,3 +186,32 @@ def test_a_close_that_runs_out_of_time_finishes_the_delivery_under_way_and_leave
     # Assert: close returned only after the delivery under way ended; the queued ones were not started
     assert sender.release.is_set()
     assert sender.calls == ["deliver 01"]
+
+
+# the thread dying of an uncaught exception is what this test sets up
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dispatcher_thread_that_died_is_replaced_by_the_next_hand_over():
+    # Arrange: the first delivery ends its thread with an exception nothing catches
+    class Killed(BaseException):
+        pass
+
+    sender = _Sender()
+    sender.release.set()
+    real = sender.deliver
+
+    def dies_first(planned):
+        if not sender.calls:
+            sender.calls.append("killed")
+            raise Killed()
+        return real(planned)
+
+    sender.deliver = dies_first
+    dispatcher = PageDispatcher(sender)
+    dispatcher.submit(_planned(1))
+    dispatcher._thread.join(10)
+    # Act
+    dispatcher.submit(_planned(2))
+    idle = dispatcher.wait_idle(10)
+    dispatcher.close()
+    # Assert: the second hand-over was delivered by a new thread
+    assert idle and sender.calls[:2] == ["killed", "deliver 02"]

@@ -65,7 +65,7 @@ class PageDispatcher:
                 raise RuntimeError("the page dispatcher is closed")
             self._jobs.append(planned)
             self._drain_from = (planned.now, planned.recorded_at)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # first use, or a thread that died
                 self._thread = threading.Thread(target=self._run, name="page-dispatcher", daemon=True)
                 self._thread.start()
             self._cv.notify_all()

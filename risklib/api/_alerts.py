@@ -60,9 +60,10 @@ def history(
 def acknowledge(request: Request, body: AckRequest, authorization: str | None = Header(None)) -> dict[str, Any]:
     """Record an acknowledgement (channel ``api``). It stops the paging; it never changes a trading mode."""
     ctx = request.app.state.ctx
-    if ctx.api_token:
+    tokens = [t for t in (ctx.api_token, *(t for t, _, _ in ctx.operator_tokens)) if t]
+    if tokens:  # the shared token or any operator's own
         given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), ctx.api_token.encode()):
+        if not any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
             raise HTTPException(status_code=401, detail="authorization: missing or wrong bearer token")
     with ctx.lock:
         if body.reply_code:

@@ -16,12 +16,13 @@ class AppContext:
     """What every endpoint shares: warehouse (serialised by a lock), config, clock, secrets."""
 
     def __init__(self, warehouse: Any, config: EscalationConfig, clock: Clock, twilio_auth_token: str | None,
-                 api_token: str | None) -> None:
+                 api_token: str | None, operator_tokens: tuple[tuple[str, str, int], ...] = ()) -> None:
         self.warehouse = warehouse
         self.config = config
         self.clock = clock
         self.twilio_auth_token = twilio_auth_token
         self.api_token = api_token
+        self.operator_tokens = operator_tokens  # (token, operator name, authority level)
         self.lock = threading.Lock()  # one DuckDB connection: one statement at a time
         self.replies: dict[str, list[float]] = {}  # phone -> reply times (epoch s), for rate limiting
         self.replies_lock = threading.Lock()
@@ -64,14 +65,15 @@ def create_app(
 
             warehouse_factory = Warehouse.open
         warehouse = warehouse_factory()
-    if twilio_auth_token is None or api_token is None:
-        creds = load_credentials(cfg)
+    creds = load_credentials(cfg) if cfg.credentials.operators or twilio_auth_token is None or api_token is None else None
+    if creds is not None:
         if twilio_auth_token is None and creds.twilio_auth_token:
             twilio_auth_token = creds.twilio_auth_token.get()
         if api_token is None and creds.api_token:
             api_token = creds.api_token.get()
+    operator_tokens = tuple((t.get(), name, level) for t, name, level in creds.operator_tokens) if creds else ()
     app = FastAPI(title="Risk pipeline control plane", version="0.1.0")
-    app.state.ctx = AppContext(warehouse, cfg, clock or SystemClock(), twilio_auth_token, api_token)
+    app.state.ctx = AppContext(warehouse, cfg, clock or SystemClock(), twilio_auth_token, api_token, operator_tokens)
     app.include_router(_alerts.router)
     app.include_router(_webhooks.router)
     for r in routers:

@@ -18,6 +18,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from risklib.api._deps import (
+    Caller,
+    authorize,
     base_config,
     clean,
     effective_config,
@@ -78,13 +80,15 @@ def get_config(request: Request) -> dict[str, Any]:
                   "config": cfg.model_dump(mode="json"), "changes": rows(changes)})
 
 
-def _apply(request: Request, body: Change | list[Change], *, thresholds_only: bool) -> dict[str, Any]:
+def _apply(request: Request, caller: Caller, body: Change | list[Change], *, thresholds_only: bool) -> dict[str, Any]:
     from risklib.config_changes import apply_changes, check_change_authority, format_key, get_value, parse_key
     from risklib.errors import AuthorityError, ConfigError
 
     changes = body if isinstance(body, list) else [body]
     if not changes:
         raise HTTPException(status_code=422, detail="changes: empty list")
+    for c in changes:
+        authorize(request, caller, c.operator, c.authority_level)
     ctx = request.app.state.ctx
     with ctx.lock:  # read, check and append under one lock: no change lands on a stale base
         request.app.state.effective_cache = None
@@ -132,13 +136,13 @@ def _apply(request: Request, body: Change | list[Change], *, thresholds_only: bo
     })
 
 
-@router.put("/thresholds", dependencies=[Depends(require_token)])
-def put_thresholds(request: Request, body: Change | list[Change]) -> dict[str, Any]:
+@router.put("/thresholds")
+def put_thresholds(request: Request, body: Change | list[Change], caller: Caller = Depends(require_token)) -> dict[str, Any]:
     """Change policy thresholds (keys under ``policy.``); one change or a list, all or nothing."""
-    return _apply(request, body, thresholds_only=True)
+    return _apply(request, caller, body, thresholds_only=True)
 
 
-@router.put("/config", dependencies=[Depends(require_token)])
-def put_config(request: Request, body: Change | list[Change]) -> dict[str, Any]:
+@router.put("/config")
+def put_config(request: Request, body: Change | list[Change], caller: Caller = Depends(require_token)) -> dict[str, Any]:
     """Change any setting of the risk config; one change or a list, all or nothing."""
-    return _apply(request, body, thresholds_only=False)
+    return _apply(request, caller, body, thresholds_only=False)

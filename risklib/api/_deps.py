@@ -21,26 +21,57 @@ METRIC_NAMES = {
 }
 
 
-def require_token(request: Request, authorization: str | None = Header(None)) -> None:
-    """Bearer-token check for every write endpoint of the control plane.
+@dataclass(frozen=True)
+class Caller:
+    """Who a write endpoint's token says is calling."""
+
+    operator: str | None = None  # an operator's own token: their name; the shared token or an open API: None
+    authority_level: int | None = None  # the highest level that operator holds
+
+
+def require_token(request: Request, authorization: str | None = Header(None)) -> Caller:
+    """Bearer-token check for every write endpoint of the control plane; returns the caller.
 
     Stricter than the acknowledgement endpoint (an ack only stops paging; these
-    endpoints cut positions, halt trading, change thresholds): with a configured
-    token the header must match; with ``api_token=""`` (explicitly open, for a
-    local single-user API and tests) anyone may write; with NO token configured
-    (``None``: none given and none in the environment or Secret blocks) every
-    write is refused. Fail closed.
+    endpoints cut positions, halt trading, change thresholds). An operator's own
+    token (``[escalation.credentials] operators``) names the caller. Otherwise,
+    with a shared token configured the header must match; with ``api_token=""``
+    (explicitly open, for a local single-user API and tests) anyone may write;
+    with NO token configured (``None``: none given and none in the environment or
+    Secret blocks) every write is refused. Fail closed.
     """
     ctx = request.app.state.ctx
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    for token, name, level in ctx.operator_tokens:
+        if hmac.compare_digest(given.encode(), token.encode()):
+            return Caller(name, level)
     token = ctx.api_token
-    if token is None:
+    if token is None and not ctx.operator_tokens:
         raise HTTPException(status_code=401, detail="api_token: none configured; write endpoints are refused "
                                                     "(set RISK_API_TOKEN or a Secret block)")
     if token == "":
-        return
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
+        return Caller()
+    if token is None or not hmac.compare_digest(given.encode(), token.encode()):
         raise HTTPException(status_code=401, detail="authorization: missing or wrong bearer token")
+    return Caller()
+
+
+def authorize(request: Request, caller: Caller, operator: str, authority_level: int) -> None:
+    """The stated operator and authority level must be the token's (403 otherwise).
+
+    With operators configured, a write that states an authority level needs an
+    operator's own token: a shared token could claim any level.
+    """
+    if caller.operator is None:
+        if request.app.state.ctx.operator_tokens:
+            raise HTTPException(status_code=403, detail="authorization: this write states an authority level; "
+                                                        "it needs the operator's own token, not the shared one")
+        return
+    if operator != caller.operator:
+        raise HTTPException(status_code=403, detail=f"operator={operator!r}: the token is {caller.operator!r}'s")
+    if authority_level > (caller.authority_level or 0):
+        raise HTTPException(status_code=403, detail=f"authority_level={authority_level}: above "
+                                                    f"{caller.operator!r}'s level {caller.authority_level}")
 
 
 def base_config(request: Request) -> Any:

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from risklib.api._deps import clean, effective_config, newest_cycle, require_token, rows
+from risklib.api._deps import Caller, authorize, clean, effective_config, newest_cycle, require_token, rows
 from risklib.core.manual import REQUESTS, check_manual_request, pending_manual_actions
 
 router = APIRouter(prefix="/api/emergency", tags=["emergency"])
@@ -56,7 +56,8 @@ class ResumeRequest(_Request):
     pass
 
 
-def _submit(request: Request, body: _Request, action: str, fraction: float) -> JSONResponse:
+def _submit(request: Request, caller: Caller, body: _Request, action: str, fraction: float) -> JSONResponse:
+    authorize(request, caller, body.operator, body.authority_level)
     why = check_manual_request(action, fraction, body.authority_level, body.operator, body.reason)
     if why is not None:
         raise HTTPException(status_code=403 if why.code == "AUTHORITY" else 422, detail=why.message)
@@ -93,28 +94,28 @@ def _submit(request: Request, body: _Request, action: str, fraction: float) -> J
     return JSONResponse(status_code=202, content=clean(out))
 
 
-@router.post("/reduce-positions", dependencies=[Depends(require_token)], status_code=202)
-def reduce_positions(request: Request, body: ReduceRequest) -> JSONResponse:
+@router.post("/reduce-positions", status_code=202)
+def reduce_positions(request: Request, body: ReduceRequest, caller: Caller = Depends(require_token)) -> JSONResponse:
     """Cut every position of the account(s) by ``fraction`` at the next cycle (action REDUCE)."""
-    return _submit(request, body, "REDUCE", body.fraction)
+    return _submit(request, caller, body, "REDUCE", body.fraction)
 
 
-@router.post("/halt-trading", dependencies=[Depends(require_token)], status_code=202)
-def halt_trading(request: Request, body: HaltRequest) -> JSONResponse:
+@router.post("/halt-trading", status_code=202)
+def halt_trading(request: Request, body: HaltRequest, caller: Caller = Depends(require_token)) -> JSONResponse:
     """Halt trading (HALT_ALL) or new entries only (HALT_ENTRIES) at the next cycle."""
-    return _submit(request, body, "HALT_ALL" if body.scope == "all" else "HALT_ENTRIES", 0.0)
+    return _submit(request, caller, body, "HALT_ALL" if body.scope == "all" else "HALT_ENTRIES", 0.0)
 
 
-@router.post("/close-positions", dependencies=[Depends(require_token)], status_code=202)
-def close_positions(request: Request, body: CloseRequest) -> JSONResponse:
+@router.post("/close-positions", status_code=202)
+def close_positions(request: Request, body: CloseRequest, caller: Caller = Depends(require_token)) -> JSONResponse:
     """Close positions at the next cycle: all of them (CLOSE_ALL) or ``fraction`` of each (CLOSE)."""
-    return _submit(request, body, "CLOSE_ALL" if body.fraction == 1.0 else "CLOSE", body.fraction)
+    return _submit(request, caller, body, "CLOSE_ALL" if body.fraction == 1.0 else "CLOSE", body.fraction)
 
 
-@router.post("/resume-trading", dependencies=[Depends(require_token)], status_code=202)
-def resume_trading(request: Request, body: ResumeRequest) -> JSONResponse:
+@router.post("/resume-trading", status_code=202)
+def resume_trading(request: Request, body: ResumeRequest, caller: Caller = Depends(require_token)) -> JSONResponse:
     """Lift a manual halt (RESUME). It overrides protection, so it needs the highest authority level."""
-    return _submit(request, body, "RESUME", 0.0)
+    return _submit(request, caller, body, "RESUME", 0.0)
 
 
 @router.get("/status")
@@ -187,12 +188,13 @@ class OverrideRequest(BaseModel):
     authority_level: int  # checked by the policy's authority table (403 when out of range)
 
 
-@override_router.post("/override", dependencies=[Depends(require_token)], status_code=201)
-def create_override(request: Request, body: OverrideRequest) -> JSONResponse:
+@override_router.post("/override", status_code=201)
+def create_override(request: Request, body: OverrideRequest, caller: Caller = Depends(require_token)) -> JSONResponse:
     """Record a manual override after the policy's authority rules accept it (403 with the reason if not)."""
     from risklib.core.policy import check_override
     from risklib.errors import AuthorityError, DataError
 
+    authorize(request, caller, body.operator, body.authority_level)
     cfg, _ = effective_config(request)
     ctx = request.app.state.ctx
     now = ctx.clock.now()

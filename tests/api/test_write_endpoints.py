@@ -269,3 +269,74 @@ def test_override_written_by_the_api_is_what_the_pipeline_reads(wh, client, cloc
         (oid, "*", "var", "adjust", 1.1, "alice")]
     check_override(live.to_dicts()[0], load_config().policy)  # the policy accepts it as recorded
     assert gone is None
+
+
+# --- operators with their own tokens -------------------------------------------------------------
+
+
+@pytest.fixture
+def operators_client(wh, clock, monkeypatch):
+    """Operators alice (level 1) and carol (level 3) with tokens of their own, beside the shared TOKEN."""
+    from fastapi.testclient import TestClient
+
+    from risklib.api._control import build_app
+    from risklib.config import load_config
+    from risklib.core.escalation._config import OperatorToken
+
+    monkeypatch.setenv("RISK_TOKEN_ALICE", "alice-token-1")
+    monkeypatch.setenv("RISK_TOKEN_CAROL", "carol-token-3")
+    cfg = load_config()
+    creds = cfg.escalation.credentials.model_copy(update={"operators": (
+        OperatorToken(name="alice", authority_level=1, token_env="RISK_TOKEN_ALICE"),
+        OperatorToken(name="carol", authority_level=3, token_env="RISK_TOKEN_CAROL"),
+        OperatorToken(name="dave", authority_level=5, token_env="RISK_TOKEN_DAVE_UNSET"),
+    )})
+    cfg = cfg.model_copy(update={"escalation": cfg.escalation.model_copy(update={"credentials": creds})})
+    app = build_app(risk_config=cfg, warehouse=wh, clock=clock, twilio_auth_token="x", api_token=TOKEN)
+    return TestClient(app)
+
+
+def _as(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_operators_token_names_the_operator_and_bounds_the_authority(wh, operators_client):
+    # Act
+    own = operators_client.post("/api/emergency/reduce-positions", json=REDUCE, headers=_as("alice-token-1"))
+    above = operators_client.post("/api/emergency/reduce-positions", json={**REDUCE, "authority_level": 3},
+                                  headers=_as("alice-token-1"))
+    posing = operators_client.post("/api/emergency/reduce-positions",
+                                   json={**REDUCE, "operator": "carol", "authority_level": 3},
+                                   headers=_as("alice-token-1"))
+    carol = operators_client.post("/api/emergency/reduce-positions",
+                                  json={**REDUCE, "operator": "carol", "authority_level": 3},
+                                  headers=_as("carol-token-3"))
+    # Assert: only what each token's operator may do was written
+    assert own.status_code == 202 and carol.status_code == 202
+    assert above.status_code == 403 and above.json()["detail"] == "authority_level=3: above 'alice''s level 1"
+    assert posing.status_code == 403 and posing.json()["detail"] == "operator='carol': the token is 'alice''s"
+    assert wh.query("SELECT operator, authority_level FROM manual_action_requests ORDER BY operator").rows() == [
+        ("alice", 1), ("carol", 3)]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES)
+def test_with_operators_configured_the_shared_token_carries_no_authority(wh, operators_client, method, path, body):
+    # Arrange: the body names alice at level 1, which her own token allows
+    body = {**body, "operator": "alice", "authority_level": 1}
+    call = getattr(operators_client, method)
+    # Act
+    shared = call(path, json=body, headers=AUTH)
+    unset = call(path, json=body, headers=_as(""))  # dave's variable is unset: an empty token matches nobody
+    own = call(path, json=body, headers=_as("alice-token-1"))
+    # Assert
+    assert shared.status_code == 403 and "needs the operator's own token" in shared.json()["detail"]
+    assert unset.status_code == 401
+    assert own.status_code in (200, 201, 202)
+
+
+def test_an_operators_token_also_acknowledges(operators_client):
+    ack = {"incident_key": "nope:drawdown:e1", "operator": "alice"}
+    none = operators_client.post("/api/alerts/acknowledge", json=ack)
+    own = operators_client.post("/api/alerts/acknowledge", json=ack, headers=_as("carol-token-3"))
+    assert none.status_code == 401
+    assert own.status_code == 404  # past the token check: no such open incident

@@ -148,3 +148,27 @@ def test_config_is_frozen():
     cfg = EscalationConfig()
     with pytest.raises(Exception, match="frozen"):
         cfg.inhibit_from_level = 1  # type: ignore[misc]
+
+
+def test_operators_with_their_own_tokens_are_read_from_the_config_and_the_environment(tmp_path):
+    # Arrange
+    from risklib.adapters.notifiers import load_credentials
+
+    f = tmp_path / "e.toml"
+    f.write_text('[escalation.credentials]\noperators = [\n'
+                 '  { name = "alice", authority_level = 1, token_env = "TOK_ALICE" },\n'
+                 '  { name = "carol", authority_level = 3, token_env = "TOK_CAROL" },\n]\n')
+    # Act
+    creds = load_credentials(load_config(f), {"TOK_ALICE": "a-secret-token"}, prefect=False)
+    # Assert: carol's variable is unset, so she has no token; alice's is a secret like the others
+    assert [(name, level) for _, name, level in creds.operator_tokens] == [("alice", 1)]
+    assert "a-secret-token" in creds.secrets() and "a-secret-token" not in repr(creds)
+
+
+def test_an_operator_listed_twice_is_refused(tmp_path):
+    f = tmp_path / "e.toml"
+    f.write_text('[escalation.credentials]\noperators = [\n'
+                 '  { name = "alice", authority_level = 1, token_env = "TOK_A" },\n'
+                 '  { name = "alice", authority_level = 5, token_env = "TOK_B" },\n]\n')
+    with pytest.raises(ConfigError, match=r"operators: name must be distinct"):
+        load_config(f)

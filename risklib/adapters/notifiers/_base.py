@@ -95,6 +95,7 @@ class Credentials:
     sendgrid_api_key: Secret | None = None
     sendgrid_from_email: str | None = None
     api_token: Secret | None = field(default=None)
+    operator_tokens: tuple[tuple[Secret, str, int], ...] = ()  # (token, operator name, authority level)
 
     @property
     def has_twilio(self) -> bool:
@@ -106,7 +107,8 @@ class Credentials:
 
     def secrets(self) -> list[str]:
         """The raw secret values (for redaction only)."""
-        return [s.get() for s in (self.twilio_account_sid, self.twilio_auth_token, self.sendgrid_api_key, self.api_token) if s]
+        shared = (self.twilio_account_sid, self.twilio_auth_token, self.sendgrid_api_key, self.api_token)
+        return [s.get() for s in shared if s] + [t.get() for t, _, _ in self.operator_tokens]
 
 
 def _prefect_secret(name: str) -> str | None:
@@ -157,6 +159,9 @@ def load_credentials(config: EscalationConfig, env: Mapping[str, str] | None = N
         sendgrid_api_key=sec(get(names.sendgrid_api_key_env, names.sendgrid_api_key_block)),
         sendgrid_from_email=get(names.sendgrid_from_email_env),
         api_token=sec(get(names.api_token_env)),
+        # an operator whose variable is unset has no token, and so no way in
+        operator_tokens=tuple((Secret(tok), o.name, o.authority_level) for o in names.operators
+                              if (tok := get(o.token_env))),
     )
 
 

@@ -149,6 +149,15 @@ class AckPolicy(BaseModel):
     reply_window_s: float = Field(60.0, gt=0.0)
 
 
+class OperatorToken(BaseModel):
+    """One operator of the control plane: who, the highest authority level held, where the token is."""
+
+    model_config = _FROZEN
+    name: str = Field(min_length=1, max_length=100)  # recorded as the operator of every write made with the token
+    authority_level: int = Field(ge=1, le=5)  # spec "Override Authority Levels": 1 Risk Manager .. 5 Board
+    token_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # environment variable holding the bearer token
+
+
 class CredentialNames(BaseModel):
     """Where credentials are read from: environment variables first, then Prefect Secret blocks.
 
@@ -162,10 +171,22 @@ class CredentialNames(BaseModel):
     sendgrid_api_key_env: str = "SENDGRID_API_KEY"
     sendgrid_from_email_env: str = "SENDGRID_FROM_EMAIL"
     api_token_env: str = "RISK_API_TOKEN"  # bearer token for POST /api/alerts/acknowledge (optional)
+    # The control plane's operators, each with a token of their own: the token names who acts and
+    # bounds the authority level they may act under. With any configured, the shared token above
+    # no longer carries authority (a write that states one needs an operator's own token).
+    operators: tuple[OperatorToken, ...] = ()
     use_prefect_secrets: bool = True
     twilio_account_sid_block: str = "twilio-account-sid"
     twilio_auth_token_block: str = "twilio-auth-token"
     sendgrid_api_key_block: str = "sendgrid-api-key"
+
+    @model_validator(mode="after")
+    def _distinct_operators(self) -> CredentialNames:
+        for attr in ("name", "token_env"):
+            values = [getattr(o, attr) for o in self.operators]
+            if len(set(values)) != len(values):
+                raise ValueError(f"operators: {attr} must be distinct; have {values}")
+        return self
 
 
 class EscalationConfig(BaseModel):

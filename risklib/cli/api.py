@@ -19,7 +19,7 @@ def api(
     open_writes: bool = typer.Option(
         False, "--open-writes",
         help="Allow write endpoints without a bearer token (local single-user use only). "
-             "Without it and without $RISK_API_TOKEN every write is refused.",
+             "Without it, without $RISK_API_TOKEN and without operators' own tokens every write is refused.",
     ),
 ) -> None:
     """Serve the REST API with uvicorn until interrupted."""
@@ -45,7 +45,14 @@ def api(
     app = build_app(risk_config=cfg, warehouse=wh)  # token from the environment or a Secret block
     if app.state.ctx.api_token is None and open_writes:
         app.state.ctx.api_token = ""  # explicitly open; a configured token always wins
-    if app.state.ctx.api_token is None:
+    ctx = app.state.ctx
+    with_token = {name for _, name, _ in ctx.operator_tokens}
+    for op in cfg.escalation.credentials.operators:
+        if op.name in with_token:
+            typer.echo(f"operator {op.name!r}: own token, authority level up to {op.authority_level}", err=True)
+        else:
+            typer.echo(f"note: operator {op.name!r}: ${op.token_env} is not set: no writes as {op.name!r}", err=True)
+    if ctx.api_token is None and not ctx.operator_tokens:
         typer.echo("note: no API token configured: write endpoints refuse every request "
                    f"(set ${cfg.escalation.credentials.api_token_env} or pass --open-writes)", err=True)
     from risklib.gc_pauses import freeze_warm_heap

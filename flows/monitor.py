@@ -25,7 +25,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from flows.risk_cycle import risk_cycle
-from risklib.cycle.dashboard import render_dashboard, summarise, with_sizing
+from risklib.cycle.dashboard import render_dashboard, summarise, top_risks, with_sizing
 from risklib.cycle.stages import CycleResult
 from risklib.gc_pauses import freeze_warm_heap
 
@@ -69,7 +69,7 @@ def publish_artifacts(result: CycleResult, session) -> None:
         warnings=cycle_warnings(result),
     )
     create_markdown_artifact(markdown=markdown, key=DASHBOARD_KEY, description=f"Risk dashboard, cycle {result.cycle_id}")
-    top = with_sizing(book.positions.sort("risk_contribution", descending=True, nulls_last=True).head(200), result.sizing)
+    top = with_sizing(top_risks(book.positions, 200), result.sizing)
     create_table_artifact(
         table=top.to_dicts(),
         key=POSITIONS_KEY,

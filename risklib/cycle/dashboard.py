@@ -170,7 +170,7 @@ def render_dashboard(
         lines.append("All accounts ACTIVE at level 0.")
     lines += ["", "## Position risk breakdown", ""]
     if positions.height:
-        worst = with_sizing(positions.sort("risk_contribution", descending=True, nulls_last=True).head(top), sizing)
+        worst = with_sizing(top_risks(positions, top), sizing)
         lines += ["| Account | Pair | Strategy | Size | P&L | VaR 95 | Risk contribution | Vol ratio | Status "
                   "| Sizing | Max new position |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in worst.iter_rows(named=True):
@@ -190,11 +190,22 @@ def render_dashboard(
 SIZING_COLUMNS = ("sizing_multiplier", "max_position_usd", "target_cut_fraction")
 
 
+def top_risks(positions: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The ``n`` positions with the largest risk contribution, largest first (unknown ones last).
+
+    ``top_k`` then a sort of those ``n``: a sort of the whole book (200k positions at
+    10,000 accounts) took ~25 ms of the dashboard's CPU, beside the next cycle.
+    """
+    return positions.top_k(n, by="risk_contribution").sort("risk_contribution", descending=True, nulls_last=True)
+
+
 def with_sizing(positions: pl.DataFrame, sizing: pl.DataFrame | None) -> pl.DataFrame:
     """``positions`` with the sizing of each (null where the stage sized nothing for it)."""
     keys = ["account_id", "instrument", "strategy"]
     if sizing is None or sizing.height == 0:
         return positions.with_columns(pl.lit(None, pl.Float64).alias(c) for c in SIZING_COLUMNS)
-    per_position = sizing.select(*keys, *SIZING_COLUMNS).unique(keys, keep="first")
+    # only the shown positions' rows: de-duplicating the whole book's sizing cost ~45 ms at 10,000 accounts
+    shown = sizing.join(positions.select(keys), on=keys, how="semi")
+    per_position = shown.select(*keys, *SIZING_COLUMNS).unique(keys, keep="first", maintain_order=True)
     return positions.join(per_position, on=keys, how="left", maintain_order="left")
 

@@ -38,3 +38,13 @@ def test_without_sizing_the_columns_are_there_and_empty():
     # Assert
     assert set(SIZING_COLUMNS) <= set(out.columns)
     assert all(out[c].null_count() == out.height for c in SIZING_COLUMNS)
+
+
+def test_top_risks_are_the_largest_first_and_unknown_ones_last():
+    from risklib.cycle.dashboard import top_risks
+
+    positions = pl.DataFrame({"account_id": list("abcdef"), "risk_contribution": [0.2, None, 0.5, 0.1, None, 0.3]})
+    assert top_risks(positions, 3)["account_id"].to_list() == ["c", "f", "a"]
+    assert top_risks(positions, 5)["account_id"].to_list()[:4] == ["c", "f", "a", "d"]
+    assert top_risks(positions, 5)["risk_contribution"].to_list()[4] is None
+    assert top_risks(positions, 10).height == 6

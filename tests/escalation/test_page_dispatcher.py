@@ -215,3 +215,27 @@ def test_a_dispatcher_thread_that_died_is_replaced_by_the_next_hand_over():
     dispatcher.close()
     # Assert: the second hand-over was delivered by a new thread
     assert idle and sender.calls[:2] == ["killed", "deliver 02"]
+
+
+def test_a_queue_that_never_empties_is_still_drained_every_few_seconds():
+    # Arrange: each delivery takes 2 s of an injected clock, and three hand-overs wait behind the first
+    clock = [0.0]
+    sender = _Sender()
+    sender.release.set()
+    real = sender.deliver
+
+    def slow(planned):
+        clock[0] += 2.0
+        return real(planned)
+
+    hold = threading.Event()  # the first delivery starts only once all four are queued
+    sender.deliver = lambda planned: (hold.wait(10), slow(planned))[-1]
+    dispatcher = PageDispatcher(sender, drain_every_s=5.0, monotonic=lambda: clock[0])
+    # Act
+    for second in (1, 2, 3, 4):
+        dispatcher.submit(_planned(second))
+    hold.set()
+    assert dispatcher.wait_idle(10)
+    dispatcher.close()
+    # Assert: after 6 s of deliveries a drain ran although the queue was not empty; then one at the end
+    assert sender.calls == ["deliver 01", "deliver 02", "deliver 03", "drain", "deliver 04", "drain"]

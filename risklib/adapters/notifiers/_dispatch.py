@@ -11,7 +11,8 @@ the cycle goes on to act.
 
 One thread makes every provider call of the pipeline, in the order the cycles
 handed them over, then drains what older messages are due (retries, fallbacks,
-held messages), as the escalate stage used to. One thread means a drain never
+held messages), as the escalate stage used to: once the queue is empty, and at
+least every ``drain_every_s`` while it is not. One thread means a drain never
 runs beside a delivery: the only messages a drain could take for crashed are
 those recorded by a later cycle and not yet delivered, and the sender leaves
 those alone (they are in flight). A crash loses nothing: what was recorded but
@@ -41,13 +42,20 @@ class PageDispatcher:
     sender
         The session's :class:`OutboxSender` (``deliver`` and ``drain``); its store must
         allow a second thread (the :class:`LocalOutbox` does).
+    drain_every_s
+        Drain at least this often while hand-overs keep queueing: fresh pages go first,
+        but retries and fallbacks of failed ones must not wait for a quiet moment that
+        a crisis at the continuous cadence may not give.
     monotonic
         Injected for tests.
     """
 
-    def __init__(self, sender: Any, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, sender: Any, *, drain_every_s: float = 5.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.sender = sender
+        self.drain_every_s = drain_every_s
         self.monotonic = monotonic
+        self._drained_at = monotonic()
         self._cv = threading.Condition()
         self._jobs: deque[PlannedSends] = deque()
         self._drain_from: tuple[datetime, float] | None = None  # (cycle time, monotonic) of the newest hand-over
@@ -138,9 +146,12 @@ class PageDispatcher:
                 self._step(report, lambda: self.sender.deliver(job), f"{len(job.batch)} message(s)")
                 with self._cv:
                     self._started = None
-                    drain = not self._jobs and not self._abandon  # fresh pages first, then the older ones
+                    # fresh pages first, then the older ones: when the queue is empty, or it has been a while
+                    due = not self._jobs or self.monotonic() - self._drained_at >= self.drain_every_s
+                    drain = due and not self._abandon
                     now, at = self._drain_from
                 if drain:
+                    self._drained_at = self.monotonic()
                     # the newest cycle's time, moved on by the wall time since it handed over
                     drain_now = now + timedelta(seconds=self.monotonic() - at)
                     self._step(report, lambda: self.sender.drain(drain_now), "the outbox drain")

@@ -58,6 +58,14 @@ def escalate(session, now: datetime, evaluation):
         get_run_logger().warning("escalation records are not reaching the warehouse: %s", summary["landing_failure"])
     if isinstance(summary, dict) and summary.get("paging_delay"):
         get_run_logger().warning("%s", summary["paging_delay"])
+    done = summary.get("drain", {}) if isinstance(summary, dict) else {}
+    if done.get("failed") or done.get("errors"):
+        # outcomes of pages sent behind the cycle: the Prefect UI shows them here, the warehouse in full
+        get_run_logger().warning(
+            "pages since the previous cycle: %d failed, %d delivery error(s), %d retr(ies) scheduled, "
+            "%d fallback(s); see notification_events", done.get("failed", 0), done.get("errors", 0),
+            done.get("retry_scheduled", 0), done.get("fallbacks", 0),
+        )
     return summary
 
 

@@ -130,3 +130,32 @@ def test_pages_waiting_longer_than_a_delivery_may_take_are_reported_on_the_dashb
     assert "the oldest was handed over" in warnings[0]
     waited = float(warnings[0].split("handed over ")[1].split("s ago")[0])
     assert waited > 4.0
+
+
+def test_delivery_errors_behind_the_cycle_are_logged_on_the_escalate_task_run(prefect_api, twilio_sessions, fast_config):
+    # Arrange: Twilio answers every request with a 500; no inline retries
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.monitor import risk_monitor
+    from risklib.core.escalation import RetryPolicy
+
+    escalation = fast_config.escalation.model_copy(update={"retry": RetryPolicy(request_timeout_s=4.0, drain_budget_s=0.0)})
+    session, twilio = twilio_sessions(fast_config.model_copy(update={"escalation": escalation}))
+    twilio.reset()
+    twilio.fail(*[Behaviour(status=500) for _ in range(10_000)])
+    # Act
+    report = risk_monitor(session, max_cycles=12)
+    # Assert: a later cycle's escalate task run carried the failed deliveries as a warning
+    deadline, warnings = time.monotonic() + 30, []
+    with get_client(sync_client=True) as client:
+        while not warnings and time.monotonic() < deadline:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(report.flow_run_id)])),
+                                    limit=200, offset=0)
+            warnings = [log.message for log in logs if log.task_run_id is not None and log.level >= 30
+                        and log.message.startswith("pages since the previous cycle")]
+            time.sleep(0.5)
+    assert warnings and "delivery error(s)" in warnings[0]
+    assert int(warnings[0].split(" failed, ")[1].split(" delivery")[0]) > 0

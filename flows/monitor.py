@@ -32,6 +32,7 @@ from risklib.gc_pauses import freeze_warm_heap
 DASHBOARD_KEY = "risk-dashboard"
 POSITIONS_KEY = "position-risks"
 VALIDATION_KEY = "validation-summary"
+POSITION_TABLE_ROWS = 200  # the position-risk table artifact's rows, largest risk contribution first
 
 
 @dataclass
@@ -55,13 +56,14 @@ def publish_artifacts(result: CycleResult, session) -> None:
     """The dashboard, the position-risk table and the validation summary, keyed so the newest replaces the last."""
     ev = result.evaluation
     book = result.book
+    top = top_risks(book.positions, POSITION_TABLE_ROWS)  # once: the dashboard shows the first of these
     markdown = render_dashboard(
         now=result.now,
         cycle_id=result.cycle_id,
         metrics=book.accounts,
         state=ev.state,
         alerts=ev.alerts,
-        positions=book.positions,
+        positions=top,
         stress=session.describe_stress(ev),
         next_interval_s=ev.next_interval_s,
         var_halt=session.var_halt,
@@ -69,9 +71,8 @@ def publish_artifacts(result: CycleResult, session) -> None:
         warnings=cycle_warnings(result),
     )
     create_markdown_artifact(markdown=markdown, key=DASHBOARD_KEY, description=f"Risk dashboard, cycle {result.cycle_id}")
-    top = with_sizing(top_risks(book.positions, 200), result.sizing)
     create_table_artifact(
-        table=top.to_dicts(),
+        table=with_sizing(top, result.sizing).to_dicts(),
         key=POSITIONS_KEY,
         description="Top position risks by risk contribution, with the multiplier and cap for new risk",
     )

@@ -54,11 +54,12 @@ def evaluate_triggers(session, now: datetime, book, snapshot):
 @task(name="escalate", cache_policy=NONE)
 def escalate(session, now: datetime, evaluation):
     summary = stages.escalate(session, now, evaluation)
-    if isinstance(summary, dict) and summary.get("landing_failure"):
-        get_run_logger().warning("escalation records are not reaching the warehouse: %s", summary["landing_failure"])
-    if isinstance(summary, dict) and summary.get("paging_delay"):
-        get_run_logger().warning("%s", summary["paging_delay"])
-    done = summary.get("drain", {}) if isinstance(summary, dict) else {}
+    said = summary if isinstance(summary, dict) else {}
+    if said.get("landing_failure"):
+        get_run_logger().warning("escalation records are not reaching the warehouse: %s", said["landing_failure"])
+    if said.get("paging_delay"):
+        get_run_logger().warning("%s", said["paging_delay"])
+    done = said.get("drain", {})
     if done.get("failed") or done.get("errors"):
         # outcomes of pages sent behind the cycle: the Prefect UI shows them here, the warehouse in full
         get_run_logger().warning(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from risklib.adapters.notifiers import incident_view, incidents_for_code, known_incidents, record_ack
+from risklib.api._deps import match_token
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -60,11 +60,9 @@ def history(
 def acknowledge(request: Request, body: AckRequest, authorization: str | None = Header(None)) -> dict[str, Any]:
     """Record an acknowledgement (channel ``api``). It stops the paging; it never changes a trading mode."""
     ctx = request.app.state.ctx
-    tokens = [t for t in (ctx.api_token, *(t for t, _, _ in ctx.operator_tokens)) if t]
-    if tokens:  # the shared token or any operator's own
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
-            raise HTTPException(status_code=401, detail="authorization: missing or wrong bearer token")
+    # with any token configured, the shared one or an operator's own is needed
+    if (ctx.api_token or ctx.operator_tokens) and match_token(ctx, authorization) is None:
+        raise HTTPException(status_code=401, detail="authorization: missing or wrong bearer token")
     with ctx.lock:
         if body.reply_code:
             keys = incidents_for_code(ctx.warehouse, body.reply_code)

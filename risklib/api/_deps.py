@@ -29,6 +29,17 @@ class Caller:
     authority_level: int | None = None  # the highest level that operator holds
 
 
+def match_token(ctx: Any, authorization: str | None) -> Caller | None:
+    """The caller a bearer token names: an operator, the shared token (``Caller()``), or None (no match)."""
+    given = (authorization or "").removeprefix("Bearer ").strip().encode()
+    for token, name, level in ctx.operator_tokens:
+        if hmac.compare_digest(given, token.encode()):
+            return Caller(name, level)
+    if ctx.api_token and hmac.compare_digest(given, ctx.api_token.encode()):
+        return Caller()
+    return None
+
+
 def require_token(request: Request, authorization: str | None = Header(None)) -> Caller:
     """Bearer-token check for every write endpoint of the control plane; returns the caller.
 
@@ -41,19 +52,15 @@ def require_token(request: Request, authorization: str | None = Header(None)) ->
     Secret blocks) every write is refused. Fail closed.
     """
     ctx = request.app.state.ctx
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    for token, name, level in ctx.operator_tokens:
-        if hmac.compare_digest(given.encode(), token.encode()):
-            return Caller(name, level)
-    token = ctx.api_token
-    if token is None and not ctx.operator_tokens:
+    caller = match_token(ctx, authorization)
+    if caller is not None:
+        return caller
+    if ctx.api_token is None and not ctx.operator_tokens:
         raise HTTPException(status_code=401, detail="api_token: none configured; write endpoints are refused "
                                                     "(set RISK_API_TOKEN or a Secret block)")
-    if token == "":
+    if ctx.api_token == "":
         return Caller()
-    if token is None or not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(status_code=401, detail="authorization: missing or wrong bearer token")
-    return Caller()
+    raise HTTPException(status_code=401, detail="authorization: missing or wrong bearer token")
 
 
 def authorize(request: Request, caller: Caller, operator: str, authority_level: int) -> None:

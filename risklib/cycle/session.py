@@ -139,7 +139,7 @@ class Session:
             sender.watch = esc_watch  # the outbox skips its pending query while nothing changed
         # Provider calls behind the cycle, so the act stage never waits for a page (see PageDispatcher).
         # Only over the local outbox: the warehouse connection itself serves one thread.
-        self.dispatcher = PageDispatcher(sender) if outbox is not None and hasattr(sender, "record_sends") else None
+        self.dispatcher = PageDispatcher(sender) if outbox is not None else None
 
     def _metrics_config(self, config: RiskConfig) -> Any:
         """The [metrics] settings with the live cycle's windows and horizon in this feed's bars."""

@@ -444,7 +444,7 @@ class LocalOutbox(LanderThread):
             self._load(self.query)
             self._compact_at = max(self.compact_rows, 2 * self._rows)  # all live: do not compact again at once
             self.compact_due = False
-            after = self.rows()
+            after = self._rows  # counted by _load
         log.info("escalation mirror compacted: %d -> %d rows", before, after)
 
     def compact_if_due(self) -> bool:

@@ -409,7 +409,6 @@ class PaperBroker:
         small = open_rest < cfg.min_quantity  # dust: treat as filled in full
         filled = np.where(~reject & small, qty, filled)
         open_rest = np.where(~reject & small, 0.0, open_rest)
-        status = np.where(reject, "REJECTED", np.where(open_rest > 0, "PARTIALLY_FILLED", "FILLED"))
         slip = cfg.slippage_bps * 1e-4
         price = np.where(buy, px_side * (1 + slip), px_side * (1 - slip))
         no_quote_reason = (
@@ -425,7 +424,10 @@ class PaperBroker:
             ).alias("order_id"),
             pl.Series("filled_quantity", filled),
             pl.Series("_open", open_rest),
-            pl.Series("status", status, dtype=pl.String),
+            # built by Polars: a NumPy string array costs ~40 ms to convert at 200k orders
+            pl.when(pl.Series(reject)).then(pl.lit("REJECTED"))
+            .when(pl.Series(open_rest > 0)).then(pl.lit("PARTIALLY_FILLED"))
+            .otherwise(pl.lit("FILLED")).alias("status"),
             pl.Series("_no_quote", no_quote),
             pl.Series("price", price),
             pl.lit(now, frames.UTC_TS).alias("at"),

@@ -93,6 +93,24 @@ def test_an_entry_reads_back_as_the_cycle_that_was_written(tmp_path):
     assert back.audit[0]["detail"] == {"when": str(T0), "ratio": 0.1, "keys": ["a", "b"]}  # as the chain hashes it
 
 
+def test_an_entry_read_back_from_disk_is_checked_again_before_it_lands(wh, wh_path):
+    # Arrange: an entry on disk with a risk score out of range (written by hand: submit would
+    # refuse it; the database alone would take it)
+    folder = wh_path / "journal"
+    folder.mkdir(exist_ok=True)
+    bad = account_metrics(T0).with_columns(pl.lit(250.0).alias("risk_score"))
+    path = write_entry(folder, 1, cycle("c1", T0, realtime_risk_metrics=bad))
+    assert read_entry(path).checked == frozenset()
+    # Act: opening the journal tries to land it
+    journal = CycleJournal(wh)
+    # Assert: refused, kept, and the next cycle is told
+    assert wh.query("SELECT count(*) AS n FROM realtime_risk_metrics")["n"][0] == 0
+    assert (folder / "failed" / path.name).exists()
+    with pytest.raises(WarehouseError, match="risk_score"):
+        journal.submit(cycle("c2", T0 + timedelta(minutes=1)))
+    journal.close()
+
+
 def test_a_cycle_that_cannot_be_landed_is_kept_and_the_next_submit_fails(wh_path, clock):
     from risklib.adapters.warehouse import load_config
 
@@ -169,7 +187,7 @@ def test_write_cycles_lands_each_cycle_whole_in_one_transaction(wh):
 def _handed_over(records, wh):
     """``records`` as the journal hands them to the lander: checked, risk-state bookkeeping kept as numbers."""
     tables = {t: wh.prepare(t, f, cycle_id=records.cycle_id, defer_state_json=True) for t, f in records.tables.items()}
-    return replace(records, tables=tables)
+    return replace(records, tables=tables, checked=frozenset(tables) - {"risk_state"})
 
 
 def _landed_rows(wh: Warehouse) -> dict[str, list[tuple]]:
@@ -179,10 +197,12 @@ def _landed_rows(wh: Warehouse) -> dict[str, list[tuple]]:
     return out
 
 
-def test_cycles_handed_over_by_the_journal_land_together_exactly_as_each_alone(wh, template_warehouse, tmp_path, clock):
-    # Arrange: three cycles as the journal hands them over. Their metrics and risk states share
-    # schemas (checked in one pass, the bookkeeping encoded then); the middle cycle's alerts come
-    # with a narrower level type, so the alerts are checked frame by frame; the middle run row
+def test_cycles_handed_over_by_the_journal_land_together_exactly_as_each_alone_and_checked_again(
+        wh, template_warehouse, tmp_path, clock):
+    # Arrange: three cycles as the journal hands them over: checked already, so landing them
+    # together only concatenates. Landed one by one they are checked again (as an entry read
+    # back from disk is). Their risk states share schemas (the bookkeeping encoded when they
+    # land); the middle cycle's alerts come with a narrower level type; the middle run row
     # carries an error text.
     batch = []
     for i, records in enumerate(_three_cycles()):
@@ -197,7 +217,7 @@ def test_cycles_handed_over_by_the_journal_land_together_exactly_as_each_alone(w
         # Act
         wh.write_cycles(batch)
         for records in batch:
-            alone.write_cycle(records)
+            alone.write_cycle(replace(records, checked=frozenset()))
         # Assert: the same rows, cycle ids and encoded bookkeeping either way
         assert _landed_rows(wh) == _landed_rows(alone)
         states = wh.query("SELECT cycle_id, state_json FROM risk_state WHERE account_id = 'A1' ORDER BY cycle_id")

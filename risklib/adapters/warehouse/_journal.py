@@ -465,7 +465,8 @@ class CycleJournal(LanderThread):
             except WarehouseError:
                 self.warehouse.write_cycle(records)  # refuses again, records the failed cycle, raises
                 raise  # pragma: no cover - write_cycle raised above
-        records = replace(records, tables=prepared)  # the warehouse's columns and types (+ bookkeeping)
+        # the warehouse's columns and types; the risk state keeps its bookkeeping, encoded when it lands
+        records = replace(records, tables=prepared, checked=frozenset(prepared) - {"risk_state"})
         with self._cond:
             while len(self._queue) + self._writing >= self.max_backlog and not self._closed:
                 self._cond.wait(0.5)

@@ -173,6 +173,10 @@ class CycleRecords:
         Audit entries: dicts with ``actor``, ``action``, optional ``subject``, ``detail``, ``at``.
     n_accounts, next_interval_s, error
         Recorded in ``cycle_runs``.
+    checked
+        Tables whose frames this process has already checked and cast with :meth:`Warehouse.prepare`
+        (what the journal hands its lander): landing them skips a second pass. Never set for an
+        entry read back from disk, whose frames are checked again.
     """
 
     cycle_id: str
@@ -186,6 +190,7 @@ class CycleRecords:
     n_accounts: int | None = None
     next_interval_s: float | None = None
     error: str | None = None
+    checked: frozenset[str] = frozenset()
 
 
 def append_audit_entry(table: str, prepared: pl.DataFrame, *, actor: str, action: str, subject: str | None) -> dict:
@@ -408,13 +413,14 @@ class Warehouse:
         encodes: dict[str, _FileEncode] = {}
         try:
             _check_cycle(records)
-            self._start_encodes(records.tables, records.cycle_id, encodes)
+            self._start_encodes(records.tables, records.cycle_id, encodes, prepared=records.checked)
             prepared: dict[str, pl.DataFrame] = {}
             for table, frame in records.tables.items():
                 if table in encodes:
                     continue
                 try:
-                    prepared[table] = self.prepare(table, frame, cycle_id=records.cycle_id)
+                    prepared[table] = frame if table in records.checked else self.prepare(
+                        table, frame, cycle_id=records.cycle_id)
                 except WarehouseError:
                     # A refusal names the first bad table in the cycle's order, as when every
                     # frame was checked in turn: an earlier large frame's error comes first.
@@ -454,13 +460,13 @@ class Warehouse:
         for records in batch:
             _check_cycle(records)
             for table, frame in records.tables.items():
-                parts.setdefault(table, []).append((frame, records.cycle_id))
-            runs.append((self._cycle_run_row(records, records.status, records.error), records.cycle_id))
+                parts.setdefault(table, []).append((frame, records.cycle_id, table in records.checked))
+            runs.append((self._cycle_run_row(records, records.status, records.error), records.cycle_id, False))
             entries += self._cycle_entries(records)
         merged = {t: self._prepare_together(t, fs) for t, fs in parts.items()}
         encodes: dict[str, _FileEncode] = {}
         try:
-            self._start_encodes(merged, None, encodes, prepared=True)
+            self._start_encodes(merged, None, encodes, prepared=frozenset(merged))
             small = {t: f for t, f in merged.items() if t not in encodes}
             self._transaction(small | {"cycle_runs": self._prepare_together("cycle_runs", runs)}, entries, encodes)
         except duckdb.Error as exc:
@@ -471,21 +477,26 @@ class Warehouse:
             self._discard_encodes(encodes)
             raise
 
-    def _prepare_together(self, table: str, frames: list[tuple[pl.DataFrame, str]]) -> pl.DataFrame:
-        """``table``'s frames of several cycles (each with its cycle id), checked and cast as one frame.
+    def _prepare_together(self, table: str, frames: list[tuple[pl.DataFrame, str, bool]]) -> pl.DataFrame:
+        """``table``'s frames of several cycles (each with its cycle id and whether it is checked already),
+        checked and cast as one frame.
 
         Frames that share a schema and already carry their cycle ids (what the journal
         hands over) are checked in one pass: the checks are row by row, so this gives what
         checking each and concatenating gives. The lander's checks then cost ~2 ms of CPU
         per 100-account cycle instead of ~6, much of it holding the GIL the cycle needs.
+        Frames checked already (:attr:`CycleRecords.checked`) are only concatenated.
         Otherwise each frame is checked with its own cycle id.
         """
         first = frames[0][0]
+        if all(checked for _, _, checked in frames):
+            return pl.concat([f for f, _, _ in frames], how="vertical") if len(frames) > 1 else first
         has_ids = not any(c.name == "cycle_id" for c in self.columns(table)) or all(
-            "cycle_id" in f.columns and f.get_column("cycle_id").null_count() == 0 for f, _ in frames)
-        if len(frames) > 1 and has_ids and all(f.schema == first.schema for f, _ in frames):
-            return self.prepare(table, pl.concat([f for f, _ in frames], how="vertical"))
-        return pl.concat([self.prepare(table, f, cycle_id=cid) for f, cid in frames], how="vertical")
+            "cycle_id" in f.columns and f.get_column("cycle_id").null_count() == 0 for f, _, _ in frames)
+        if len(frames) > 1 and has_ids and all(f.schema == first.schema for f, _, _ in frames):
+            return self.prepare(table, pl.concat([f for f, _, _ in frames], how="vertical"))
+        return pl.concat([f if checked else self.prepare(table, f, cycle_id=cid) for f, cid, checked in frames],
+                         how="vertical")
 
     @staticmethod
     def _cycle_entries(records: CycleRecords) -> list[dict]:
@@ -505,11 +516,11 @@ class Warehouse:
         return entries
 
     def _start_encodes(self, tables: dict[str, pl.DataFrame], cycle_id: str | None,
-                       encodes: dict[str, _FileEncode], *, prepared: bool = False) -> None:
+                       encodes: dict[str, _FileEncode], *, prepared: frozenset[str] = frozenset()) -> None:
         """Start a :class:`_FileEncode` into ``encodes`` for each frame large enough to become a Parquet file.
 
         Each is added as soon as it starts, so the caller can discard it if a later one fails to start.
-        ``prepared``: the frames are :func:`_validate.prepare`'d already (ids included).
+        ``prepared``: the tables whose frames are :func:`_validate.prepare`'d already (ids included).
         """
         if not _ENCODE_IN_BACKGROUND or self.layout.local_root is None:
             return
@@ -517,7 +528,8 @@ class Warehouse:
             if frame.height >= _FILE_ROWS:
                 # Catalog reads (columns, folder) stay on this thread; the worker gets plain values.
                 path = self._table_dir(table) / f"ducklake-{uuid.uuid4()}.parquet"
-                encodes[table] = _FileEncode(table, frame, self.columns(table), cycle_id, path, prepared=prepared)
+                encodes[table] = _FileEncode(table, frame, self.columns(table), cycle_id, path,
+                                             prepared=table in prepared)
 
     @staticmethod
     def _discard_encodes(encodes: dict[str, _FileEncode]) -> None:

@@ -19,11 +19,26 @@ Conventions (apply to every frame):
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import polars as pl
 
 from risklib.errors import SchemaError
 
 UTC_TS = pl.Datetime("us", "UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+
+
+def utc_lit(at: datetime) -> pl.Expr:
+    """``at`` (timezone-aware) as a UTC timestamp literal.
+
+    The same value as ``pl.lit(at)``, at a tenth of the cost: Polars builds an aware
+    datetime literal with two internal queries (~0.2-0.6 ms each here, several per cycle).
+    """
+    if at.tzinfo is None:
+        raise SchemaError(f"timestamp={at!r}: must be timezone-aware (UTC)")
+    return pl.lit((at - _EPOCH) // _US, pl.Int64).cast(UTC_TS)
 
 #: One quote per instrument per tick from a feed.
 TICKS = {

@@ -127,7 +127,7 @@ def pending_manual_actions(
     req = frames.conform(requests, REQUESTS, "manual_action_requests")
     done = pl.Series("k", list(set(executed_keys)), dtype=pl.String)
     base = (
-        req.filter(pl.col("requested_at") <= now)
+        req.filter(pl.col("requested_at") <= frames.utc_lit(now))
         .unique("request_id", keep="first", maintain_order=True)  # a request recorded twice acts once
         .with_columns(
             (pl.lit("manual:") + pl.col("request_id")).alias("incident_key"),
@@ -154,6 +154,6 @@ def pending_manual_actions(
     out = (
         out.filter(~pl.col("idempotency_key").is_in(done.implode()))
         .sort("requested_at", "request_id", maintain_order=True)
-        .with_columns(pl.lit(now).cast(frames.UTC_TS).alias("ts"))
+        .with_columns(frames.utc_lit(now).alias("ts"))
     )
     return frames.conform(out, frames.ACTIONS, "manual actions")

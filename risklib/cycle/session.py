@@ -412,7 +412,7 @@ class Session:
             "TRY_CAST(new_value AS DOUBLE) AS threshold_scale, authority_level, "
             "operator AS operator_id, created_at, expires_at FROM overrides",
         )
-        rows = rows.filter((pl.col("expires_at") > now) & (pl.col("created_at") <= now)) if rows.height else rows
+        rows = rows.filter((pl.col("expires_at") > frames.utc_lit(now)) & (pl.col("created_at") <= frames.utc_lit(now))) if rows.height else rows
         if rows.height == 0:
             return None
         return frames.conform(rows, frames.OVERRIDES, "overrides")
@@ -423,7 +423,7 @@ class Session:
         from risklib.errors import ConfigError
 
         changes = self.shared.read("threshold_changes", 'SELECT "key", new_value, "at" FROM threshold_changes ORDER BY "at"')
-        changes = changes.filter(pl.col("at") <= now) if changes.height else changes
+        changes = changes.filter(pl.col("at") <= frames.utc_lit(now)) if changes.height else changes
         if changes.height == self._changes_seen:
             return
         try:
@@ -445,7 +445,7 @@ class Session:
         from risklib.core.manual import pending_manual_actions
 
         requests = self.shared.read("manual_action_requests", "SELECT * FROM manual_action_requests")
-        requests = requests.filter(pl.col("requested_at") <= now) if requests.height else requests
+        requests = requests.filter(pl.col("requested_at") <= frames.utc_lit(now)) if requests.height else requests
         if requests.height == 0:
             return frames.empty(frames.ACTIONS)
         for r in requests.iter_rows(named=True):
@@ -559,17 +559,17 @@ class Session:
             book.accounts.join(state.select("account_id", "alert_level", "trading_mode"), on="account_id", how="left")
             .join(actions_by_account, on="account_id", how="left")
             .with_columns(
-                pl.lit(now).alias("ts"),
+                frames.utc_lit(now).alias("ts"),
                 pl.col("risk_score").round(0).cast(pl.Int32, strict=False),
             )
             .drop("account_group", strict=False)
             .with_columns(book.accounts["account_group"])
         )
-        positions_rows = book.positions.with_columns(pl.lit(now).alias("ts"))
+        positions_rows = book.positions.with_columns(frames.utc_lit(now).alias("ts"))
         execution = acted.report
         emergency = _emergency_rows(acted.actions, ev.rules_fired, execution, now, self._manual_operator)
         validation = result.validation
-        quarantine = validation.quarantine.with_columns(pl.lit(now).alias("at")) if validation.quarantine.height else None
+        quarantine = validation.quarantine.with_columns(frames.utc_lit(now).alias("at")) if validation.quarantine.height else None
         activity = self.feed.take_activity() if hasattr(self.feed, "take_activity") else None
         orders = [f for f in (execution.orders, activity.orders if activity else None) if f is not None and f.height]
         fills = [f for f in (execution.fills, activity.fills if activity else None) if f is not None and f.height]

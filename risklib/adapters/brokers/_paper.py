@@ -430,7 +430,7 @@ class PaperBroker:
             .otherwise(pl.lit("FILLED")).alias("status"),
             pl.Series("_no_quote", no_quote),
             pl.Series("price", price),
-            pl.lit(now, frames.UTC_TS).alias("at"),
+            frames.utc_lit(now).alias("at"),
         ).with_columns(
             pl.when(pl.col("reason").is_not_null())
             .then(pl.col("reason"))

@@ -26,6 +26,7 @@ import polars as pl
 
 from risklib.adapters.notifiers._base import Notifier, OutboundMessage, protect_logs, redact
 from risklib.adapters.notifiers._state import ESCALATION_TABLES, append_many, record_events
+from risklib.core import frames
 from risklib.core.escalation import (
     DASHBOARD_RECIPIENT,
     KINDS_NEEDING_ACK,
@@ -298,7 +299,7 @@ class OutboxSender:
         held = set(plan.notification_events["notification_id"].to_list())
         fresh = plan.notifications.filter(
             (pl.col("recipient") != DASHBOARD_RECIPIENT) & ~pl.col("notification_id").is_in(list(held))
-            & (pl.col("not_before").is_null() | (pl.col("not_before") <= now))
+            & (pl.col("not_before").is_null() | (pl.col("not_before") <= frames.utc_lit(now)))
         )
         sent_keys: set[str] = set()
         if fresh.height:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -32,6 +33,11 @@ BALANCE_KEY = ("account_id",)
 EQUITY = "equity_usd"
 #: Derived column added to positions before validation: the account's id on its balance row, null if it has none.
 BALANCE_ACCOUNT = "balance_account_id"
+
+
+def _literal(value: Any) -> Any:
+    """A bound as an expression operand (an aware timestamp through the cheap UTC literal)."""
+    return frames.utc_lit(value) if isinstance(value, datetime) and value.tzinfo is not None else value
 
 
 def _missing(col: str) -> pl.Expr:
@@ -124,8 +130,8 @@ class Rule:
         if self.kind == "between":
             lo = self.params.get("min")
             hi = self.params.get("max")
-            lo = values[lo] if isinstance(lo, str) else lo
-            hi = values[hi] if isinstance(hi, str) else hi
+            lo = _literal(values[lo] if isinstance(lo, str) else lo)
+            hi = _literal(values[hi] if isinstance(hi, str) else hi)
             col = pl.col(c[0])
             ok = pl.lit(True)
             if lo is not None:

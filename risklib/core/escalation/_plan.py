@@ -185,7 +185,7 @@ def plan_escalation(
         # Nothing firing and nothing open: the common calm cycle decides nothing.
         return EscalationPlan(frames.empty(INCIDENT_EVENTS), frames.empty(NOTIFICATIONS), frames.empty(NOTIFICATION_EVENTS))
     acks = frames.conform(acks, ACKS, "acks")
-    now_lit = pl.lit(now).cast(TS)
+    now_lit = frames.utc_lit(now)
 
     # One row per incident this cycle: its highest level.
     cur = (
@@ -390,7 +390,7 @@ def _outbox(now: datetime, msgs: pl.DataFrame, config: EscalationConfig, taken: 
         pl.col("trading_mode"),
         pl.col("last_notified_at").max().alias("anchor"),
         # The conversation a message belongs to: a re-opened incident is a new conversation.
-        pl.col("opened_at").fill_null(pl.lit(now).cast(TS)).max().alias("opened_anchor"),
+        pl.col("opened_at").fill_null(frames.utc_lit(now)).max().alias("opened_anchor"),
     )
     rows: list[dict] = []
     held: list[str] = []

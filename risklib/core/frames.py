@@ -19,6 +19,7 @@ Conventions (apply to every frame):
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
@@ -204,7 +205,7 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], name: str) -> p
     Extra columns are dropped; a missing column is an error (never filled with a
     default, which would read as "no risk").
     """
-    if frame.schema == pl.Schema(schema):  # already the contract's columns, types and order
+    if frame.schema == _empty(tuple(schema.items())).schema:  # already the contract's columns, types and order
         return frame
     missing = [c for c in schema if c not in frame.columns]
     if missing:
@@ -216,5 +217,11 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], name: str) -> p
 
 
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """An empty frame with ``schema``."""
-    return pl.DataFrame(schema=schema)
+    """An empty frame with ``schema`` (its own copy: ~1 us instead of ~60 for a new frame)."""
+    return _empty(tuple(schema.items())).clone()
+
+
+@functools.lru_cache(maxsize=256)
+def _empty(items: tuple[tuple[str, pl.DataType], ...]) -> pl.DataFrame:
+    # the contracts are a few dozen module constants; callers only ever get clones
+    return pl.DataFrame(schema=dict(items))

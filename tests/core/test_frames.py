@@ -37,3 +37,10 @@ def test_the_utc_literal_compares_and_fills_like_the_datetime_itself():
 def test_a_naive_timestamp_is_refused_naming_it():
     with pytest.raises(SchemaError, match=r"2026, 3, 2, 8, 0\).*timezone-aware"):
         frames.utc_lit(datetime(2026, 3, 2, 8, 0))
+
+
+def test_each_empty_frame_is_its_own_copy():
+    first = frames.empty(frames.TICKS)
+    first.insert_column(0, pl.Series("extra", [], pl.Int64))  # an in-place change by one caller
+    assert frames.empty(frames.TICKS).schema == pl.Schema(frames.TICKS)
+    assert frames.conform(pl.DataFrame(schema=frames.TICKS), frames.TICKS, "ticks").schema == pl.Schema(frames.TICKS)

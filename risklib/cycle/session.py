@@ -513,7 +513,8 @@ class Session:
             store, self.sender, alerts, self.config.escalation, now, state=self._escalation_state,
             dispatcher=self.dispatcher,
         )
-        opened = plan.incident_events.filter(pl.col("status") == "open")["incident_key"].unique().to_list()
+        events = plan.incident_events
+        opened = events.filter(pl.col("status") == "open")["incident_key"].unique().to_list() if events.height else []
         self.new_incident_count = len(set(opened) - self._known_incidents)
         self._known_incidents |= set(opened)
         self._new_incident_keys = set(opened)

@@ -222,6 +222,24 @@ def test_strategy_order_opens_a_position_at_the_ask(broker, quotes, now, held):
     assert replay.orders.height == 0 and replay.skipped.height == 1
 
 
+def test_a_call_with_nothing_to_do_changes_nothing_but_the_quotes(broker, quotes, now, make_actions):
+    # Arrange: EUR/USD moved; no action and nothing pending
+    before = broker.positions()
+    moved = quotes.with_columns(
+        pl.when(pl.col("instrument") == "EUR/USD").then(pl.col(c) + 0.01).otherwise(pl.col(c)).alias(c)
+        for c in ("bid", "ask", "mid")
+    )
+    # Act
+    report = broker.execute(make_actions(), moved, now)
+    broker.submit(Order("A2", "Breakout", "EUR/USD", "BUY", 5_000.0, idempotency_key="s-1"), now)  # no prices given
+    # Assert: an empty report, the book as it was, and the next order filled at the new ask
+    assert (report.orders.height, report.fills.height, report.mode_changes.height, report.pending.height) == (0, 0, 0, 0)
+    assert report.executed_keys == ()
+    assert before.equals(broker.positions().filter(pl.col("strategy") != "Breakout"))
+    row = broker.positions().filter(pl.col("strategy") == "Breakout").row(0, named=True)
+    assert row["entry_price"] == pytest.approx(1.0901 + 0.01)
+
+
 def test_adding_averages_the_entry_and_flipping_resets_it(broker, quotes, now):
     # Arrange
     add = Order("A1", "Swing_MA", "EUR/USD", "BUY", 100_000.0)

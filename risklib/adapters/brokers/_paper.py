@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -187,6 +188,8 @@ class PaperBroker:
                 f"actions: fraction={frac_bad['fraction'][0]} for key {frac_bad['idempotency_key'][0]!r}: must be in [0, 1]"
             )
         self._quotes = self._normalize_prices(prices)
+        if acts.height == 0 and self._pending.height == 0:  # most cycles: nothing to act on, nothing waiting
+            return replace(ExecutionReport.empty(), pending=self.pending())
         # replays: keys seen before, and repeats of a key inside this batch
         first = acts.with_columns(pl.int_range(pl.len()).over("idempotency_key").alias("_n"))
         dup_mask = pl.col("idempotency_key").is_in(list(self._seen)) | (pl.col("_n") > 0)

@@ -131,6 +131,8 @@ class EscalationPlan:
     @property
     def n_messages(self) -> int:
         """Provider messages planned (not counting dashboard rows or inhibited ones)."""
+        if self.notifications.height == 0:  # most cycles
+            return 0
         held = set(self.notification_events["notification_id"].to_list())
         prov = self.notifications.filter(pl.col("recipient") != DASHBOARD_RECIPIENT)
         return prov.filter(~pl.col("notification_id").is_in(list(held))).height
@@ -140,7 +142,8 @@ class EscalationPlan:
             "incident_events": self.incident_events.height,
             "messages": self.n_messages,
             "inhibited": self.notification_events.height,
-            "dashboard_rows": self.notifications.filter(pl.col("recipient") == DASHBOARD_RECIPIENT).height,
+            "dashboard_rows": (self.notifications.filter(pl.col("recipient") == DASHBOARD_RECIPIENT).height
+                               if self.notifications.height else 0),
         }
 
 

@@ -412,7 +412,8 @@ class Session:
             "TRY_CAST(new_value AS DOUBLE) AS threshold_scale, authority_level, "
             "operator AS operator_id, created_at, expires_at FROM overrides",
         )
-        rows = rows.filter((pl.col("expires_at") > frames.utc_lit(now)) & (pl.col("created_at") <= frames.utc_lit(now))) if rows.height else rows
+        at = frames.utc_lit(now)
+        rows = rows.filter((pl.col("expires_at") > at) & (pl.col("created_at") <= at)) if rows.height else rows
         if rows.height == 0:
             return None
         return frames.conform(rows, frames.OVERRIDES, "overrides")

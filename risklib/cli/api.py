@@ -43,9 +43,9 @@ def api(
     from risklib.api._control import build_app
 
     app = build_app(risk_config=cfg, warehouse=wh)  # token from the environment or a Secret block
-    if app.state.ctx.api_token is None and open_writes:
-        app.state.ctx.api_token = ""  # explicitly open; a configured token always wins
     ctx = app.state.ctx
+    if ctx.api_token is None and open_writes:
+        ctx.api_token = ""  # explicitly open; a configured token always wins
     with_token = {name for _, name, _ in ctx.operator_tokens}
     for op in cfg.escalation.credentials.operators:
         if op.name in with_token:

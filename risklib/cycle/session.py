@@ -545,6 +545,7 @@ class Session:
         ev = result.evaluation
         book = result.book
         now = result.now
+        ts = frames.utc_lit(now)  # the rows' time stamp, built once
         # the gate's new state is built while the records are prepared and written (both mostly outside
         # the GIL); it takes effect only once the cycle is durable
         gate = self._gate_builder().submit(self._build_gate(now, result))
@@ -561,17 +562,17 @@ class Session:
             book.accounts.join(state.select("account_id", "alert_level", "trading_mode"), on="account_id", how="left")
             .join(actions_by_account, on="account_id", how="left")
             .with_columns(
-                frames.utc_lit(now).alias("ts"),
+                ts.alias("ts"),
                 pl.col("risk_score").round(0).cast(pl.Int32, strict=False),
             )
             .drop("account_group", strict=False)
             .with_columns(book.accounts["account_group"])
         )
-        positions_rows = book.positions.with_columns(frames.utc_lit(now).alias("ts"))
+        positions_rows = book.positions.with_columns(ts.alias("ts"))
         execution = acted.report
         emergency = _emergency_rows(acted.actions, ev.rules_fired, execution, now, self._manual_operator)
         validation = result.validation
-        quarantine = validation.quarantine.with_columns(frames.utc_lit(now).alias("at")) if validation.quarantine.height else None
+        quarantine = validation.quarantine.with_columns(ts.alias("at")) if validation.quarantine.height else None
         activity = self.feed.take_activity() if hasattr(self.feed, "take_activity") else None
         orders = [f for f in (execution.orders, activity.orders if activity else None) if f is not None and f.height]
         fills = [f for f in (execution.fills, activity.fills if activity else None) if f is not None and f.height]

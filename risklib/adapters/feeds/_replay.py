@@ -216,7 +216,7 @@ class FileReplayFeed:
     def _as_of(book: pl.DataFrame, now: datetime, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         if "ts" not in book.columns:
             return book
-        seen = book.filter(pl.col("ts") <= now)
+        seen = book.filter(pl.col("ts") <= frames.utc_lit(now))
         if seen.height == 0:
             return frames.empty(schema)
         latest = seen["ts"].max()

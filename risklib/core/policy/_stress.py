@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
+from risklib.core import frames
 from risklib.core.policy._config import StressDetectionConfig
 from risklib.errors import DataError
 
@@ -285,10 +286,11 @@ def detect_economic_shock(now: datetime, m: MarketInputs, cfg: StressDetectionCo
     missing = [c for c in ("ts", "impact", "name") if c not in ev.columns]
     if missing:
         raise DataError(f"events: missing column(s) {missing}")
+    at = frames.utc_lit(now)
     hot = ev.filter(
         pl.col("impact").str.to_lowercase().is_in([i.lower() for i in cfg.event_impacts])
-        & (pl.col("ts") - timedelta(seconds=cfg.event_before_s) <= now)
-        & (pl.col("ts") + timedelta(seconds=cfg.event_after_s) >= now)
+        & (pl.col("ts") - timedelta(seconds=cfg.event_before_s) <= at)
+        & (pl.col("ts") + timedelta(seconds=cfg.event_after_s) >= at)
     )
     names = ", ".join(hot["name"].to_list()[:3])
     return DetectorResult(

@@ -129,7 +129,7 @@ def test_pages_waiting_longer_than_a_delivery_may_take_are_reported_on_the_dashb
     assert warnings, "no cycle reported the pages waiting for the provider"
     assert "the oldest was handed over" in warnings[0]
     waited = float(warnings[0].split("handed over ")[1].split("s ago")[0])
-    assert waited > 4.0
+    assert waited >= 4.0  # more than one delivery's 4 s, printed to a tenth (4.04 reads "4.0")
 
 
 def test_delivery_errors_behind_the_cycle_are_logged_on_the_escalate_task_run(prefect_api, twilio_sessions, fast_config):

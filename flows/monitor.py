@@ -109,14 +109,18 @@ class ArtifactPublisher:
     cycles, the dashboards of cycles it could not keep up with are skipped (the
     newest replaces them anyway). Publishes start at least ``min_interval_s``
     apart (``monitor.dashboard_min_interval_s``): at the continuous cadence the
-    cycles in between are skipped the same way. Trigger events are not published
+    cycles in between are skipped the same way. With ``gaps`` (the session's
+    :class:`~risklib.cycle_gaps.CycleGaps`) a publish waits for the gap after a
+    running cycle, at most its ``max_hold_s``: rendering a 10,000-account
+    dashboard takes CPU a cycle needs. Trigger events are not published
     here: every one of them counts. ``close`` publishes the last cycle handed
     over at once.
     """
 
-    def __init__(self, log: logging.Logger | logging.LoggerAdapter, min_interval_s: float = 0.0) -> None:
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter, min_interval_s: float = 0.0, gaps=None) -> None:
         self._log = log
         self._min_interval_s = min_interval_s
+        self._gaps = gaps
         self._cv = threading.Condition()
         self._pending: Callable[[], None] | None = None
         self._closed = False
@@ -134,6 +138,8 @@ class ArtifactPublisher:
                 self.skipped += 1
             self._pending = job
             if self._thread is None:
+                if self._gaps is not None:
+                    self._gaps.subscribe(self._cv)  # woken when a cycle ends
                 self._thread = threading.Thread(target=self._run, name="artifact-publisher", daemon=True)
                 self._thread.start()
             self._cv.notify()
@@ -142,8 +148,21 @@ class ArtifactPublisher:
         next_start = 0.0
         while True:
             with self._cv:
-                while not self._closed and (self._pending is None or time.monotonic() < next_start):
-                    self._cv.wait(None if self._pending is None else next_start - time.monotonic())
+                due_since: float | None = None
+                while not self._closed:
+                    if self._pending is None:
+                        due_since = None
+                        self._cv.wait()
+                        continue
+                    now = time.monotonic()
+                    if now < next_start:
+                        self._cv.wait(next_start - now)
+                        continue
+                    due_since = now if due_since is None else due_since
+                    hold_s = self._gaps.hold_s(due_since, now) if self._gaps is not None else 0.0
+                    if hold_s <= 0:
+                        break
+                    self._cv.wait(hold_s)
                 if self._pending is None:
                     return
                 job, self._pending = self._pending, None
@@ -161,6 +180,8 @@ class ArtifactPublisher:
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self._gaps is not None:
+            self._gaps.unsubscribe(self._cv)
 
 
 @flow(name="risk-monitor", log_prints=False)
@@ -188,7 +209,7 @@ def risk_monitor(
     report = MonitorReport(flow_run_id=str(flow_run.id) if flow_run.id else None)
     started_wall = time.monotonic()
     started_sim = session.clock.now()
-    publisher = ArtifactPublisher(log, session.config.monitor.dashboard_min_interval_s)
+    publisher = ArtifactPublisher(log, session.config.monitor.dashboard_min_interval_s, session.gaps)
     try:
         _run_cycles(session, report, log, publisher, max_cycles, max_sim_seconds, rollover_minutes, progress,
                     started_wall, started_sim)
@@ -216,7 +237,8 @@ def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublishe
         session.run_market(now)  # the simulated world's own time, not the cycle's
         t0 = time.monotonic()
         try:
-            result = risk_cycle(session, now, cycle_id=cycle_id, flow_run_id=report.flow_run_id)
+            with session.gaps.cycle():  # landings and dashboards that can wait, wait for it to end
+                result = risk_cycle(session, now, cycle_id=cycle_id, flow_run_id=report.flow_run_id)
         except Exception:  # reported and recorded inside risk_cycle; keep watching
             report.failed_cycles += 1
             report.cycles += 1

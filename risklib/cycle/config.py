@@ -76,6 +76,13 @@ class MonitorConfig(BaseModel):
     # landing is mostly rows, batching would save little and burst more). 0 lands
     # every cycle as soon as it is durable.
     landing_min_interval_s: float = Field(1.0, ge=0.0)
+    # Routine landings and the dashboard's publishing wait for the gap between two
+    # cycles, at most this long (wall-clock seconds), so their CPU does not come out
+    # of a cycle (`bench pipeline`, 100 accounts: see risklib.cycle_gaps). At
+    # back-to-back cycles there is no gap: they run beside the cycles after this
+    # wait. A cycle's entry is durable on disk before it waits; what lands at once
+    # (above) does not wait. 0: never wait.
+    gap_max_hold_s: float = Field(2.0, ge=0.0)
     # Flush each journal entry to the disk before the cycle goes on, so a power
     # loss, not only a crash, loses no cycle.
     journal_fsync: bool = True

@@ -28,6 +28,7 @@ from risklib.config import RiskConfig, load_config
 from risklib.core import frames
 from risklib.cycle.stages import CycleResult
 from risklib.cycle.window import ReturnsWindow
+from risklib.cycle_gaps import CycleGaps
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Session:
         state: pl.DataFrame | None = None,
         journal: Any = None,
         outbox: Any = None,
+        gaps: CycleGaps | None = None,
     ) -> None:
         from risklib.adapters.validation import SnapshotValidator
 
@@ -83,6 +85,8 @@ class Session:
         # The escalation tables' live rows with a local journal (LocalOutbox), or None: the sender
         # reads and writes the warehouse itself.
         self.outbox = outbox
+        # The monitor marks its cycles here; the landers and the dashboard publisher hold back for them.
+        self.gaps = gaps if gaps is not None else CycleGaps(config.monitor.gap_max_hold_s)
         self.sender = sender
         self.clock = clock
         self.speed = clock.speed
@@ -206,19 +210,21 @@ class Session:
             broker_config=cfg.pipeline.broker,
         )
         wh = Warehouse.open(warehouse, config=cfg.warehouse, clock=clock)
+        gaps = CycleGaps(cfg.monitor.gap_max_hold_s)
         journal = None
         if cfg.monitor.record_behind:
             from risklib.adapters.warehouse import CycleJournal
 
             # Opening it lands whatever an earlier run left in the journal, before any state is read.
             journal = CycleJournal(wh, max_backlog=cfg.monitor.journal_max_backlog, fsync=cfg.monitor.journal_fsync,
-                                   min_interval_s=cfg.monitor.landing_min_interval_s)
+                                   min_interval_s=cfg.monitor.landing_min_interval_s, gaps=gaps)
         outbox = None
         if cfg.monitor.record_behind:
             from risklib.adapters.notifiers import LocalOutbox
 
             # Opening it lands what an earlier run left in its journal, then loads the live escalation state.
-            outbox = LocalOutbox(wh, fsync=cfg.monitor.journal_fsync, min_interval_s=cfg.monitor.landing_min_interval_s)
+            outbox = LocalOutbox(wh, fsync=cfg.monitor.journal_fsync, min_interval_s=cfg.monitor.landing_min_interval_s,
+                                 gaps=gaps)
         creds = load_credentials(cfg.escalation)
         notifiers = build_notifiers(cfg.escalation, creds, console_path=console_path)
         if notify_stream is not None and "console" in notifiers:
@@ -237,6 +243,7 @@ class Session:
             state=state,
             journal=journal,
             outbox=outbox,
+            gaps=gaps,
         )
         if resume:
             keys = wh.query("SELECT DISTINCT idempotency_key FROM emergency_actions")["idempotency_key"].to_list()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import time
 from datetime import timedelta
 
 import polars as pl
@@ -101,6 +102,30 @@ def test_writes_inside_the_landing_interval_land_together_each_with_its_marker(w
     assert counts(wh) == mirrored
     assert wh.query("SELECT count(DISTINCT incident_key) AS n FROM incidents")["n"][0] == 3
     assert wh.verify().ok
+
+
+def test_writes_during_a_running_cycle_land_once_it_ends_while_pages_go_out_at_once(wh, notifiers, config, creds, twilio):
+    # Arrange: landings may wait a minute for the gap after a running cycle
+    from risklib.cycle_gaps import CycleGaps
+
+    gaps = CycleGaps(max_hold_s=60.0)
+    outbox = LocalOutbox(wh, gaps=gaps)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    try:
+        # Act
+        with gaps.cycle():
+            cycle(outbox, sender, state, config, T0)
+            time.sleep(0.5)
+            held = (outbox.landed, counts(wh)["incidents"], len(twilio.created("Messages")))
+        deadline = time.monotonic() + 30
+        while outbox.backlog and time.monotonic() < deadline:
+            time.sleep(0.02)
+        landed = counts(wh)
+    finally:
+        outbox.close()
+    # Assert: the pages went out during the cycle, the rows waited for its end and then landed unflushed
+    assert held == (0, 0, 2)
+    assert outbox.landed >= 1 and landed["incidents"] == 1 and landed["notifications"] == 3
 
 
 def test_an_unexpected_landing_error_is_reported_while_paging_goes_on(wh, notifiers, config, creds, twilio, monkeypatch):

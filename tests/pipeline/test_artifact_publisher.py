@@ -93,3 +93,36 @@ def test_publishes_start_at_least_the_minimum_interval_apart_and_close_publishes
     assert done == ["c1", "c3"]
     assert (publisher.published, publisher.skipped) == (2, 1)
     assert not publisher._thread.is_alive()
+
+
+def test_a_publish_waits_for_the_running_cycle_to_end():
+    # Arrange: a cycle is running; the publisher may hold back up to a minute for it
+    from risklib.cycle_gaps import CycleGaps
+
+    gaps = CycleGaps(max_hold_s=60.0)
+    done = threading.Event()
+    publisher = ArtifactPublisher(logging.getLogger("test"), gaps=gaps)
+    # Act
+    with gaps.cycle():
+        publisher.submit(done.set)
+        held = not done.wait(0.5)
+    # Assert: nothing was published during the cycle, and it was at once after it
+    assert held
+    assert done.wait(10)
+    publisher.close(timeout_s=10)
+    assert publisher.published == 1
+
+
+def test_a_publish_held_back_longer_than_the_limit_runs_during_the_cycle():
+    # Arrange: cycles back to back leave no gap; the publisher holds back at most 0.2 s
+    from risklib.cycle_gaps import CycleGaps
+
+    gaps = CycleGaps(max_hold_s=0.2)
+    done = threading.Event()
+    publisher = ArtifactPublisher(logging.getLogger("test"), gaps=gaps)
+    # Act / Assert: published while the cycle still runs
+    with gaps.cycle():
+        publisher.submit(done.set)
+        assert done.wait(10)
+        assert gaps.in_cycle
+    publisher.close(timeout_s=10)

@@ -250,3 +250,35 @@ def test_escalation_rows_that_cannot_land_are_kept_and_reported_while_paging_goe
     assert sum(s["sent"]["sent"] + s["drain"]["sent"] for s in summaries) > 0  # pages still went out
     dashboard = _artifact(DASHBOARD_KEY)["data"]
     assert "Escalation records are not reaching the warehouse" in dashboard and "could not be landed" in dashboard
+
+
+def test_routine_cycles_land_in_the_gaps_between_cycles(prefect_api, make_session):
+    # Arrange: a pause after every cycle, as the monitor's pacing leaves at the continuous cadence;
+    # each landing notes whether a cycle was running when it started
+    session = make_session("calm")
+    real = session.journal._land_items
+    during_a_cycle: list[bool] = []
+
+    def land(items):
+        during_a_cycle.append(session.gaps.in_cycle)
+        real(items)
+
+    session.journal._land_items = land
+    read_feed = session.feed.snapshot
+    feed_read_in_a_cycle: list[bool] = []
+
+    def snapshot(now):
+        feed_read_in_a_cycle.append(session.gaps.in_cycle)
+        return read_feed(now)
+
+    session.feed.snapshot = snapshot
+    # Act
+    report = risk_monitor(session, max_cycles=4, progress=lambda *_: time.sleep(0.4))
+    # Assert: the stages ran inside a marked cycle; routine cycles only (a cycle that acted would
+    # land at once), every landing between cycles, and every cycle in the warehouse
+    assert report.cycles == 4 and report.actions == {}
+    assert feed_read_in_a_cycle == [True] * 4
+    assert during_a_cycle and not any(during_a_cycle)
+    assert not session.gaps.in_cycle
+    landed = session.warehouse.query("SELECT count(*) AS n FROM cycle_runs WHERE status = 'completed'")["n"][0]
+    assert landed == 4

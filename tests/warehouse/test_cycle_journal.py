@@ -419,3 +419,44 @@ def test_a_large_cycle_lands_at_once_inside_the_interval(wh):
     # Assert: landed without a flush
     assert _wait_landed(journal, 2) and _cycle_ids(wh) == ["c0", "c1"]
     journal.close()
+
+
+def test_a_routine_landing_waits_for_the_running_cycle_to_end_and_a_cycle_that_acted_does_not(wh):
+    # Arrange: no interval between landings, but a cycle is running and landings may wait a minute for it
+    from risklib.cycle_gaps import CycleGaps
+
+    gaps = CycleGaps(max_hold_s=60.0)
+    journal = CycleJournal(wh, gaps=gaps)
+    with gaps.cycle():
+        # Act: a routine cycle is durable, then waits for the gap ...
+        journal.submit(_routine("c0", 0)).result(timeout=60)
+        time.sleep(0.5)
+        held = (journal.landed, _cycle_ids(wh))
+        # ... while one that ordered actions lands at once, the routine one ahead of it
+        at = T0 + timedelta(minutes=1)
+        journal.submit(cycle("c1", at, realtime_risk_metrics=account_metrics(at), emergency_actions=pl.DataFrame(
+            {"timestamp": [at], "account_id": ["A1"], "idempotency_key": ["k1"], "incident_key": ["A1:drawdown:1"],
+             "action_taken": ["HALT_ALL"], "fraction": [1.0], "manual_override": [False], "reason": ["drawdown"]})))
+        acted_landed = _wait_landed(journal, 2)
+        journal.submit(_routine("c2", 2)).result(timeout=60)
+        time.sleep(0.5)
+        held_again = _cycle_ids(wh)
+    # Assert: the routine cycle after it lands as soon as the cycle ends, without a flush
+    assert held == (0, [])
+    assert acted_landed and held_again == ["c0", "c1"]
+    assert _wait_landed(journal, 3) and _cycle_ids(wh) == ["c0", "c1", "c2"]
+    journal.close()
+
+
+def test_a_routine_landing_held_longer_than_the_limit_lands_during_the_cycle(wh):
+    # Arrange: cycles back to back leave no gap; landings wait at most 0.2 s for one
+    from risklib.cycle_gaps import CycleGaps
+
+    gaps = CycleGaps(max_hold_s=0.2)
+    journal = CycleJournal(wh, gaps=gaps)
+    with gaps.cycle():
+        # Act
+        journal.submit(_routine("c0", 0)).result(timeout=60)
+        # Assert: landed while the cycle still runs
+        assert _wait_landed(journal, 1) and gaps.in_cycle
+    journal.close()

@@ -200,6 +200,9 @@ class LocalOutbox(LanderThread):
         Shortest time between two landings (``monitor.landing_min_interval_s``): the entries
         written in between land together, in one transaction. 0 lands each as soon as it is
         written. Paging never waits for it: messages go out from the journal and the mirror.
+    gaps
+        A :class:`~risklib.cycle_gaps.CycleGaps`: a landing is held back while a cycle runs (at
+        most its ``max_hold_s``). None: landings never wait for a gap.
     """
 
     #: Entries one landing commits together at most.
@@ -214,9 +217,11 @@ class LocalOutbox(LanderThread):
         retries: int = 5,
         compact_rows: int = 50_000,
         min_interval_s: float = 0.0,
+        gaps: Any = None,
     ) -> None:
         self.warehouse = warehouse
         self.min_interval_s = max(0.0, float(min_interval_s))
+        self.gaps = gaps
         layout = warehouse.layout
         self.directory = Path(directory) if directory is not None else outbox_directory(warehouse)
         self._owner = claim_outbox(self.directory)  # raises OutboxInUse

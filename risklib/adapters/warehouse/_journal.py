@@ -215,6 +215,8 @@ class LanderThread:
     min_interval_s: float = 0.0
     #: Entries one landing commits together at most (1: each alone).
     batch_max: int = 1
+    #: When set, a landing that may wait is held back while a cycle runs (see :mod:`risklib.cycle_gaps`).
+    gaps: Any = None
 
     def _init_queue(self) -> None:
         self._cond = threading.Condition()
@@ -225,6 +227,8 @@ class LanderThread:
         self._flushing = 0  # callers waiting in flush(): what is queued lands without waiting out the interval
 
     def _start_lander(self, name: str) -> None:
+        if self.gaps is not None:
+            self.gaps.subscribe(self._cond)  # woken when a cycle ends
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         # A process that exits without close() still lands what it wrote (and the
@@ -313,6 +317,8 @@ class LanderThread:
         self._thread.join(timeout=30 if timeout_s is None else timeout_s)
         if not self._thread.is_alive():
             self._lander.close()
+        if self.gaps is not None:
+            self.gaps.unsubscribe(self._cond)
         atexit.unregister(self._close_at_exit)
 
     def _close_at_exit(self) -> None:
@@ -325,16 +331,27 @@ class LanderThread:
         last_start = float("-inf")
         while True:
             with self._cond:
+                due_since: float | None = None  # when the waiting entries could first have landed
                 while True:
                     if not self._queue:
                         if self._closed:
                             return
+                        due_since = None
                         self._cond.wait()
                         continue
-                    wait_s = last_start + self.min_interval_s - time.monotonic()
-                    if wait_s <= 0 or self._land_now():
+                    if self._land_now():
                         break
-                    self._cond.wait(wait_s)
+                    now = time.monotonic()
+                    wait_s = last_start + self.min_interval_s - now
+                    if wait_s > 0:
+                        self._cond.wait(wait_s)
+                        continue
+                    if due_since is None:
+                        due_since = now
+                    hold_s = self.gaps.hold_s(due_since, now) if self.gaps is not None else 0.0
+                    if hold_s <= 0:
+                        break
+                    self._cond.wait(hold_s)  # woken when the cycle ends
                 items = self._take()
                 self._busy = True
             last_start = time.monotonic()
@@ -381,6 +398,9 @@ class CycleJournal(LanderThread):
         entry as soon as it is durable. A cycle that ordered actions (the API's gate reads the
         warehouse), a backlog half of ``max_backlog``, :attr:`land_rows` rows waiting, a flush
         or a close land at once.
+    gaps
+        A :class:`~risklib.cycle_gaps.CycleGaps`: a landing that may wait is held back while a
+        cycle runs (at most its ``max_hold_s``). None: landings never wait for a gap.
     """
 
     def __init__(
@@ -392,6 +412,7 @@ class CycleJournal(LanderThread):
         fsync: bool = True,
         retries: int = 5,
         min_interval_s: float = 0.0,
+        gaps: Any = None,
     ) -> None:
         from risklib.adapters.warehouse._warehouse import Warehouse
 
@@ -404,6 +425,7 @@ class CycleJournal(LanderThread):
         (self.directory / "failed").mkdir(exist_ok=True)
         self.max_backlog = max(1, int(max_backlog))
         self.min_interval_s = max(0.0, float(min_interval_s))
+        self.gaps = gaps
         # what waits for a paced landing goes in one commit, and lands before submit() would block
         self.batch_max = max(self.batch_max, self.max_backlog)
         self._land_at = max(1, self.max_backlog // 2)

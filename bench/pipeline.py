@@ -30,8 +30,9 @@ Figures (``bench/results/pipeline.json``):
 - ``record_landing_p99_ms``: from the record stage handing the cycle to the journal to the
   cycle's commit in the warehouse (what an analyst's query waits for), over the
   cycle measurements above. Routine cycles land at most every
-  ``monitor.landing_min_interval_s`` (or when half the backlog waits), so this is
-  about that interval plus a commit.
+  ``monitor.landing_min_interval_s`` (or when half the backlog waits), and wait for the
+  gap after a running cycle (at most ``monitor.gap_max_hold_s``), so this is about that
+  interval plus a commit.
 - ``record_durable_p99_ms``: from the same hand-over to the journal entry being written and
   flushed to disk, off the cycle (what the next cycle's read of the carried state and the
   gate's new state wait for).

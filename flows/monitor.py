@@ -246,6 +246,7 @@ def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublishe
             session.clock_sleep(interval, time.monotonic() - t0)
             continue
         report.cycles += 1
+        session.prepare_next_cycle()  # in the gap, on its own thread
         emit_trigger_events(result, session)
         publisher.submit(lambda result=result: publish_artifacts(result, session))
         ev = result.evaluation

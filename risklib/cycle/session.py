@@ -123,6 +123,7 @@ class Session:
         self._settle_lock = threading.Lock()
         self._cycle_no = 0
         self._gate_pool: ThreadPoolExecutor | None = None
+        self._prep_pool: ThreadPoolExecutor | None = None  # prepare_next_cycle's worker
         self._known_incidents: set[str] = set()
         self.new_incident_count = 0
         self.var_halt = _var_halt(config)
@@ -268,9 +269,10 @@ class Session:
             self.journal.flush()
 
     def close(self) -> None:
-        if self._gate_pool is not None:
-            self._gate_pool.shutdown(wait=True)
-            self._gate_pool = None
+        for pool in (self._gate_pool, self._prep_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._gate_pool = self._prep_pool = None
         if self.dispatcher is not None:
             self.dispatcher.close()
         close_sender = getattr(self.sender, "close", None)
@@ -537,6 +539,18 @@ class Session:
             # paging goes on from the local journal, but the warehouse misses these rows until it lands them
             summary["landing_failure"] = self.outbox.failure
         return summary
+
+    def prepare_next_cycle(self) -> Future | None:
+        """Start, on a background thread, what the next cycle would otherwise read first: the open
+        incidents, when this cycle's escalation rows changed them (~10 ms at 100 accounts, a
+        third of such a cycle's escalate stage). The monitor calls it once a cycle has ended,
+        so the reading is done in the gap before the next; a next cycle that starts sooner
+        waits for it rather than reading twice."""
+        if self.outbox is None:
+            return None  # the warehouse's own connection serves the cycle's thread only
+        if self._prep_pool is None:
+            self._prep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cycle-prep")
+        return self._prep_pool.submit(self._escalation_state.prefetch, self.outbox)
 
     def new_incidents(self, alerts: pl.DataFrame) -> pl.DataFrame:
         """Alerts whose incident opened this cycle (one Prefect event each)."""

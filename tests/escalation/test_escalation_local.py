@@ -17,7 +17,7 @@ import pytest
 
 from esc_builders import T0, alerts
 from risklib.adapters.notifiers import EscalationStateCache, LocalOutbox, OutboxSender, record_ack, run_escalation
-from risklib.adapters.notifiers._state import ESCALATION_TABLES
+from risklib.adapters.notifiers._state import ESCALATION_TABLES, load_escalation_state
 
 pytestmark = pytest.mark.integration
 
@@ -178,6 +178,47 @@ def test_a_send_outcome_alone_keeps_the_open_incident_state_cached_and_an_ack_re
     assert not reloaded_after_delivery and after_delivery.equals(open_incidents)
     assert pending_sees_delivery  # what is still due to be sent does read notification_events
     assert reloaded_after_ack and acks["incident_key"].to_list() == [key]
+
+
+def test_a_prefetch_after_a_cycle_reads_the_changed_state_once_and_the_next_load_reuses_it(
+        wh, notifiers, config, creds, twilio):
+    # Arrange: a cycle opened an incident (its rows changed the open-incident state)
+    outbox = LocalOutbox(wh)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    try:
+        cycle(outbox, sender, state, config, T0)
+        # Act
+        read_in_gap = state.prefetch(outbox)
+        open_incidents, _ = state.load(outbox)
+        read_again = state.reloaded
+        nothing_new = state.prefetch(outbox)
+        fresh = load_escalation_state(outbox)[0]
+    finally:
+        outbox.close()
+    # Assert: the prefetch read the new incident; the cycle's load reused it, and it is what a read returns
+    assert read_in_gap and not read_again and not nothing_new
+    assert open_incidents["account_id"].to_list() == ["A1"]
+    assert open_incidents.equals(fresh)
+
+
+def test_a_prefetch_that_fails_leaves_the_error_to_the_next_load(wh, notifiers, config, creds, twilio, monkeypatch):
+    # Arrange: the mirror cannot be read once the incident was written
+    outbox = LocalOutbox(wh)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    try:
+        cycle(outbox, sender, state, config, T0)
+
+        def broken(sql, params=None):
+            raise RuntimeError("mirror unreadable")
+
+        monkeypatch.setattr(outbox, "query", broken)
+        # Act / Assert: the prefetch reports it did not read; the cycle's own load raises
+        assert state.prefetch(outbox) is False
+        with pytest.raises(RuntimeError, match="mirror unreadable"):
+            state.load(outbox)
+    finally:
+        monkeypatch.undo()
+        outbox.close()
 
 
 def test_an_outgrown_mirror_is_compacted_only_when_asked_after_the_cycle_has_acted(

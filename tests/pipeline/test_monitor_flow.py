@@ -282,3 +282,29 @@ def test_routine_cycles_land_in_the_gaps_between_cycles(prefect_api, make_sessio
     assert not session.gaps.in_cycle
     landed = session.warehouse.query("SELECT count(*) AS n FROM cycle_runs WHERE status = 'completed'")["n"][0]
     assert landed == 4
+
+
+def test_after_each_cycle_the_open_incidents_it_changed_are_read_again_in_the_gap(prefect_api, make_session):
+    # Arrange: a flash crash opens incidents; each prefetch notes whether a cycle was running and if it read
+    session = make_session("flash-crash", accounts=30, seed=5)
+    cache = session._escalation_state
+    real = cache.prefetch
+    prefetches: list[tuple[bool, bool]] = []
+
+    def prefetch(store):
+        in_cycle = session.gaps.in_cycle
+        prefetches.append((in_cycle, real(store)))
+        return prefetches[-1][1]
+
+    cache.prefetch = prefetch
+    # Act
+    report = risk_monitor(session, max_sim_seconds=1500, max_cycles=8, progress=lambda *_: time.sleep(0.2))
+    deadline = time.monotonic() + 30
+    while len(prefetches) < report.cycles and time.monotonic() < deadline:  # the last one runs on its thread
+        time.sleep(0.05)
+    # Assert: one prefetch per cycle, none while a cycle ran, and the cycles that opened incidents had
+    # their state read again there
+    assert report.incidents > 0
+    assert len(prefetches) == report.cycles == 8
+    assert not any(in_cycle for in_cycle, _ in prefetches)
+    assert any(read for _, read in prefetches)

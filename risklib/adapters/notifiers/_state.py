@@ -6,6 +6,7 @@ Every statement takes parameters; table names are fixed literals.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -229,19 +230,31 @@ class EscalationStateCache:
         self._state: tuple[pl.DataFrame, pl.DataFrame] | None = None
         self.reloaded = True  # whether the last load() read the tables again
         self._quiet: tuple[object, datetime | None] | None = None  # (alerts key, quiet_until) of the last empty plan
+        self._lock = threading.Lock()  # a prefetch on another thread and the cycle's load read once between them
 
     def load(self, warehouse: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
-        changed = self.watch.changed("escalation.state", OPEN_STATE_TABLES)
-        self.reloaded = changed or self._state is None
-        if self.reloaded:
-            self._quiet = None
-            try:
-                self._state = load_escalation_state(warehouse)
-            except Exception:
-                self.watch.forget("escalation.state")
-                self._state = None
-                raise
-        return self._state
+        with self._lock:
+            changed = self.watch.changed("escalation.state", OPEN_STATE_TABLES)
+            self.reloaded = changed or self._state is None
+            if self.reloaded:
+                self._quiet = None
+                try:
+                    self._state = load_escalation_state(warehouse)
+                except Exception:
+                    self.watch.forget("escalation.state")
+                    self._state = None
+                    raise
+            return self._state
+
+    def prefetch(self, warehouse: Any) -> bool:
+        """Read the state again now if a write changed it, so the next :meth:`load` finds it read
+        (the monitor calls this in the gap after a cycle that wrote escalation rows). Returns
+        whether it read; an error is left for that next load to raise."""
+        try:
+            self.load(warehouse)
+        except Exception:  # noqa: BLE001 - the cycle's own load reads again and raises it there
+            return False
+        return self.reloaded
 
     def plan(self, now: datetime, alerts: pl.DataFrame, config: Any, warehouse: Any):
         """:func:`plan_escalation` over the cached state, skipped while it would surely plan nothing.

@@ -95,13 +95,16 @@ def test_publishes_start_at_least_the_minimum_interval_apart_and_close_publishes
     assert not publisher._thread.is_alive()
 
 
-def test_a_publish_waits_for_the_running_cycle_to_end():
-    # Arrange: a cycle is running; the publisher may hold back up to a minute for it
+def _gapped_publisher(max_hold_s: float):
     from risklib.cycle_gaps import CycleGaps
 
-    gaps = CycleGaps(max_hold_s=60.0)
-    done = threading.Event()
-    publisher = ArtifactPublisher(logging.getLogger("test"), gaps=gaps)
+    gaps = CycleGaps(max_hold_s=max_hold_s)
+    return gaps, ArtifactPublisher(logging.getLogger("test"), gaps=gaps), threading.Event()
+
+
+def test_a_publish_waits_for_the_running_cycle_to_end():
+    # Arrange: a cycle is running; the publisher may hold back up to a minute for it
+    gaps, publisher, done = _gapped_publisher(60.0)
     # Act
     with gaps.cycle():
         publisher.submit(done.set)
@@ -115,11 +118,7 @@ def test_a_publish_waits_for_the_running_cycle_to_end():
 
 def test_a_publish_held_back_longer_than_the_limit_runs_during_the_cycle():
     # Arrange: cycles back to back leave no gap; the publisher holds back at most 0.2 s
-    from risklib.cycle_gaps import CycleGaps
-
-    gaps = CycleGaps(max_hold_s=0.2)
-    done = threading.Event()
-    publisher = ArtifactPublisher(logging.getLogger("test"), gaps=gaps)
+    gaps, publisher, done = _gapped_publisher(0.2)
     # Act / Assert: published while the cycle still runs
     with gaps.cycle():
         publisher.submit(done.set)

@@ -329,6 +329,14 @@ def _routine(cycle_id: str, minute: int):
     return cycle(cycle_id, at, realtime_risk_metrics=account_metrics(at), position_risk_metrics=position_metrics(at))
 
 
+def _acted(cycle_id: str, minute: int):
+    """A cycle that ordered an action (a HALT_ALL of account A1)."""
+    at = T0 + timedelta(minutes=minute)
+    return cycle(cycle_id, at, realtime_risk_metrics=account_metrics(at), emergency_actions=pl.DataFrame(
+        {"timestamp": [at], "account_id": ["A1"], "idempotency_key": ["k1"], "incident_key": ["A1:drawdown:1"],
+         "action_taken": ["HALT_ALL"], "fraction": [1.0], "manual_override": [False], "reason": ["drawdown"]}))
+
+
 def test_a_paced_lander_holds_routine_cycles_until_the_interval_and_a_flush_lands_them_together(wh):
     # Arrange: at most one landing per minute; the first cycle lands at once
     journal = CycleJournal(wh, min_interval_s=60)
@@ -353,12 +361,8 @@ def test_a_cycle_that_acted_lands_at_once_inside_the_interval(wh):
     journal = CycleJournal(wh, min_interval_s=60)
     journal.submit(_routine("c0", 0)).result(timeout=60)
     assert _wait_landed(journal, 1)
-    at = T0 + timedelta(minutes=1)
-    acted = cycle("c1", at, realtime_risk_metrics=account_metrics(at), emergency_actions=pl.DataFrame(
-        {"timestamp": [at], "account_id": ["A1"], "idempotency_key": ["k1"], "incident_key": ["A1:drawdown:1"],
-         "action_taken": ["HALT_ALL"], "fraction": [1.0], "manual_override": [False], "reason": ["drawdown"]}))
     # Act
-    journal.submit(acted)
+    journal.submit(_acted("c1", 1))
     # Assert: landed without a flush, well before the interval is over
     assert _wait_landed(journal, 2)
     assert _cycle_ids(wh) == ["c0", "c1"]
@@ -433,10 +437,7 @@ def test_a_routine_landing_waits_for_the_running_cycle_to_end_and_a_cycle_that_a
         time.sleep(0.5)
         held = (journal.landed, _cycle_ids(wh))
         # ... while one that ordered actions lands at once, the routine one ahead of it
-        at = T0 + timedelta(minutes=1)
-        journal.submit(cycle("c1", at, realtime_risk_metrics=account_metrics(at), emergency_actions=pl.DataFrame(
-            {"timestamp": [at], "account_id": ["A1"], "idempotency_key": ["k1"], "incident_key": ["A1:drawdown:1"],
-             "action_taken": ["HALT_ALL"], "fraction": [1.0], "manual_override": [False], "reason": ["drawdown"]})))
+        journal.submit(_acted("c1", 1))
         acted_landed = _wait_landed(journal, 2)
         journal.submit(_routine("c2", 2)).result(timeout=60)
         time.sleep(0.5)

@@ -234,26 +234,31 @@ class EscalationStateCache:
 
     def load(self, warehouse: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
         with self._lock:
-            changed = self.watch.changed("escalation.state", OPEN_STATE_TABLES)
-            self.reloaded = changed or self._state is None
-            if self.reloaded:
-                self._quiet = None
-                try:
-                    self._state = load_escalation_state(warehouse)
-                except Exception:
-                    self.watch.forget("escalation.state")
-                    self._state = None
-                    raise
+            self._read_if_changed(warehouse)
             return self._state
 
     def prefetch(self, warehouse: Any) -> bool:
         """Read the state again now if a write changed it, so the next :meth:`load` finds it read
         (the monitor calls this in the gap after a cycle that wrote escalation rows). Returns
         whether it read; an error is left for that next load to raise."""
-        try:
-            self.load(warehouse)
-        except Exception:  # noqa: BLE001 - the cycle's own load reads again and raises it there
-            return False
+        with self._lock:
+            try:
+                return self._read_if_changed(warehouse)
+            except Exception:  # noqa: BLE001 - the cycle's own load reads again and raises it there
+                return False
+
+    def _read_if_changed(self, warehouse: Any) -> bool:
+        """Re-read the state when one of its tables was written (caller holds the lock); True if it read."""
+        changed = self.watch.changed("escalation.state", OPEN_STATE_TABLES)
+        self.reloaded = changed or self._state is None
+        if self.reloaded:
+            self._quiet = None
+            try:
+                self._state = load_escalation_state(warehouse)
+            except Exception:
+                self.watch.forget("escalation.state")
+                self._state = None
+                raise
         return self.reloaded
 
     def plan(self, now: datetime, alerts: pl.DataFrame, config: Any, warehouse: Any):

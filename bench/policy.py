@@ -102,7 +102,8 @@ def _floor_check(o: _FloorOrder, lim: dict) -> bool:
 
 def run() -> dict[str, float]:
     from risklib.core.gate import GateState, Order, OrderBatch, check, check_batch
-    from risklib.core.policy import evaluate, load_policy_config, size_positions
+    from risklib.config import load_policy_config
+    from risklib.core.policy import evaluate, size_positions
 
     rng = np.random.default_rng(7)
     cfg = load_policy_config(None)

@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from risklib.adapters.feeds import PipelineConfig, load_pipeline_config
 from risklib.adapters.warehouse import WarehouseConfig
 from risklib.adapters.warehouse import load_config as load_warehouse_config
-from risklib.core.escalation import EscalationConfig
-from risklib.core.escalation import load_config as load_escalation_config
+from risklib.config_files import DEFAULTS_DIR, read_section, read_toml
+from risklib.core.escalation import EscalationConfig, escalation_from_dict
 from risklib.core.metrics import MetricsConfig
-from risklib.core.policy import PolicyConfig, load_policy_config
+from risklib.core.policy import PolicyConfig, policy_from_dict
 from risklib.cycle.config import MonitorConfig
 from risklib.errors import ConfigError
 
@@ -68,6 +69,50 @@ class RiskConfig(BaseModel):
         return out
 
 
+def load_policy_config(source: Mapping[str, Any] | Path | str | None = None) -> PolicyConfig:
+    """The policy: ``None`` for the shipped defaults (``risklib/defaults/policy.toml``), a path to a
+    TOML file whose ``[policy]`` table is read, or the ``[policy]`` table itself as a dict.
+
+    A file or dict is complete on its own; to change a few values start from
+    :func:`default_policy_dict`.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, not TOML or has no ``[policy]`` table, or a key/value is
+        invalid (named, e.g. ``policy.drawdown.levels[2].threshold=15: ...``).
+    """
+    if source is None:
+        source = DEFAULTS_DIR / "policy.toml"
+    if isinstance(source, (str, Path)):
+        doc = read_toml(source)
+        if "policy" not in doc:
+            raise ConfigError(f"config={str(source)!r}: no [policy] table")
+        source = doc["policy"]
+    return policy_from_dict(source)
+
+
+def default_policy_dict() -> dict[str, Any]:
+    """The shipped ``[policy]`` table as a plain dict (a starting point for edited configs)."""
+    return read_toml(DEFAULTS_DIR / "policy.toml")["policy"]
+
+
+def load_escalation_config(path: str | Path | None = None) -> EscalationConfig:
+    """The ``[escalation]`` section of ``path`` (default: the shipped defaults).
+
+    Raises
+    ------
+    ConfigError
+        Missing or malformed file, or an unknown or out-of-range key; the message names
+        the file, the key and the value.
+    """
+    section, file = read_section(path, "escalation")
+    try:
+        return escalation_from_dict(section)
+    except ConfigError as exc:
+        raise ConfigError(f"{file.name}: {exc}") from None
+
+
 def _section_model(model: type[BaseModel], data: dict, name: str) -> BaseModel:
     try:
         return model.model_validate(data)
@@ -87,12 +132,7 @@ def load_config(path: str | Path | None = None) -> RiskConfig:
     doc: dict = {}
     if path is not None:
         p = Path(path)
-        try:
-            doc = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config={str(p)!r}: file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config={str(p)!r}: not valid TOML: {exc}") from None
+        doc = read_toml(p)
         unknown = sorted(set(doc) - set(SECTIONS))
         if unknown:
             raise ConfigError(f"config={str(p)!r}: unknown table(s) {unknown}; known: {list(SECTIONS)}")

@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from risklib.clock import Clock, SystemClock
-from risklib.core.escalation import EscalationConfig, load_config
+from risklib.config import load_escalation_config
+from risklib.core.escalation import EscalationConfig
 
 
 class AppContext:
@@ -58,7 +59,7 @@ def create_app(
     from risklib.adapters.notifiers import load_credentials
     from risklib.api import _alerts, _webhooks
 
-    cfg = config or load_config()
+    cfg = config or load_escalation_config()
     if warehouse is None:
         if warehouse_factory is None:
             from risklib.warehouse import Warehouse

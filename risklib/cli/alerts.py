@@ -13,11 +13,11 @@ _CONFIG = typer.Option(None, "--config", "-c", help="TOML file with an [escalati
 
 
 def _load(config: Optional[str]):
-    from risklib.core.escalation import load_config
+    from risklib.config import load_escalation_config
     from risklib.errors import ConfigError
 
     try:
-        return load_config(config)
+        return load_escalation_config(config)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -39,7 +39,7 @@ def _fraction(name: str, value: float | None, *, upper: float = 1.0, allow_none:
 
 
 def _load(config: Path | None):
-    from risklib.core.policy import load_policy_config
+    from risklib.config import load_policy_config
     from risklib.errors import ConfigError
 
     try:

@@ -13,10 +13,10 @@ from risklib.core.escalation import (
     email_html,
     format_email,
     format_sms,
-    load_config,
     parse_ack,
     reply_code,
 )
+from risklib.config import load_escalation_config as load_config
 from risklib.core.escalation._format import GSM7_BASIC, Member
 from risklib.errors import ConfigError
 

@@ -8,7 +8,8 @@ import polars as pl
 
 from risklib.core import frames
 from risklib.core.gate import GateState, Order
-from risklib.core.policy import MarketInputs, default_policy_dict, evaluate, load_policy_config
+from risklib.config import default_policy_dict, load_policy_config
+from risklib.core.policy import MarketInputs, evaluate
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 T1 = T0 + timedelta(seconds=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from policy_builders import T0
 
-from risklib.core.policy import load_policy_config
+from risklib.config import load_policy_config
 
 
 @pytest.fixture(scope="session")

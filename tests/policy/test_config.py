@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from risklib.core.policy import default_policy_dict, load_policy_config
+from risklib.config import default_policy_dict, load_policy_config
 from risklib.core.policy._config import (
     AlertChannels,
     BreakerConfig,

@@ -9,7 +9,8 @@ import pytest
 from policy_builders import FEED_OK, T0, make_metrics, run
 
 from risklib.core import frames
-from risklib.core.policy import MarketInputs, check_override, default_policy_dict, evaluate, load_policy_config
+from risklib.config import default_policy_dict, load_policy_config
+from risklib.core.policy import MarketInputs, check_override, evaluate
 from risklib.errors import AuthorityError, DataError
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from risklib.core.policy import RULES, MarketInputs, evaluate, load_policy_config
+from risklib.config import load_policy_config
+from risklib.core.policy import RULES, MarketInputs, evaluate
 
 from policy_builders import T0, make_metrics
 

@@ -76,7 +76,9 @@ def test_size_refuses_bad_level():
 
 def test_check_config(tmp_path):
     # Arrange
-    from risklib.core.policy._config import DEFAULT_CONFIG_PATH
+    from risklib.config_files import DEFAULTS_DIR
+
+    DEFAULT_CONFIG_PATH = DEFAULTS_DIR / "policy.toml"
 
     bad = tmp_path / "bad.toml"
     bad.write_text(DEFAULT_CONFIG_PATH.read_text().replace("threshold = 0.15", "threshold = 15", 1))

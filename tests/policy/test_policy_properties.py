@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from policy_builders import FEED_OK, T0, make_metrics
 
-from risklib.core.policy import account_position_size, dynamic_multiplier, evaluate, load_policy_config
+from risklib.config import load_policy_config
+from risklib.core.policy import account_position_size, dynamic_multiplier, evaluate
 
 CFG = load_policy_config(None)
 MODE_RANK = {"ACTIVE": 0, "REDUCE_ONLY": 1, "HALTED": 2, "FLATTEN": 3}

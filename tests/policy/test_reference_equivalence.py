@@ -18,7 +18,8 @@ from polars.testing import assert_frame_equal
 from policy_builders import CALM, FEED_OK, T0, make_metrics
 
 from risklib.core import frames
-from risklib.core.policy import MarketInputs, default_policy_dict, evaluate, load_policy_config, size_positions
+from risklib.config import default_policy_dict, load_policy_config
+from risklib.core.policy import MarketInputs, evaluate, size_positions
 
 CFG = load_policy_config(None)
 CFG_GROUPS = load_policy_config(default_policy_dict() | {

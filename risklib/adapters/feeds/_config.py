@@ -6,16 +6,14 @@ bad key or value fails at load with a message naming it.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from risklib.config_files import read_section
 from risklib.core.instruments import FX_MAJORS
 from risklib.errors import ConfigError
-
-DEFAULTS_PATH = Path(__file__).resolve().parents[2] / "defaults" / "pipeline.toml"
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -155,14 +153,7 @@ def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
         The file is missing, not TOML, or a key/value is invalid; the message
         names the file, the key and the value.
     """
-    p = Path(path) if path is not None else DEFAULTS_PATH
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    section = raw.get("pipeline", {})
+    section, p = read_section(path, "pipeline")
     try:
         return PipelineConfig.model_validate(section)
     except ValidationError as exc:

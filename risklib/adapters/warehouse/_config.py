@@ -7,11 +7,11 @@ Defaults live in ``risklib/defaults/warehouse.toml`` (the ``[warehouse]`` sectio
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from risklib.config_files import read_section
 from risklib.errors import ConfigError
 
 #: The project's root (the folder holding ``warehouse/`` and ``risklib/``).
@@ -22,7 +22,6 @@ MIGRATIONS_DIR = SQL_ROOT / "migrations"
 VIEWS_DIR = SQL_ROOT / "views"
 #: Where the data lives when nothing else says.
 DEFAULT_LOCATION = SQL_ROOT / "data"
-DEFAULTS_FILE = PROJECT_ROOT / "risklib" / "defaults" / "warehouse.toml"
 ENV_LOCATION = "RISK_WAREHOUSE"
 
 
@@ -82,14 +81,7 @@ def load_config(path: str | Path | None = None) -> WarehouseConfig:
         The file is missing or malformed, or a key is unknown or out of range; the
         message names the file, the key and the value.
     """
-    file = Path(path) if path is not None else DEFAULTS_FILE
-    try:
-        raw = tomllib.loads(file.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config={str(file)!r}: file not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config={str(file)!r}: {exc}") from exc
-    section = raw.get("warehouse", {})
+    section, file = read_section(path, "warehouse")
     try:
         return WarehouseConfig.model_validate(section)
     except ValidationError as exc:

@@ -8,14 +8,13 @@ accounts tripping the same rule in one cycle become one message.
 """
 
 from risklib.core.escalation._config import (
-    DEFAULT_CONFIG_PATH,
     PROVIDER_CHANNELS,
     AckPolicy,
     EscalationConfig,
     LevelPolicy,
     Member,
     RetryPolicy,
-    load_config,
+    escalation_from_dict,
 )
 from risklib.core.escalation._format import (
     email_html,
@@ -44,7 +43,6 @@ __all__ = [
     "ACKS",
     "DASHBOARD_CHANNEL",
     "DASHBOARD_RECIPIENT",
-    "DEFAULT_CONFIG_PATH",
     "INCIDENT_EVENTS",
     "KINDS_NEEDING_ACK",
     "NOTIFICATIONS",
@@ -59,10 +57,10 @@ __all__ = [
     "RetryPolicy",
     "backoff_s",
     "email_html",
+    "escalation_from_dict",
     "format_email",
     "format_sms",
     "format_voice",
-    "load_config",
     "parse_ack",
     "plan_escalation",
     "reply_code",

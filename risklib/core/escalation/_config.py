@@ -11,15 +11,12 @@ Units: seconds are seconds; counts are counts.
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from risklib.errors import ConfigError
-
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "defaults" / "escalation.toml"
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -239,28 +236,22 @@ class EscalationConfig(BaseModel):
         return None
 
 
-def load_config(path: str | Path | None = None) -> EscalationConfig:
-    """Read and validate the ``[escalation]`` section of ``path`` (default: the shipped defaults).
+def escalation_from_dict(section: Mapping[str, Any] | None = None) -> EscalationConfig:
+    """Validate an ``[escalation]`` table into an :class:`EscalationConfig` (``None``: the built-in
+    defaults, which equal the shipped ``risklib/defaults/escalation.toml``). Files are read by
+    :func:`risklib.config.load_escalation_config`.
 
     Raises
     ------
     ConfigError
-        Missing/malformed file, or an unknown or out-of-range key; the message names
-        the file, the key and the value.
+        An unknown or out-of-range key; the message names the key and the value.
     """
-    file = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    data = dict(section or {})
+    if "levels" in data:  # TOML keys are strings
+        data["levels"] = {int(k) if str(k).isdigit() else k: v for k, v in data["levels"].items()}
     try:
-        raw = tomllib.loads(file.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config={str(file)!r}: file not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config={str(file)!r}: {exc}") from exc
-    section = dict(raw.get("escalation", {}))
-    if "levels" in section:  # TOML keys are strings
-        section["levels"] = {int(k) if str(k).isdigit() else k: v for k, v in section["levels"].items()}
-    try:
-        return EscalationConfig.model_validate(section)
+        return EscalationConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(["escalation", *map(str, err["loc"])])
-        raise ConfigError(f"{file.name}: {key}={err.get('input')!r}: {err['msg']}") from exc
+        raise ConfigError(f"{key}={err.get('input')!r}: {err['msg']}") from None

@@ -18,8 +18,7 @@ from risklib.core.policy._config import (
     Step,
     StrategyConfig,
     StressDetectionConfig,
-    default_policy_dict,
-    load_policy_config,
+    policy_from_dict,
 )
 from risklib.core.policy._enums import ActionKind, BreakerEffect, BreakerState, Channel, RiskLevel, TradingMode
 from risklib.core.policy._evaluate import Evaluation, evaluate
@@ -53,8 +52,8 @@ from risklib.core.policy._stress import (
 
 __all__ = [
     "RULES", "AuthorityLevel", "BreakerConfig", "GateConfig", "Ladder", "PolicyConfig", "RiskBudgetConfig",
-    "RiskLevelsConfig", "SizingConfig", "Step", "StrategyConfig", "StressDetectionConfig", "default_policy_dict",
-    "load_policy_config", "ActionKind", "BreakerEffect", "BreakerState", "Channel", "RiskLevel", "TradingMode",
+    "RiskLevelsConfig", "SizingConfig", "Step", "StrategyConfig", "StressDetectionConfig", "policy_from_dict",
+    "ActionKind", "BreakerEffect", "BreakerState", "Channel", "RiskLevel", "TradingMode",
     "Evaluation", "check_override", "evaluate", "step_breakers", "transition_breaker", "DETECTORS", "EVENTS", "parse_events",
     "DetectorResult", "MarketInputs", "StressAssessment", "classify_vol_ratio", "detect_correlation_breakdown",
     "detect_economic_shock", "detect_flash_crash", "detect_liquidity_crisis", "detect_market_stress",

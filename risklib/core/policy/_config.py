@@ -11,16 +11,13 @@ ratios are multiples of normal (1.5 = 1.5x); seconds are seconds.
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from risklib.core.policy._enums import ActionKind, BreakerEffect, Channel, TradingMode
 from risklib.errors import ConfigError
-
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "defaults" / "policy.toml"
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -404,16 +401,15 @@ def _format_errors(exc: ValidationError, root: str) -> str:
     return "; ".join(lines)
 
 
-def load_policy_config(source: dict[str, Any] | Path | str | None = None) -> PolicyConfig:
-    """Load and validate the policy.
+def policy_from_dict(data: Mapping[str, Any]) -> PolicyConfig:
+    """Validate a ``[policy]`` table into a :class:`PolicyConfig`.
 
     Parameters
     ----------
-    source
-        ``None`` for the shipped defaults (``risklib/defaults/policy.toml``); a path to a
-        TOML file whose ``[policy]`` table is read; or a dict (the ``[policy]`` table itself).
-        A file or dict is complete on its own; to change a few values start from
-        :func:`default_policy_dict`.
+    data
+        The ``[policy]`` table, complete on its own (the ladders have no built-in
+        defaults): to change a few values start from :func:`risklib.config.default_policy_dict`.
+        Files, and the shipped defaults, are read by :func:`risklib.config.load_policy_config`.
 
     Returns
     -------
@@ -426,27 +422,7 @@ def load_policy_config(source: dict[str, Any] | Path | str | None = None) -> Pol
         Naming the key path and value, e.g.
         ``policy.drawdown.levels[2].threshold=15: must be a fraction in (0, 1); did you mean 0.15?``.
     """
-    if source is None:
-        source = DEFAULT_CONFIG_PATH
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            doc = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config={str(path)!r}: file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config={str(path)!r}: not valid TOML: {exc}") from None
-        if "policy" not in doc:
-            raise ConfigError(f"config={str(path)!r}: no [policy] table")
-        data = doc["policy"]
-    else:
-        data = source
     try:
-        return PolicyConfig.model_validate(data)
+        return PolicyConfig.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, "policy")) from None
-
-
-def default_policy_dict() -> dict[str, Any]:
-    """The shipped ``[policy]`` table as a plain dict (a starting point for edited configs)."""
-    return tomllib.loads(DEFAULT_CONFIG_PATH.read_text())["policy"]

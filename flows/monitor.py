@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from flows.risk_cycle import risk_cycle
 from risklib.cycle.dashboard import render_dashboard, summarise, top_risks, with_sizing
 from risklib.cycle.stages import CycleResult
+from risklib.cycle_gaps import CycleGaps
 from risklib.gc_pauses import freeze_warm_heap
 
 DASHBOARD_KEY = "risk-dashboard"
@@ -117,10 +118,11 @@ class ArtifactPublisher:
     over at once.
     """
 
-    def __init__(self, log: logging.Logger | logging.LoggerAdapter, min_interval_s: float = 0.0, gaps=None) -> None:
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter, min_interval_s: float = 0.0,
+                 gaps: CycleGaps | None = None) -> None:
         self._log = log
         self._min_interval_s = min_interval_s
-        self._gaps = gaps
+        self._gaps = gaps if gaps is not None else CycleGaps(max_hold_s=0.0)  # None: never waits
         self._cv = threading.Condition()
         self._pending: Callable[[], None] | None = None
         self._closed = False
@@ -138,8 +140,7 @@ class ArtifactPublisher:
                 self.skipped += 1
             self._pending = job
             if self._thread is None:
-                if self._gaps is not None:
-                    self._gaps.subscribe(self._cv)  # woken when a cycle ends
+                self._gaps.subscribe(self._cv)  # woken when a cycle ends
                 self._thread = threading.Thread(target=self._run, name="artifact-publisher", daemon=True)
                 self._thread.start()
             self._cv.notify()
@@ -159,7 +160,7 @@ class ArtifactPublisher:
                         self._cv.wait(next_start - now)
                         continue
                     due_since = now if due_since is None else due_since
-                    hold_s = self._gaps.hold_s(due_since, now) if self._gaps is not None else 0.0
+                    hold_s = self._gaps.hold_s(due_since, now)
                     if hold_s <= 0:
                         break
                     self._cv.wait(hold_s)
@@ -180,8 +181,7 @@ class ArtifactPublisher:
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        if self._gaps is not None:
-            self._gaps.unsubscribe(self._cv)
+        self._gaps.unsubscribe(self._cv)
 
 
 @flow(name="risk-monitor", log_prints=False)

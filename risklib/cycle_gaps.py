@@ -29,7 +29,8 @@ class CycleGaps:
     Parameters
     ----------
     max_hold_s
-        The longest a worker holds work back waiting for a gap (wall-clock seconds).
+        The longest a worker holds work back waiting for a gap (wall-clock seconds); 0 never holds
+        it back (what a worker given no gaps uses).
     """
 
     def __init__(self, max_hold_s: float) -> None:

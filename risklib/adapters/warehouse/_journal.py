@@ -56,6 +56,7 @@ from typing import Any
 import polars as pl
 
 from risklib.adapters.warehouse._warehouse import CYCLE_TABLES, CycleRecords
+from risklib.cycle_gaps import CycleGaps
 from risklib.errors import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,9 @@ class LanderThread:
     min_interval_s: float = 0.0
     #: Entries one landing commits together at most (1: each alone).
     batch_max: int = 1
-    #: When set, a landing that may wait is held back while a cycle runs (see :mod:`risklib.cycle_gaps`).
-    gaps: Any = None
+    #: A landing that may wait is held back while one of its cycles runs (see :mod:`risklib.cycle_gaps`);
+    #: None: never (a :class:`CycleGaps` that holds nothing back).
+    gaps: CycleGaps | None = None
 
     def _init_queue(self) -> None:
         self._cond = threading.Condition()
@@ -225,10 +227,11 @@ class LanderThread:
         self._busy = False
         self._closed = False
         self._flushing = 0  # callers waiting in flush(): what is queued lands without waiting out the interval
+        if self.gaps is None:
+            self.gaps = CycleGaps(max_hold_s=0.0)
 
     def _start_lander(self, name: str) -> None:
-        if self.gaps is not None:
-            self.gaps.subscribe(self._cond)  # woken when a cycle ends
+        self.gaps.subscribe(self._cond)  # woken when a cycle ends
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         # A process that exits without close() still lands what it wrote (and the
@@ -317,8 +320,7 @@ class LanderThread:
         self._thread.join(timeout=30 if timeout_s is None else timeout_s)
         if not self._thread.is_alive():
             self._lander.close()
-        if self.gaps is not None:
-            self.gaps.unsubscribe(self._cond)
+        self.gaps.unsubscribe(self._cond)
         atexit.unregister(self._close_at_exit)
 
     def _close_at_exit(self) -> None:
@@ -348,7 +350,7 @@ class LanderThread:
                         continue
                     if due_since is None:
                         due_since = now
-                    hold_s = self.gaps.hold_s(due_since, now) if self.gaps is not None else 0.0
+                    hold_s = self.gaps.hold_s(due_since, now)
                     if hold_s <= 0:
                         break
                     self._cond.wait(hold_s)  # woken when the cycle ends

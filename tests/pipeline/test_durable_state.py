@@ -70,25 +70,58 @@ def test_a_cycle_that_never_became_durable_is_not_relied_on(make_session):
     assert session.gate_state is not gate_before
 
 
-def test_an_outgrown_escalation_mirror_is_compacted_by_the_record_stage_after_acting(make_session):
-    # Arrange: the mirror has outgrown its bound during this cycle's escalate stage
+def test_an_outgrown_escalation_mirror_is_compacted_in_the_gap_after_the_cycle_not_inside_it(make_session):
+    # Arrange: the mirror outgrows its bound during a cycle (as a market-wide event's rows do)
     session = make_session(accounts=4)
     _run_cycle(session)
-    seen: list[bool] = []
+    session.prepare_next_cycle().result()
     execute = session.broker.execute
 
-    def execute_and_look(*args, **kwargs):
+    def execute_and_outgrow(*args, **kwargs):
         session.outbox.compact_due = True  # as a write past compact_rows leaves it
-        out = execute(*args, **kwargs)
-        seen.append(session.outbox.compact_due)  # the broker has the actions before any compaction
-        return out
+        return execute(*args, **kwargs)
 
-    session.broker.execute = execute_and_look
+    session.broker.execute = execute_and_outgrow
+    compactions: list[str] = []
+    compact = session.outbox.compact
+    session.outbox.compact = lambda: (compactions.append(threading.current_thread().name), compact())[1]
     # Act
     _run_cycle(session)
-    # Assert
-    assert seen == [True]
+    during_cycle = list(compactions)
+    read_again = session.prepare_next_cycle().result()
+    # Assert: nothing was compacted inside the cycle; the gap's job compacted once, on its own
+    # thread, and read the open incidents again from the compacted mirror
+    assert during_cycle == []
+    assert len(compactions) == 1 and compactions[0].startswith("cycle-prep")
     assert session.outbox.compact_due is False
+    assert read_again is True
+
+
+def test_a_failed_compaction_in_the_gap_is_logged_and_tried_again_after_the_next_cycle(make_session, caplog):
+    # Arrange: a mirror due for compaction whose first compaction fails
+    session = make_session(accounts=4)
+    _run_cycle(session)
+    session.outbox.compact_due = True
+    compact = session.outbox.compact
+    calls: list[int] = []
+
+    def failing_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("disk full")
+        compact()
+
+    session.outbox.compact = failing_once
+    # Act
+    with caplog.at_level("ERROR", logger="risklib.cycle.session"):
+        session.prepare_next_cycle().result()
+    still_due = session.outbox.compact_due
+    _run_cycle(session)
+    session.prepare_next_cycle().result()
+    # Assert: the failure was logged and left the mirror due; the next gap compacted it
+    assert "compacting the escalation mirror failed" in caplog.text and "disk full" in caplog.text
+    assert still_due is True
+    assert len(calls) == 2 and session.outbox.compact_due is False
 
 
 def test_the_next_cycle_computes_its_metrics_while_the_previous_entry_is_written(make_session, monkeypatch):

@@ -400,7 +400,7 @@ class LocalOutbox(LanderThread):
                 self._rows += frame.height
                 self.versions[table] += 1
         if self._rows > self._compact_at:
-            self.compact_due = True  # not here, in the escalate stage: see compact_if_due
+            self.compact_due = True  # not here, inside a cycle: see compact_if_due
 
     def rows(self) -> int:
         """Rows the mirror holds (all four tables)."""
@@ -455,9 +455,10 @@ class LocalOutbox(LanderThread):
     def compact_if_due(self) -> bool:
         """Compact once the mirror has outgrown ``compact_rows`` (or twice its live rows); True if it did.
 
-        The pipeline calls this after a cycle has acted: a market-wide event that opens
-        thousands of incidents is also what fills the mirror, and compacting it then
-        takes a second or more at 10,000 accounts, which must not delay the actions.
+        The pipeline calls this in the gap after a cycle (``Session.prepare_next_cycle``),
+        never inside one: a market-wide event that opens thousands of incidents is also
+        what fills the mirror, and compacting it then takes a quarter of a second or more
+        at 10,000 accounts, which must delay neither the actions nor the next cycle.
         """
         if not self.compact_due:
             return False

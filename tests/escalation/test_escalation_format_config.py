@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from risklib.core.escalation import (
@@ -17,7 +17,7 @@ from risklib.core.escalation import (
     reply_code,
 )
 from risklib.config import load_escalation_config as load_config
-from risklib.core.escalation._format import GSM7_BASIC, Member
+from risklib.core.escalation._format import GSM7_BASIC, Member, format_sms_each, short_hash, short_hash_each
 from risklib.errors import ConfigError
 
 ACCOUNT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
@@ -44,6 +44,44 @@ def test_sms_always_fits_one_gsm7_segment_and_keeps_the_reply_code(ids, level, k
     assert len(text) <= 160
     assert set(text) <= GSM7_BASIC
     assert text.endswith(f"Reply {code} to ack")
+
+
+MEMBER = st.builds(
+    Member,
+    incident_key=ACCOUNT,
+    account_id=st.one_of(ACCOUNT, st.sampled_from(["A1", "ACC-000042", "x" * 200, "tab\there", "new\nline", "cr\rhere"])),
+    rule=st.just("drawdown"),
+    level=st.integers(1, 5),
+    metric_value=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    threshold=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    trading_mode=st.one_of(st.none(), st.sampled_from(["", "HALTED", "REDUCE_ONLY", "Ünïcode"])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    members=st.lists(MEMBER, min_size=1, max_size=20),
+    level=st.integers(1, 5),
+    kind=st.sampled_from(["first", "update", "escalation", "repeat", "resolved"]),
+    rule=st.one_of(st.sampled_from(["drawdown", "var_95"]), st.text(min_size=1, max_size=40)),
+    tier=st.integers(1, 4),
+    max_chars=st.sampled_from([160, 70, 20, 9, 11, 12]),  # some cut just after a space
+)
+@example(  # "L1 INFO " is cut at 8 characters: the trailing space goes
+    members=[Member("k", "A1", "drawdown", 1, 0.5, 0.1, None)], level=1, kind="first", rule="drawdown", tier=1, max_chars=9
+)
+def test_dashboard_lines_made_in_one_pass_are_each_members_own_sms_text(members, level, kind, rule, tier, max_chars):
+    # Act
+    batch = format_sms_each(kind, level, rule, members, tier=tier, max_chars=max_chars)
+    # Assert: what the planner stores per member is exactly the one-member SMS text
+    assert batch == [format_sms(kind, level, rule, [m], None, tier=tier, max_chars=max_chars) for m in members]
+
+
+@given(prefix=st.lists(st.one_of(ACCOUNT, st.integers(), st.booleans()), max_size=4),
+       last=st.lists(st.one_of(ACCOUNT, st.integers()), max_size=10), n=st.sampled_from([16, 24]))
+def test_keys_made_in_one_pass_equal_each_members_own_key(prefix, last, n):
+    # Act / Assert: the outbox's ids and dedup keys are stored; a batch must make the same ones
+    assert short_hash_each(prefix, last, n=n) == [short_hash(*prefix, x, n=n) for x in last]
 
 
 def test_sms_lists_accounts_while_they_fit_and_counts_the_rest():

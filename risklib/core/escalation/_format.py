@@ -115,6 +115,37 @@ def format_sms(
     return text + tail
 
 
+def format_sms_each(
+    kind: str, level: int, rule: str, members: Sequence[Member], *, tier: int = 1, max_chars: int = 160
+) -> list[str]:
+    """``format_sms(kind, level, rule, [m], None, tier=tier, max_chars=max_chars)`` for each member.
+
+    The same texts in one pass: a market-wide alert writes a dashboard line for each of
+    10,000 incidents, and the per-call work (the head, two GSM-7 passes, the length
+    checks) was most of the escalate stage. One GSM-7 check covers every line that
+    needs none.
+    """
+    head = f"{_kind_prefix(kind, tier)}L{level} {LEVEL_NAMES.get(level, '?')} {rule}"
+    show_mode = kind != "resolved"
+    lines = [
+        f"{head} {m.account_id}: {fmt_value(m.metric_value)} vs {fmt_value(m.threshold)}"
+        + (f", {m.trading_mode}." if m.trading_mode and show_mode else ".")
+        for m in members
+    ]
+    joined = "".join(lines)
+    if _NOT_GSM7.search(joined) is None and "\n" not in joined and "\r" not in joined:
+        # what to_gsm7 would leave as it is: cut only when too long
+        return [t if len(t) <= max_chars else t[: max(0, max_chars - 1)].rstrip() + "~" for t in lines]
+    return [format_sms(kind, level, rule, [m], None, tier=tier, max_chars=max_chars) for m in members]
+
+
+def short_hash_each(prefix: Sequence[object], last: Sequence[object], *, n: int = 16) -> list[str]:
+    """``short_hash(*prefix, x, n=n)`` for each ``x`` in ``last``: one digest per member of a group."""
+    head = "".join(f"{p}\x1f" for p in prefix)
+    sha256 = hashlib.sha256
+    return [sha256(f"{head}{x}".encode()).hexdigest()[:n] for x in last]
+
+
 def format_voice(kind: str, level: int, rule: str, members: Sequence[Member], *, digit: str = "1") -> str:
     """What the call says (the adapter wraps it in TwiML ``<Say>`` inside ``<Gather>``)."""
     lead = {"resolved": "Risk incident resolved.", "escalation": "Escalated risk alert, not yet acknowledged."}.get(

@@ -23,9 +23,11 @@ from risklib.core.escalation._format import (
     Member,
     format_email,
     format_sms,
+    format_sms_each,
     format_voice,
     reply_code,
     short_hash,
+    short_hash_each,
 )
 from risklib.errors import DataError
 
@@ -461,11 +463,14 @@ def _group_rows(now, stamp, g, members, config, taken, held) -> list[tuple]:
         )
         if inhibited:
             held.append(nid)
-    for m in members:
-        nid = "n-" + short_hash(group_key, DASHBOARD_RECIPIENT, m.incident_key, n=24)
-        line = format_sms(kind, level, rule, [m], None, tier=hi, max_chars=160)
-        rows.append(
-            (nid, m.incident_key, group_key, level, DASHBOARD_CHANNEL, DASHBOARD_RECIPIENT, None, hi, kind, line, code,
-             f"{kind}:{short_hash(content_key, m.incident_key, n=24)}", now, None)
-        )
+    # one dashboard row per member: 10,000 in a market-wide alert, so texts and keys are made in batches
+    keys = [m.incident_key for m in members]
+    lines = format_sms_each(kind, level, rule, members, tier=hi, max_chars=160)
+    nids = short_hash_each((group_key, DASHBOARD_RECIPIENT), keys, n=24)
+    dedups = short_hash_each((content_key,), keys, n=24)
+    rows.extend(
+        ("n-" + nid, k, group_key, level, DASHBOARD_CHANNEL, DASHBOARD_RECIPIENT, None, hi, kind, line, code,
+         f"{kind}:{dedup}", now, None)
+        for nid, k, line, dedup in zip(nids, keys, lines, dedups)
+    )
     return rows

@@ -397,7 +397,8 @@ def _outbox(now: datetime, msgs: pl.DataFrame, config: EscalationConfig, taken: 
         # The conversation a message belongs to: a re-opened incident is a new conversation.
         pl.col("opened_at").fill_null(frames.utc_lit(now)).max().alias("opened_anchor"),
     )
-    rows: list[dict] = []
+    # built column by column: a market-wide alert adds 10,000 dashboard rows to a handful of messages
+    columns: dict[str, list] = {name: [] for name in NOTIFICATIONS}
     held: list[str] = []
     for g in groups.iter_rows(named=True):
         members = [
@@ -408,8 +409,8 @@ def _outbox(now: datetime, msgs: pl.DataFrame, config: EscalationConfig, taken: 
         ]
         chunks = [members] if len(members) >= config.group_min_accounts else [[m] for m in members]
         for chunk in chunks:
-            rows.extend(_group_rows(now, stamp, g, chunk, config, taken, held))
-    notifications = frames.conform(pl.DataFrame(rows, schema=NOTIFICATIONS, orient="row"), NOTIFICATIONS, "notifications")
+            _group_rows(columns, now, stamp, g, chunk, config, taken, held)
+    notifications = frames.conform(pl.DataFrame(columns, schema=NOTIFICATIONS), NOTIFICATIONS, "notifications")
     held_ev = pl.DataFrame(
         {
             "notification_id": held,
@@ -426,7 +427,8 @@ def _outbox(now: datetime, msgs: pl.DataFrame, config: EscalationConfig, taken: 
     return notifications, held_ev
 
 
-def _group_rows(now, stamp, g, members, config, taken, held) -> list[tuple]:
+def _group_rows(columns: dict[str, list], now, stamp, g, members, config, taken, held) -> None:
+    """Add one message's outbox rows to ``columns``: one per recipient, then a dashboard row per member."""
     kind, rule, level, lo, hi, inhibited = g["kind"], g["rule"], int(g["msg_level"]), int(g["tier_lo"]), int(g["tier_hi"]), g["inhibited"]
     member_keys = sorted(m.incident_key for m in members)
     group_key = "g-" + short_hash(stamp, kind, rule, level, lo, hi, inhibited, *member_keys)
@@ -443,7 +445,7 @@ def _group_rows(now, stamp, g, members, config, taken, held) -> list[tuple]:
     if kind == "resolved" and not channels:
         channels = ("sms",)
     single = members[0].incident_key if len(members) == 1 else None
-    rows: list[tuple] = []
+    rows: list[tuple] = []  # the provider messages: a few
     texts: dict[str, tuple[str, str]] = {}
     for ch, addr, team, tier in _audience(config, level, rule, lo, hi, channels):
         if ch not in texts:
@@ -463,14 +465,26 @@ def _group_rows(now, stamp, g, members, config, taken, held) -> list[tuple]:
         )
         if inhibited:
             held.append(nid)
+    for name, values in zip(columns, zip(*rows)):
+        columns[name].extend(values)
     # one dashboard row per member: 10,000 in a market-wide alert, so texts and keys are made in batches
     keys = [m.incident_key for m in members]
-    lines = format_sms_each(kind, level, rule, members, tier=hi, max_chars=160)
-    nids = short_hash_each((group_key, DASHBOARD_RECIPIENT), keys, n=24)
-    dedups = short_hash_each((content_key,), keys, n=24)
-    rows.extend(
-        ("n-" + nid, k, group_key, level, DASHBOARD_CHANNEL, DASHBOARD_RECIPIENT, None, hi, kind, line, code,
-         f"{kind}:{dedup}", now, None)
-        for nid, k, line, dedup in zip(nids, keys, lines, dedups)
-    )
-    return rows
+    n = len(keys)
+    dashboard = {
+        "notification_id": ["n-" + h for h in short_hash_each((group_key, DASHBOARD_RECIPIENT), keys, n=24)],
+        "incident_key": keys,
+        "group_key": [group_key] * n,
+        "level": [level] * n,
+        "channel": [DASHBOARD_CHANNEL] * n,
+        "recipient": [DASHBOARD_RECIPIENT] * n,
+        "team": [None] * n,
+        "tier": [hi] * n,
+        "subject": [kind] * n,
+        "body": format_sms_each(kind, level, rule, members, tier=hi, max_chars=160),
+        "reply_code": [code] * n,
+        "dedup_key": [f"{kind}:{h}" for h in short_hash_each((content_key,), keys, n=24)],
+        "created_at": [now] * n,
+        "not_before": [None] * n,
+    }
+    for name, values in dashboard.items():
+        columns[name].extend(values)

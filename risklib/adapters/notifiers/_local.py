@@ -32,10 +32,11 @@ durable with one fsync'd local file instead of a DuckLake transaction:
 The planner and sender learn of changes through :attr:`watch` (``changed`` /
 ``forget``, like ``ChangeWatch``), which answers from a local version counter.
 
-Two threads use it: the cycle's (plans, refreshes, compaction) and the page
-dispatcher's (delivery outcomes, drains). One lock makes each read, each write
-(journal entry and mirror together, so entries are numbered in the order they
-are applied) and each compaction whole.
+Three threads use it: the cycle's (plans, refreshes), the page dispatcher's
+(delivery outcomes, drains) and, in the gap after a cycle, the session's
+preparation thread (compaction, the next cycle's state read). One lock makes
+each read, each write (journal entry and mirror together, so entries are
+numbered in the order they are applied) and each compaction whole.
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ def cycle_warnings(result: CycleResult) -> tuple[str, ...]:
         warnings.append(f"Escalation records are not reaching the warehouse (paging goes on): {failure}")
     if delay := escalation.get("paging_delay"):
         warnings.append(f"Paging is slow: {delay}")
+    if failure := escalation.get("compaction_failure"):
+        warnings.append(f"Escalation housekeeping failed (paging goes on): {failure}")
     return tuple(warnings)
 
 

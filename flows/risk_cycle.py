@@ -57,6 +57,8 @@ def escalate(session, now: datetime, evaluation):
     said = summary if isinstance(summary, dict) else {}
     if said.get("landing_failure"):
         get_run_logger().warning("escalation records are not reaching the warehouse: %s", said["landing_failure"])
+    if said.get("compaction_failure"):
+        get_run_logger().warning("%s (paging goes on)", said["compaction_failure"])
     if said.get("paging_delay"):
         get_run_logger().warning("%s", said["paging_delay"])
     done = said.get("drain", {})

@@ -124,6 +124,8 @@ class Session:
         self._cycle_no = 0
         self._gate_pool: ThreadPoolExecutor | None = None
         self._prep_pool: ThreadPoolExecutor | None = None  # prepare_next_cycle's worker
+        # why the escalation mirror could not be compacted in the last gap (shown until one succeeds)
+        self.compaction_failure: str | None = None
         self._known_incidents: set[str] = set()
         self.new_incident_count = 0
         self.var_halt = _var_halt(config)
@@ -538,6 +540,8 @@ class Session:
         if self.outbox is not None and self.outbox.failure is not None:
             # paging goes on from the local journal, but the warehouse misses these rows until it lands them
             summary["landing_failure"] = self.outbox.failure
+        if self.compaction_failure is not None:
+            summary["compaction_failure"] = self.compaction_failure
         return summary
 
     def prepare_next_cycle(self) -> Future | None:
@@ -561,9 +565,13 @@ class Session:
 
     def _prepare_escalation(self, outbox: Any) -> bool:
         try:
-            outbox.compact_if_due()
-        except Exception:  # noqa: BLE001 - the mirror is left as it was and stays due: the next gap tries again
+            if outbox.compact_if_due():
+                self.compaction_failure = None
+        except Exception as exc:  # noqa: BLE001 - the mirror is left as it was and stays due: the next gap tries again
             log.exception("compacting the escalation mirror failed; it is tried again after the next cycle")
+            # the escalate stage reports it (Prefect log, dashboard): a mirror that keeps growing slows every plan
+            self.compaction_failure = (f"the escalation mirror could not be compacted ({type(exc).__name__}: {exc}); "
+                                       "it is tried again after each cycle")
         return self._escalation_state.prefetch(outbox)
 
     def new_incidents(self, alerts: pl.DataFrame) -> pl.DataFrame:

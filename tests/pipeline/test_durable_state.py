@@ -7,15 +7,17 @@ import threading
 
 import pytest
 
+from flows.monitor import cycle_warnings  # imported first: Prefect sets up logging when it loads
 from risklib.cycle.stages import run_cycle
 
 
-def _run_cycle(session) -> None:
-    """One cycle through the stage functions, as the monitor's tasks call them."""
+def _run_cycle(session):
+    """One cycle through the stage functions, as the monitor's tasks call them; returns its result."""
     now = session.clock.now()
     session.run_market(now)
-    run_cycle(session, now, session.next_cycle_id())
+    result = run_cycle(session, now, session.next_cycle_id())
     session.clock.advance(60)
+    return result
 
 
 def _hold_journal_writes(session) -> threading.Event:
@@ -97,7 +99,7 @@ def test_an_outgrown_escalation_mirror_is_compacted_in_the_gap_after_the_cycle_n
     assert read_again is True
 
 
-def test_a_failed_compaction_in_the_gap_is_logged_and_tried_again_after_the_next_cycle(make_session, caplog):
+def test_a_failed_compaction_in_the_gap_is_reported_by_the_next_cycles_and_tried_again(make_session, caplog):
     # Arrange: a mirror due for compaction whose first compaction fails
     session = make_session(accounts=4)
     _run_cycle(session)
@@ -116,12 +118,18 @@ def test_a_failed_compaction_in_the_gap_is_logged_and_tried_again_after_the_next
     with caplog.at_level("ERROR", logger="risklib.cycle.session"):
         session.prepare_next_cycle().result()
     still_due = session.outbox.compact_due
-    _run_cycle(session)
+    reported = _run_cycle(session)
     session.prepare_next_cycle().result()
-    # Assert: the failure was logged and left the mirror due; the next gap compacted it
+    after_success = _run_cycle(session)
+    # Assert: the failure was logged, left the mirror due and was reported by the next cycle's
+    # escalate stage and dashboard warnings; the next gap compacted it and the report went away
     assert "compacting the escalation mirror failed" in caplog.text and "disk full" in caplog.text
     assert still_due is True
+    assert "disk full" in reported.escalation["compaction_failure"]
+    assert any(w.startswith("Escalation housekeeping failed") and "disk full" in w for w in cycle_warnings(reported))
     assert len(calls) == 2 and session.outbox.compact_due is False
+    assert "compaction_failure" not in after_success.escalation
+    assert not any(w.startswith("Escalation housekeeping") for w in cycle_warnings(after_success))
 
 
 def test_the_next_cycle_computes_its_metrics_while_the_previous_entry_is_written(make_session, monkeypatch):

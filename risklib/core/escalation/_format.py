@@ -75,6 +75,16 @@ def _kind_prefix(kind: str, tier: int) -> str:
     return {"first": "", "update": "UP ", "escalation": f"ESC T{tier} ", "repeat": "REPEAT ", "resolved": "RESOLVED "}.get(kind, "")
 
 
+def _sms_head(kind: str, level: int, rule: str, tier: int) -> str:
+    return f"{_kind_prefix(kind, tier)}L{level} {LEVEL_NAMES.get(level, '?')} {rule}"
+
+
+def _member_line(head: str, m: Member, kind: str) -> str:
+    """The SMS body about one incident (before the GSM-7 pass and the length cut)."""
+    mode = f", {m.trading_mode}" if m.trading_mode and kind != "resolved" else ""
+    return f"{head} {m.account_id}: {fmt_value(m.metric_value)} vs {fmt_value(m.threshold)}{mode}."
+
+
 def format_sms(
     kind: str, level: int, rule: str, members: Sequence[Member], code: str | None, *, tier: int = 1, max_chars: int = 160
 ) -> str:
@@ -84,13 +94,9 @@ def format_sms(
     instruction is never cut.
     """
     tail = f" Reply {code} to ack" if code else ""
-    head = f"{_kind_prefix(kind, tier)}L{level} {LEVEL_NAMES.get(level, '?')} {rule}"
+    head = _sms_head(kind, level, rule, tier)
     if len(members) == 1:
-        m = members[0]
-        body = f"{head} {m.account_id}: {fmt_value(m.metric_value)} vs {fmt_value(m.threshold)}"
-        if m.trading_mode and kind != "resolved":
-            body += f", {m.trading_mode}"
-        body += "."
+        body = _member_line(head, members[0], kind)
     else:
         worst = max((m.metric_value for m in members if m.metric_value is not None), default=None)
         body = f"{head}: {len(members)} accts"
@@ -125,13 +131,8 @@ def format_sms_each(
     checks) was most of the escalate stage. One GSM-7 check covers every line that
     needs none.
     """
-    head = f"{_kind_prefix(kind, tier)}L{level} {LEVEL_NAMES.get(level, '?')} {rule}"
-    show_mode = kind != "resolved"
-    lines = [
-        f"{head} {m.account_id}: {fmt_value(m.metric_value)} vs {fmt_value(m.threshold)}"
-        + (f", {m.trading_mode}." if m.trading_mode and show_mode else ".")
-        for m in members
-    ]
+    head = _sms_head(kind, level, rule, tier)
+    lines = [_member_line(head, m, kind) for m in members]
     joined = "".join(lines)
     if _NOT_GSM7.search(joined) is None and "\n" not in joined and "\r" not in joined:
         # what to_gsm7 would leave as it is: cut only when too long

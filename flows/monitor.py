@@ -4,8 +4,8 @@ The policy returns the next interval each cycle (5 min normal … 30 s at
 drawdown level 1 … continuous in extreme volatility). The monitor sleeps until
 then, reports a cycle that overran its interval instead of silently skipping,
 publishes the dashboard artifacts (on a background thread, so a slow API never
-delays the next cycle), and emits a ``risk.trigger.<rule>`` event for every new
-incident so operators can hang Prefect Automations on it. A run rolls
+delays the next cycle), and emits ``risk.trigger.<rule>`` events for the new
+incidents so operators can hang Prefect Automations on them. A run rolls
 over after ``rollover_minutes`` so the UI stays easy to browse; the next run
 reloads the risk state from the warehouse (a restart never clears a halt).
 """
@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from flows.risk_cycle import risk_cycle
 from risklib.cycle.dashboard import render_dashboard, summarise, top_risks, with_sizing
 from risklib.cycle.stages import CycleResult
+from risklib.cycle.trigger_events import trigger_events
 from risklib.cycle_gaps import CycleGaps
 from risklib.gc_pauses import freeze_warm_heap
 
@@ -93,14 +94,17 @@ def cycle_warnings(result: CycleResult) -> tuple[str, ...]:
     return tuple(warnings)
 
 
-def emit_trigger_events(result: CycleResult, session) -> None:
-    """One ``risk.trigger.<rule>`` event per incident opened this cycle (for Prefect Automations)."""
-    for row in session.new_incidents(result.evaluation.alerts).iter_rows(named=True):
-        emit_event(
-            event=f"risk.trigger.{row['rule']}",
-            resource={"prefect.resource.id": f"risk.incident.{row['incident_key']}", "prefect.resource.name": row["account_id"]},
-            payload={k: row[k] for k in ("account_id", "rule", "level", "metric_value", "threshold", "trading_mode", "message")},
-        )
+def emit_trigger_events(result: CycleResult, session) -> int:
+    """The ``risk.trigger.<rule>`` events of the incidents opened this cycle (for Prefect Automations).
+
+    Per rule, the worst ``monitor.trigger_events_per_rule`` get an event each and the rest one
+    event together (see :mod:`risklib.cycle.trigger_events`). Returns how many were emitted.
+    """
+    events = trigger_events(session.new_incidents(result.evaluation.alerts), cycle_id=result.cycle_id,
+                            per_rule=session.config.monitor.trigger_events_per_rule)
+    for e in events:
+        emit_event(event=e.event, resource=e.resource, payload=e.payload)
+    return len(events)
 
 
 class ArtifactPublisher:

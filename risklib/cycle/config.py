@@ -51,6 +51,11 @@ class MonitorConfig(BaseModel):
     # normal cadence.
     heartbeat_max_age_s: float = Field(600.0, gt=0.0)
     dashboard_rows: int = Field(15, ge=1)  # accounts/positions listed on the dashboard
+    # New incidents announced one Prefect event each, per rule and cycle, worst first; the
+    # rest of a rule's new incidents share one more event that lists their accounts
+    # (risklib.cycle.trigger_events: a market-wide move at 10,000 accounts would otherwise
+    # be 10,000 events, and the cycles after it would wait for their sending).
+    trigger_events_per_rule: int = Field(50, ge=0)
     # Dashboard artifacts are published at most this often (wall-clock seconds):
     # at the continuous cadence (up to ~4 cycles/s) each publish is three API
     # writes, a quarter of the local server's work, for updates nobody can read

@@ -308,3 +308,63 @@ def test_after_each_cycle_the_open_incidents_it_changed_are_read_again_in_the_ga
     assert len(prefetches) == report.cycles == 8
     assert not any(in_cycle for in_cycle, _ in prefetches)
     assert any(read for _, read in prefetches)
+
+
+def _trigger_events(flow_run_id: str, expected: int, timeout_s: float = 60.0) -> list:
+    """The ``risk.trigger.*`` events the API holds for a flow run, once it has ``expected`` of them."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventRelatedFilter
+    from prefect.events.worker import EventsWorker
+    from prefect.types._datetime import now
+
+    EventsWorker.drain_all()  # sent behind the flow
+    flt = EventFilter(
+        occurred=EventOccurredFilter(since=now("UTC") - timedelta(hours=1), until=now("UTC") + timedelta(hours=1)),
+        event=EventNameFilter(prefix=["risk.trigger."]),
+        related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    )
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_events(filter=flt, limit=50)  # the API pages by 50 at most
+            found = list(page.events)
+            while page.next_page is not None:
+                page = client.read_events_page(page.next_page)
+                found += page.events
+            if len(found) >= expected or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
+
+def test_new_incidents_reach_the_api_as_trigger_events_bounded_per_rule(prefect_api, make_session, fast_config):
+    # Arrange: at most 2 events of their own per rule and cycle, so a flash crash over 30 accounts batches
+    config = fast_config.model_copy(
+        update={"monitor": fast_config.monitor.model_copy(update={"trigger_events_per_rule": 2})})
+    session = make_session("flash-crash", accounts=30, seed=5, config=config)
+    opened: list[tuple[str, str, str]] = []  # (cycle, rule, account) of every incident opened
+
+    def progress(result, summary, interval, overran):
+        new = session.new_incidents(result.evaluation.alerts)
+        opened.extend((result.cycle_id, r, a) for r, a in new.select("rule", "account_id").iter_rows())
+
+    # Act
+    report = risk_monitor(session, max_sim_seconds=1500, max_cycles=8, progress=progress)
+    # Assert: every opened incident announced once, on its own or in its rule's batch of that cycle
+    per_cycle_rule = {(c, r) for c, r, _ in opened}
+    batched = {k for k in per_cycle_rule if sum(1 for c, r, _ in opened if (c, r) == k) > 2}
+    assert batched, "the crash should open more than two incidents of one rule in a cycle"
+    expected = sum(min(2, sum(1 for c, r, _ in opened if (c, r) == k)) for k in per_cycle_rule) + len(batched)
+    events = _trigger_events(report.flow_run_id, expected)
+    assert len(events) == expected
+    announced = []
+    for e in events:
+        rule = e.event.removeprefix("risk.trigger.")
+        if e.resource.id.startswith("risk.trigger-batch."):
+            cycle = e.payload["cycle_id"]
+            assert e.resource.id == f"risk.trigger-batch.{cycle}.{rule}"
+            announced += [(cycle, rule, a) for a in e.payload["account_ids"]]
+        else:
+            assert e.resource.id.startswith("risk.incident.") and e.payload["rule"] == rule
+            announced.append((None, rule, e.payload["account_id"]))
+    assert sorted((r, a) for _, r, a in announced) == sorted((r, a) for _, r, a in opened)
+    assert {(c, r) for c, r, _ in announced if c is not None} == batched

@@ -108,7 +108,8 @@ def render_dashboard(
     ``top`` positions by risk contribution, with the size-positions stage's
     multiplier and cap for new risk in each when ``sizing`` is given).
     ``warnings`` (e.g. audit records not reaching the warehouse) are shown
-    under the status line.
+    under the status line. Drawdowns read as losses from the peak (the mockup's
+    "Drawdown: -2.3%"), in the status line and in the account table alike.
     """
     s = summarise(metrics, state, var_halt=var_halt)
     lines = [
@@ -161,7 +162,7 @@ def render_dashboard(
         for r in attention.iter_rows(named=True):
             lines.append(
                 f"| {r['account_id']} | {r['alert_level']} | {r['trading_mode']} | {r['breaker_state']} | "
-                f"{_pct(r['sizing_multiplier'] or 0.0, 0)} | {_pct(r['drawdown'] if r['drawdown'] is not None else float('nan'))} | "
+                f"{_pct(r['sizing_multiplier'] or 0.0, 0)} | {_pct(-r['drawdown'] if r['drawdown'] is not None else float('nan'))} | "
                 f"{_pct(r['var_99'] if r['var_99'] is not None else float('nan'), 3)} | "
                 f"{_pct(r['daily_pnl_pct'] if r['daily_pnl_pct'] is not None else float('nan'))} | "
                 f"{'n/a' if r['risk_score'] is None or r['risk_score'] != r['risk_score'] else round(r['risk_score'])} |"

@@ -575,7 +575,7 @@ class Session:
         return self._escalation_state.prefetch(outbox)
 
     def new_incidents(self, alerts: pl.DataFrame) -> pl.DataFrame:
-        """Alerts whose incident opened this cycle (one Prefect event each)."""
+        """Alerts whose incident opened this cycle (announced as Prefect events: risklib.cycle.trigger_events)."""
         keys = getattr(self, "_new_incident_keys", set())
         return alerts.filter(pl.col("incident_key").is_in(list(keys))).unique("incident_key", keep="first")
 

@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
-from flows.risk_cycle import risk_cycle
+from flows.risk_cycle import escalation_warnings, risk_cycle
 from risklib.cycle.dashboard import render_dashboard, summarise, top_risks, with_sizing
 from risklib.cycle.stages import CycleResult
 from risklib.cycle.trigger_events import trigger_events
@@ -83,28 +83,18 @@ def publish_artifacts(result: CycleResult, session) -> None:
 
 def cycle_warnings(result: CycleResult) -> tuple[str, ...]:
     """What an operator must know about the pipeline itself, from one cycle's stage results."""
-    escalation = result.escalation if isinstance(result.escalation, dict) else {}
-    warnings = []
-    if failure := escalation.get("landing_failure"):
-        warnings.append(f"Escalation records are not reaching the warehouse (paging goes on): {failure}")
-    if delay := escalation.get("paging_delay"):
-        warnings.append(f"Paging is slow: {delay}")
-    if failure := escalation.get("compaction_failure"):
-        warnings.append(f"Escalation housekeeping failed (paging goes on): {failure}")
-    return tuple(warnings)
+    return escalation_warnings(result.escalation)
 
 
-def emit_trigger_events(result: CycleResult, session) -> int:
+def emit_trigger_events(result: CycleResult, session) -> None:
     """The ``risk.trigger.<rule>`` events of the incidents opened this cycle (for Prefect Automations).
 
     Per rule, the worst ``monitor.trigger_events_per_rule`` get an event each and the rest one
-    event together (see :mod:`risklib.cycle.trigger_events`). Returns how many were emitted.
+    event together (see :mod:`risklib.cycle.trigger_events`).
     """
-    events = trigger_events(session.new_incidents(result.evaluation.alerts), cycle_id=result.cycle_id,
-                            per_rule=session.config.monitor.trigger_events_per_rule)
-    for e in events:
+    for e in trigger_events(session.new_incidents(result.evaluation.alerts), cycle_id=result.cycle_id,
+                            per_rule=session.config.monitor.trigger_events_per_rule):
         emit_event(event=e.event, resource=e.resource, payload=e.payload)
-    return len(events)
 
 
 class ArtifactPublisher:

@@ -51,16 +51,26 @@ def evaluate_triggers(session, now: datetime, book, snapshot):
     return stages.evaluate_triggers(session, now, book, snapshot)
 
 
+def escalation_warnings(summary) -> tuple[str, ...]:
+    """What an operator must know about the pipeline itself from the escalate stage's summary
+    (logged by its task run, shown on the dashboard)."""
+    said = summary if isinstance(summary, dict) else {}
+    warnings = []
+    if failure := said.get("landing_failure"):
+        warnings.append(f"Escalation records are not reaching the warehouse (paging goes on): {failure}")
+    if delay := said.get("paging_delay"):
+        warnings.append(f"Paging is slow: {delay}")
+    if failure := said.get("compaction_failure"):
+        warnings.append(f"Escalation housekeeping failed (paging goes on): {failure}")
+    return tuple(warnings)
+
+
 @task(name="escalate", cache_policy=NONE)
 def escalate(session, now: datetime, evaluation):
     summary = stages.escalate(session, now, evaluation)
+    for warning in escalation_warnings(summary):  # the dashboard shows the same lines
+        get_run_logger().warning("%s", warning)
     said = summary if isinstance(summary, dict) else {}
-    if said.get("landing_failure"):
-        get_run_logger().warning("escalation records are not reaching the warehouse: %s", said["landing_failure"])
-    if said.get("compaction_failure"):
-        get_run_logger().warning("%s (paging goes on)", said["compaction_failure"])
-    if said.get("paging_delay"):
-        get_run_logger().warning("%s", said["paging_delay"])
     done = said.get("drain", {})
     if done.get("failed") or done.get("errors"):
         # outcomes of pages sent behind the cycle: the Prefect UI shows them here, the warehouse in full

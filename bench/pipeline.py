@@ -52,6 +52,7 @@ allocator settings ``riskctl`` applies (``risklib.allocator``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import socket
@@ -131,23 +132,26 @@ def _flow_cycles_ms(session, cycles: int, period_s: float) -> tuple[np.ndarray, 
     return np.array(out), {k: np.array(v) for k, v in stages.items()}
 
 
+@functools.cache
+def _shipped_config():
+    from risklib.config import load_config
+
+    return load_config()
+
+
 def _live_period_s() -> float:
     """Wall seconds from one cycle's start to the next at the continuous cadence of a live session
     (speed 1: the policy's shortest interval, or the monitor's own bound if that is longer)."""
-    from risklib.config import load_config
-
-    cfg = load_config()
+    cfg = _shipped_config()
     return max(cfg.policy.continuous_cadence_s, cfg.monitor.min_cycle_period_s)
 
 
 def _wait_ms(previous_cycle_ms: float) -> float:
     """How long a live monitor waits after a cycle of this length at the continuous cadence."""
-    from risklib.config import load_config
     from risklib.cycle.session import pacing
 
-    mon = load_config().monitor
-    period = _live_period_s()
-    idle_s, _ = pacing(period, previous_cycle_ms / 1e3, mon.min_cycle_period_s, mon.min_cycle_gap_s)
+    mon = _shipped_config().monitor
+    idle_s, _ = pacing(_live_period_s(), previous_cycle_ms / 1e3, mon.min_cycle_period_s, mon.min_cycle_gap_s)
     return idle_s * 1e3
 
 
@@ -223,14 +227,12 @@ def run() -> dict[str, float]:
     tuned = tune_allocator()  # as `riskctl run` runs the monitor
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from risklib.cycle.config import MonitorConfig
-
     figures: dict[str, float] = {}
     landing: list[float] = []
     durable: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, _prefect_api(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         root = Path(tmp)
-        fastest, live = MonitorConfig().min_cycle_period_s, _live_period_s()
+        fastest, live = _shipped_config().monitor.min_cycle_period_s, _live_period_s()
         for label, accounts, positions, n in (("100", 100, None, 120), ("10k", 10_000, (20, 20), 30)):
             session = _session(root, f"b{label}", accounts, positions=positions)
             try:

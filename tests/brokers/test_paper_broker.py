@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from risklib.adapters.brokers import BROKER_FILLS, BROKER_ORDERS, Broker, Order, PaperBroker
 from risklib.adapters.feeds import BrokerConfig
@@ -387,3 +388,52 @@ def test_filled_plus_pending_is_always_what_was_ordered(p, lo, resubmits, seed):
     assert got.get("USD/JPY", 0.0) + wait.get("USD/JPY", 0.0) == pytest.approx(54_321.0)
     left = dict(b.positions().select("instrument", "quantity").iter_rows())
     assert left.get("EUR/USD", 0.0) == pytest.approx(wait.get("EUR/USD", 0.0))
+
+
+def test_risk_fills_booked_by_position_row_match_booking_by_key(quotes, now, monkeypatch):
+    # Arrange: a book of many accounts, cut with partial fills and re-submissions. Risk orders carry
+    # their position's row and are booked by it; the keyed booking (group by and join on the
+    # position's keys, what strategy orders use) is the reference.
+    rng = np.random.default_rng(5)
+    n, per = 60, 3
+    instruments = quotes["instrument"].to_list()
+    positions = pl.DataFrame(
+        {
+            "account_id": [f"A{i:02d}" for i in range(n) for _ in range(per)],
+            "strategy": [f"S{j}" for _ in range(n) for j in range(per)],
+            "instrument": [instruments[(i + j) % len(instruments)] for i in range(n) for j in range(per)],
+            "quantity": rng.choice([-1.0, 1.0], n * per) * rng.uniform(1e3, 1e5, n * per),
+            "entry_price": [0.0] * (n * per),
+        },
+        schema=frames.POSITIONS,
+    ).join(quotes.select("instrument", "mid"), on="instrument").with_columns(
+        (pl.col("mid") * pl.Series(rng.uniform(0.97, 1.03, n * per))).alias("entry_price")
+    ).drop("mid")
+    balances = pl.DataFrame(
+        {"account_id": [f"A{i:02d}" for i in range(n)], "account_group": "g", "cash_usd": 1e6,
+         "start_of_day_equity_usd": 1e6},
+        schema=frames.BALANCES,
+    )
+    cfg = BrokerConfig(partial_fill_p=0.5, partial_fill_fraction=(0.2, 0.8), max_resubmits=2)
+    kinds = ["REDUCE", "CLOSE", "CLOSE_ALL"]
+    acts = pl.DataFrame(
+        [(f"k{i}", f"inc{i}", f"A{i:02d}", kinds[i % 3], float(rng.uniform(0.1, 0.9)), "drawdown", now) for i in range(n)],
+        schema=frames.ACTIONS,
+        orient="row",
+    )
+    by_row = PaperBroker(cfg, seed=9, positions=positions, balances=balances)
+    by_key = PaperBroker(cfg, seed=9, positions=positions, balances=balances)
+    monkeypatch.setattr(by_key, "_apply_by_row", lambda fills: by_key._apply(fills.drop("_pos")))
+    # Act
+    row_report = by_row.execute(acts, quotes, now)
+    key_report = by_key.execute(acts, quotes, now)
+    # Assert: the same orders and fills, and the same book, cash and realized P&L after them
+    assert row_report.fills.equals(key_report.fills)
+    assert row_report.orders["status"].n_unique() == 2  # partial fills happened
+    keys = ["account_id", "strategy", "instrument"]
+    assert_frame_equal(by_row.positions().sort(keys), by_key.positions().sort(keys), rel_tol=1e-12)
+    assert_frame_equal(by_row.balances().sort("account_id"), by_key.balances().sort("account_id"), rel_tol=1e-12)
+    assert_frame_equal(
+        by_row.realized_pnl().sort("account_id"), by_key.realized_pnl().sort("account_id"), rel_tol=1e-12
+    )
+    assert by_row.realized_pnl().height == n

@@ -21,8 +21,8 @@ Figures (``bench/results/pipeline.json``):
 - ``cycle_*_back_to_back_p99_ms``: the same over half as many cycles as at the fastest pace, run back to back
   (faster than the monitor ever starts them: ~90 task runs/s at 100 accounts, where the
   local Prefect server ingests ~50/s and takes the CPU the cycle needs to catch up).
-- ``stage_*_<stage>_p99_ms``: the same cycles' p99 per stage (its task run included), to
-  see which stage a slow cycle spent its time in.
+- ``stage_*_<stage>_p99_ms``: the same cycles' p99 per stage (its task run included), and
+  ``slowest_*_<stage>_ms`` the slowest cycle's stages, to see where slow cycles spent their time.
 - ``baseline_*_p99_ms`` / ``baseline_*_p50_ms``: the same stage functions called directly,
   without Prefect, in the same process (100 and 10 cycles, after three warm-up cycles that
   compile the kernels and fill the caches; between cycles, the work the monitor does in the
@@ -263,8 +263,10 @@ def run() -> dict[str, float]:
             figures[f"baseline_{label}_p99_ms"] = round(p(base, 99), 1)
             figures[f"baseline_{label}_p50_ms"] = round(p(base, 50), 1)
             figures[f"prefect_ratio_{label}"] = round(p(flow[1:], 50) / p(base, 50), 2)
+            slowest = int(np.argmax(flow[1:]))  # what the slowest cycle spent its time in
             for stage, values in stages.items():
                 figures[f"stage_{label}_{stage}_p99_ms"] = round(p(values, 99), 1)
+                figures[f"slowest_{label}_{stage}_ms"] = round(float(values[slowest]), 1)
         if landing:
             figures["record_landing_p99_ms"] = round(p(np.array(landing), 99), 1)
         if durable:

@@ -496,23 +496,10 @@ class PaperBroker:
         mask = self._positions["account_id"].is_in(touched)
         untouched = self._positions.filter(~mask)
         book = self._positions.filter(mask).join(f, on=_KEYS, how="full", coalesce=True)
-        q0 = book["quantity"].fill_null(0.0).to_numpy()
-        e0 = book["entry_price"].fill_null(0.0).to_numpy()
-        dq = book["dq"].fill_null(0.0).to_numpy()
-        px = book["px"].fill_null(0.0).to_numpy()
-        q1 = q0 + dq
-        closing = (q0 != 0) & (dq != 0) & (np.sign(dq) != np.sign(q0))
-        closed = np.where(closing, np.sign(q0) * np.minimum(np.abs(dq), np.abs(q0)), 0.0)
-        usd_q = book.select(
-            pl.col("instrument").replace_strict(_USD_QUOTE, default=True, return_dtype=pl.Boolean)
-        ).to_series().to_numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pnl_quote = closed * (px - e0)
-            realized = np.where(closing, np.where(usd_q, pnl_quote, pnl_quote / px), 0.0)
-            adding = (dq != 0) & ((q0 == 0) | (np.sign(dq) == np.sign(q0)))
-            flipped = closing & (np.sign(q1) == -np.sign(q0)) & (q1 != 0)
-            e1 = np.where(adding, (q0 * e0 + dq * px) / np.where(q1 == 0, 1.0, q1), e0)
-            e1 = np.where(flipped, px, e1)
+        q1, e1, realized = _book_moves(
+            book["instrument"], book["quantity"].fill_null(0.0).to_numpy(), book["entry_price"].fill_null(0.0).to_numpy(),
+            book["dq"].fill_null(0.0).to_numpy(), book["px"].fill_null(0.0).to_numpy(),
+        )
         book = book.with_columns(pl.Series("quantity", q1), pl.Series("entry_price", e1), pl.Series("_realized", realized))
         gains = book.group_by("account_id").agg(pl.col("_realized").sum()).filter(pl.col("_realized") != 0)
         kept = frames.conform(book.filter(pl.col("quantity").abs() > 1e-9), frames.POSITIONS, "positions")
@@ -533,21 +520,7 @@ class PaperBroker:
         dq = np.bincount(row, weights=qty, minlength=n)
         with np.errstate(divide="ignore", invalid="ignore"):
             px = np.bincount(row, weights=qty * fills["price"].to_numpy(), minlength=n) / dq
-        q0 = book["quantity"].to_numpy()
-        e0 = book["entry_price"].to_numpy()
-        q1 = q0 + dq
-        closing = (q0 != 0) & (dq != 0) & (np.sign(dq) != np.sign(q0))
-        closed = np.where(closing, np.sign(q0) * np.minimum(np.abs(dq), np.abs(q0)), 0.0)
-        usd_q = book.select(
-            pl.col("instrument").replace_strict(_USD_QUOTE, default=True, return_dtype=pl.Boolean)
-        ).to_series().to_numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pnl_quote = closed * (px - e0)
-            realized = np.where(closing, np.where(usd_q, pnl_quote, pnl_quote / px), 0.0)
-            adding = (dq != 0) & ((q0 == 0) | (np.sign(dq) == np.sign(q0)))
-            flipped = closing & (np.sign(q1) == -np.sign(q0)) & (q1 != 0)
-            e1 = np.where(adding, (q0 * e0 + dq * px) / np.where(q1 == 0, 1.0, q1), e0)
-            e1 = np.where(flipped, px, e1)
+        q1, e1, realized = _book_moves(book["instrument"], book["quantity"].to_numpy(), book["entry_price"].to_numpy(), dq, px)
         moved = realized != 0
         gains = (
             pl.DataFrame({"account_id": book["account_id"].filter(pl.Series(moved)), "_realized": realized[moved]})
@@ -571,3 +544,26 @@ class PaperBroker:
                 .group_by("account_id", maintain_order=True)
                 .agg(pl.col("realized_pnl_usd").sum())
             )
+
+
+def _book_moves(
+    instrument: pl.Series, q0: np.ndarray, e0: np.ndarray, dq: np.ndarray, px: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per position: quantity ``q0`` at entry ``e0`` moved by ``dq`` filled at average price ``px``.
+
+    Returns the new quantity, the new entry price (quantity-weighted when adding, the fill
+    price when flipping, unchanged when reducing) and the realized P&L in USD (the part
+    closed, priced from the entry; converted at ``px`` where USD is the base currency).
+    """
+    q1 = q0 + dq
+    closing = (q0 != 0) & (dq != 0) & (np.sign(dq) != np.sign(q0))
+    closed = np.where(closing, np.sign(q0) * np.minimum(np.abs(dq), np.abs(q0)), 0.0)
+    usd_quote = instrument.replace_strict(_USD_QUOTE, default=True, return_dtype=pl.Boolean).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pnl_quote = closed * (px - e0)
+        realized = np.where(closing, np.where(usd_quote, pnl_quote, pnl_quote / px), 0.0)
+        adding = (dq != 0) & ((q0 == 0) | (np.sign(dq) == np.sign(q0)))
+        flipped = closing & (np.sign(q1) == -np.sign(q0)) & (q1 != 0)
+        e1 = np.where(adding, (q0 * e0 + dq * px) / np.where(q1 == 0, 1.0, q1), e0)
+        e1 = np.where(flipped, px, e1)
+    return q1, e1, realized

@@ -80,7 +80,7 @@ def _huge_pages_hinted(mode: str) -> bool:
 
 
 @pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage"),
-                    reason="the kernel has no transparent huge pages to hint")
+                    reason="a kernel built without transparent huge pages refuses the hint, so there is none to turn off")
 def test_tuned_process_does_not_ask_for_huge_pages():
     # Act
     default = _huge_pages_hinted("default")

@@ -485,7 +485,8 @@ class PaperBroker:
 
     def _apply(self, fills: pl.DataFrame) -> None:
         """Move filled quantities into the book; realize P&L on reductions into cash."""
-        if "_pos" in fills.columns and self._indexed is self._positions and fills["_pos"].null_count() == 0:
+        indexed, self._indexed = self._indexed, None  # the rows address that book only until it changes
+        if "_pos" in fills.columns and indexed is self._positions and fills["_pos"].null_count() == 0:
             self._apply_by_row(fills)
             return
         f = fills.group_by(_KEYS).agg(

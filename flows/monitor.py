@@ -12,6 +12,7 @@ reloads the risk state from the warehouse (a restart never clears a halt).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
@@ -28,6 +29,7 @@ from flows.risk_cycle import escalation_warnings, risk_cycle
 from risklib.cycle.dashboard import render_dashboard, summarise, top_risks, with_sizing
 from risklib.cycle.stages import CycleResult
 from risklib.cycle.trigger_events import trigger_events
+from risklib.cpu_placement import cycle_plan, monitor_placement
 from risklib.cycle_gaps import CycleGaps
 from risklib.gc_pauses import freeze_warm_heap
 
@@ -207,8 +209,9 @@ def risk_monitor(
     started_sim = session.clock.now()
     publisher = ArtifactPublisher(log, session.config.monitor.dashboard_min_interval_s, session.gaps)
     try:
-        _run_cycles(session, report, log, publisher, max_cycles, max_sim_seconds, rollover_minutes, progress,
-                    started_wall, started_sim)
+        with contextlib.ExitStack() as placed:  # the run's threads go back to every CPU when it ends
+            _run_cycles(session, report, log, publisher, max_cycles, max_sim_seconds, rollover_minutes, progress,
+                        started_wall, started_sim, placed)
     finally:
         publisher.close()  # the newest dashboard is published before the run ends
     report.sim_seconds = (session.clock.now() - started_sim).total_seconds()
@@ -216,8 +219,20 @@ def risk_monitor(
     return report
 
 
+def _place(book_rows: int, log, placed: contextlib.ExitStack) -> None:
+    """Keep a small book's cycles on the monitor's CPUs for the rest of the run (``risklib.cpu_placement``)."""
+    placement = placed.enter_context(monitor_placement(cycle_plan(book_rows)))
+    if placement is not None:
+        log.info("cycles of this %d-row book run on CPU %s from now on, other work on CPU %s (RISK_MONITOR_CPUS=0: "
+                 "no placement)", book_rows, _cpus(placement.monitor), _cpus(placement.server))
+
+
+def _cpus(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
 def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublisher, max_cycles, max_sim_seconds,
-                rollover_minutes, progress, started_wall, started_sim) -> None:
+                rollover_minutes, progress, started_wall, started_sim, placed: contextlib.ExitStack) -> None:
     warm = False
     while True:
         now = session.clock.now()
@@ -261,6 +276,7 @@ def _run_cycles(session, report: MonitorReport, log, publisher: ArtifactPublishe
             # The first completed cycle loaded what every later one uses (see risklib.gc_pauses);
             # the one full collection this takes comes out of the wait for the next cycle.
             freeze_warm_heap()
+            _place(result.book.positions.height, log, placed)
             warm = True
         elapsed_wall = time.monotonic() - t0
         overran = session.clock_sleep(interval, elapsed_wall)

@@ -7,6 +7,7 @@ stop` stops it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from risklib.cpu_placement import current_plan
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -115,16 +118,21 @@ def lower_priority(pid: int, nice: int, proc: Path = PROC) -> None:
 
 
 def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, wait_s: float = 90.0,
-          nice: int | None = None) -> tuple[str, bool]:
+          nice: int | None = None, cpus: frozenset[int] | None = None) -> tuple[str, bool]:
     """Start a local Prefect server in the background unless one answers already.
 
     The server runs at lower CPU priority (``nice``, default :func:`server_nice`),
-    so the risk cycle comes first when both want the CPU.
+    so the risk cycle comes first when both want the CPU, and on the CPUs the monitor
+    leaves it (``cpus``, default :func:`risklib.cpu_placement.current_plan`'s: call this
+    before the monitor is placed, or the server would share the monitor's CPU).
 
     Returns ``(api_url, started)``. Raises ``RuntimeError`` with the log's tail
     if the server does not become healthy within ``wait_s``.
     """
     nice = server_nice() if nice is None else nice
+    if cpus is None:
+        placement = current_plan()
+        cpus = placement.server if placement else None
     url = api_url(host, port)
     if is_healthy(url):
         return url, False
@@ -144,6 +152,9 @@ def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, wait_s: float =
     if nice:
         # set before the server has started anything (importing takes seconds): what it starts inherits it
         lower_priority(proc.pid, nice)
+    if cpus:
+        with contextlib.suppress(OSError):  # not permitted here: the server shares the CPUs
+            os.sched_setaffinity(proc.pid, cpus)
     _pid_file().write_text(str(proc.pid))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from datetime import timedelta
 from uuid import UUID
@@ -94,6 +95,37 @@ def test_monitor_freezes_the_warm_heap_after_its_first_cycle(prefect_api, make_s
     # Assert: the session and everything the first cycle loaded are out of full collections' reach
     assert frozen_at[0] > 10_000
     assert not any(o is session for o in gc.get_objects())
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placement needs a CPU to spare; this machine has one")
+def test_monitor_keeps_a_small_books_cycles_on_its_cpu_after_the_first_and_lets_go_at_the_end(
+        prefect_api, make_session, monkeypatch):
+    # Arrange
+    monkeypatch.setenv("RISK_MONITOR_CPUS", "1")
+    session = make_session("calm")
+    everywhere = os.sched_getaffinity(0)
+    seen: list[set[int]] = []
+    # Act: each cycle's callback runs on the monitor's own thread, after the cycle
+    risk_monitor(session, max_cycles=3, progress=lambda *_: seen.append(os.sched_getaffinity(0)))
+    after = os.sched_getaffinity(0)
+    # Assert
+    assert seen == [{max(everywhere)}] * 3  # placed once the first cycle showed the book's size
+    assert after == everywhere
+
+
+@pytest.mark.parametrize(("cpus", "small_book_rows"), [("0", 50_000), ("1", 10)], ids=["told", "big-book"])
+def test_monitor_leaves_placement_to_the_os_when_told_or_for_a_big_book(
+        prefect_api, make_session, monkeypatch, cpus, small_book_rows):
+    # Arrange: the calm session's book has more than 10 position rows
+    monkeypatch.setenv("RISK_MONITOR_CPUS", cpus)
+    monkeypatch.setattr("risklib.cpu_placement.SMALL_BOOK_ROWS", small_book_rows)
+    session = make_session("calm")
+    everywhere = os.sched_getaffinity(0)
+    seen: list[set[int]] = []
+    # Act
+    risk_monitor(session, max_cycles=2, progress=lambda *_: seen.append(os.sched_getaffinity(0)))
+    # Assert
+    assert seen == [everywhere] * 2
 
 
 def test_dashboard_artifact_holds_the_warehouse_numbers(prefect_api, make_session):

@@ -20,10 +20,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_server_starts_healthy_below_the_cycles_priority_with_batched_recording_and_stops(tmp_path, monkeypatch):
+def test_the_server_starts_healthy_below_the_cycles_priority_off_its_cpu_with_batched_recording_and_stops(
+        tmp_path, monkeypatch):
     # Arrange
     monkeypatch.setenv("RISK_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("RISK_SERVER_NICE", raising=False)
+    monkeypatch.setenv("RISK_MONITOR_CPUS", "1")
+    ours = os.sched_getaffinity(0)
     port = _free_port()
     # Act
     url, started = server.start(port=port, wait_s=180)
@@ -31,6 +34,7 @@ def test_the_server_starts_healthy_below_the_cycles_priority_with_batched_record
         pid = int((tmp_path / "prefect-server.pid").read_text())
         nice = os.getpriority(os.PRIO_PROCESS, pid)
         group_nice = server.autogroup_nice(pid)
+        cpus = os.sched_getaffinity(pid)
         healthy = server.is_healthy(url)
         settings = httpx.get(f"{url}/admin/settings", timeout=10).json()
     finally:
@@ -42,6 +46,8 @@ def test_the_server_starts_healthy_below_the_cycles_priority_with_batched_record
     # below ours, or below nice 0 where we run in no session group (as under init)
     if group_nice is not None:
         assert group_nice == min(19, (server.autogroup_nice() or 0) + server.DEFAULT_NICE)
+    # the monitor keeps the highest CPU (risklib.cpu_placement), the server gets the others
+    assert cpus == (set(sorted(ours)[:-1]) if len(ours) > 1 else ours)
     assert stopped and not server.is_healthy(url)
     recorder = settings["server"]["services"]["task_run_recorder"]
     assert (recorder["batch_size"], recorder["flush_interval"]) == (200, 1.0)  # task runs recorded in batches

@@ -11,6 +11,9 @@ import pytest
 # flow run), no progress bars from validation, logs to the console only on warnings.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Two test workers run side by side: a monitor placing its cycles on "its" CPU would put both on
+# the same one. The placement tests set RISK_MONITOR_CPUS themselves.
+os.environ.setdefault("RISK_MONITOR_CPUS", "0")
 
 from risklib.clock import FixedClock  # noqa: E402
 

@@ -26,10 +26,10 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from flows.risk_cycle import escalation_warnings, risk_cycle
+from risklib.cpu_placement import cycle_plan, monitor_placement
 from risklib.cycle.dashboard import render_dashboard, summarise, top_risks, with_sizing
 from risklib.cycle.stages import CycleResult
 from risklib.cycle.trigger_events import trigger_events
-from risklib.cpu_placement import cycle_plan, monitor_placement
 from risklib.cycle_gaps import CycleGaps
 from risklib.gc_pauses import freeze_warm_heap
 
@@ -221,7 +221,12 @@ def risk_monitor(
 
 def _place(book_rows: int, log, placed: contextlib.ExitStack) -> None:
     """Keep a small book's cycles on the monitor's CPUs for the rest of the run (``risklib.cpu_placement``)."""
-    placement = placed.enter_context(monitor_placement(cycle_plan(book_rows)))
+    try:
+        plan = cycle_plan(book_rows)
+    except ValueError as exc:  # a bad RISK_MONITOR_CPUS costs speed, never the watch
+        log.warning("%s; cycles run wherever the OS puts them", exc)
+        return
+    placement = placed.enter_context(monitor_placement(plan))
     if placement is not None:
         log.info("cycles of this %d-row book run on CPU %s from now on, other work on CPU %s (RISK_MONITOR_CPUS=0: "
                  "no placement)", book_rows, _cpus(placement.monitor), _cpus(placement.server))

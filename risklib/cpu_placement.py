@@ -8,10 +8,10 @@ of its halt: measured here (2 vCPUs), a Polars filter of ten rows took ~110 µs 
 the process free to use both CPUs and ~28 µs kept on one. Measured in the monitor
 with the local server on the other CPU, one CPU against two:
 
-- 100 accounts (2,000 position rows), at the live cadence: p50 ~85 -> ~62 ms;
-- 1,000 x 20 (20,000 rows), back to back: p50 91 -> 73 ms, p99 the same;
-- 10,000 x 20 (200,000 rows): p50 the same (~265 ms) at the live cadence, but back
-  to back p99 ~550 -> ~850 ms: the journal's landing of 200,000-row cycles and the
+- 100 accounts (~400 position rows), a cycle a second: p50 ~85 -> ~62-69 ms;
+- 1,000 x 20 (20,000 rows), a cycle every 0.27 s: p50 91 -> 73 ms, p99 the same;
+- 10,000 x 20 (200,000 rows): p50 the same (~265 ms) a cycle a second, but back
+  to back p99 ~550 -> ~800 ms: the journal's landing of 200,000-row cycles and the
   next cycle then share one CPU, and Polars' parallel work wins over its hand-offs.
 
 So a monitor whose book has at most :data:`SMALL_BOOK_ROWS` position rows keeps
@@ -20,7 +20,9 @@ second cycle on (the first shows the book's size); a bigger book keeps them all.
 The local Prefect server that ``flows.server.start`` starts always gets the
 others, so its bursts of event ingest never take a small book's cycle CPU.
 ``RISK_MONITOR_CPUS=0`` leaves placement to the operating system; so does a
-machine with no CPU to spare.
+machine with no CPU to spare. Every thread of the monitor goes with it: moving
+Prefect's event and log senders to the server's CPU raised the 100-account p50
+from ~68 to 84-88 ms (the cycle waits on them more than it competes with them).
 """
 
 from __future__ import annotations

@@ -113,8 +113,9 @@ def test_monitor_keeps_a_small_books_cycles_on_its_cpu_after_the_first_and_lets_
     assert after == everywhere
 
 
-@pytest.mark.parametrize(("cpus", "small_book_rows"), [("0", 50_000), ("1", 10)], ids=["told", "big-book"])
-def test_monitor_leaves_placement_to_the_os_when_told_or_for_a_big_book(
+@pytest.mark.parametrize(("cpus", "small_book_rows"), [("0", 50_000), ("1", 10), ("many", 50_000)],
+                         ids=["told", "big-book", "bad-setting-costs-speed-not-the-watch"])
+def test_monitor_leaves_placement_to_the_os_when_told_or_for_a_big_book_or_a_bad_setting(
         prefect_api, make_session, monkeypatch, cpus, small_book_rows):
     # Arrange: the calm session's book has more than 10 position rows
     monkeypatch.setenv("RISK_MONITOR_CPUS", cpus)

@@ -118,24 +118,22 @@ def lower_priority(pid: int, nice: int, proc: Path = PROC) -> None:
 
 
 def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, wait_s: float = 90.0,
-          nice: int | None = None, cpus: frozenset[int] | None = None) -> tuple[str, bool]:
+          nice: int | None = None) -> tuple[str, bool]:
     """Start a local Prefect server in the background unless one answers already.
 
     The server runs at lower CPU priority (``nice``, default :func:`server_nice`),
     so the risk cycle comes first when both want the CPU, and on the CPUs the monitor
-    leaves it (``cpus``, default :func:`risklib.cpu_placement.current_plan`'s: call this
-    before the monitor is placed, or the server would share the monitor's CPU).
+    leaves it (:func:`risklib.cpu_placement.current_plan`: call this before the monitor
+    is placed, or the server would share the monitor's CPU).
 
     Returns ``(api_url, started)``. Raises ``RuntimeError`` with the log's tail
     if the server does not become healthy within ``wait_s``.
     """
     nice = server_nice() if nice is None else nice
-    if cpus is None:
-        placement = current_plan()
-        cpus = placement.server if placement else None
     url = api_url(host, port)
     if is_healthy(url):
         return url, False
+    placement = current_plan()
     home = data_dir() / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     log = data_dir() / "prefect-server.log"
@@ -152,9 +150,9 @@ def start(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, wait_s: float =
     if nice:
         # set before the server has started anything (importing takes seconds): what it starts inherits it
         lower_priority(proc.pid, nice)
-    if cpus:
+    if placement is not None:
         with contextlib.suppress(OSError):  # not permitted here: the server shares the CPUs
-            os.sched_setaffinity(proc.pid, cpus)
+            os.sched_setaffinity(proc.pid, placement.server)
     _pid_file().write_text(str(proc.pid))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -57,7 +57,7 @@ def monitor_cpu_count() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"RISK_MONITOR_CPUS={raw!r}: expected a whole number of CPUs (0: no placement)") from None
+        value = -1
     if value < 0:
         raise ValueError(f"RISK_MONITOR_CPUS={raw!r}: expected a whole number of CPUs (0: no placement)")
     return value
@@ -86,7 +86,7 @@ def current_plan() -> Placement | None:
     return plan(os.sched_getaffinity(0), monitor_cpu_count())
 
 
-def pin_process(cpus: set[int] | frozenset[int], tasks: Path = _TASKS) -> bool:
+def pin_process(cpus: set[int] | frozenset[int]) -> bool:
     """Keep every thread of this process on ``cpus``; threads started later inherit it from theirs.
 
     ``sched_setaffinity`` moves one thread; the Polars, DuckDB, allocator and Prefect
@@ -94,7 +94,7 @@ def pin_process(cpus: set[int] | frozenset[int], tasks: Path = _TASKS) -> bool:
     be moved (not permitted here, e.g. outside the container's CPU set).
     """
     moved = True
-    for tid in _thread_ids(tasks):
+    for tid in _thread_ids():
         try:
             os.sched_setaffinity(tid, cpus)
         except ProcessLookupError:  # the thread ended meanwhile
@@ -104,9 +104,9 @@ def pin_process(cpus: set[int] | frozenset[int], tasks: Path = _TASKS) -> bool:
     return moved
 
 
-def _thread_ids(tasks: Path) -> list[int]:
+def _thread_ids() -> list[int]:
     try:
-        return [int(name) for name in os.listdir(tasks)]
+        return [int(name) for name in os.listdir(_TASKS)]
     except OSError:
         return [0]  # no /proc: this thread only
 

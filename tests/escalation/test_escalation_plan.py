@@ -155,6 +155,33 @@ def test_level_4_incident_inhibits_lower_noise_for_the_same_account_only():
     assert set(plan.notification_events["event"].to_list()) == {"inhibited"}
 
 
+def test_summary_counts_messages_sent_apart_from_held_ones_and_dashboard_rows():
+    # Arrange: a level-4 incident holds back the same account's level-2 noise
+    frame = alerts([("A1", 4, "drawdown"), ("A1", 2, "volatility"), ("A2", 2, "volatility")])
+    plan = plan_escalation(T0, frame, no_open(), no_acks(), CFG)
+    held = set(plan.notification_events["notification_id"].to_list())
+    rows = provider_rows(plan)
+    # Act
+    summary = plan.summary()
+    # Assert
+    assert held and rows.height > len(held)
+    assert summary == {
+        "incident_events": plan.incident_events.height,
+        "messages": rows.height - len(held),
+        "inhibited": len(held),
+        "dashboard_rows": plan.notifications.height - rows.height,
+    }
+    assert summary["dashboard_rows"] >= 3  # one per incident at least
+    assert plan.n_messages == summary["messages"]
+
+
+def test_an_empty_plan_summarises_to_zeros():
+    # Arrange / Act
+    plan = plan_escalation(T0, no_alerts(), no_open(), no_acks(), CFG)
+    # Assert
+    assert plan.summary() == {"incident_events": 0, "messages": 0, "inhibited": 0, "dashboard_rows": 0}
+
+
 def test_market_wide_shock_of_1000_accounts_is_one_message_per_recipient_and_channel():
     # Arrange
     frame = alerts([(f"A{i:04d}", 3) for i in range(1000)])

@@ -133,20 +133,27 @@ class EscalationPlan:
     @property
     def n_messages(self) -> int:
         """Provider messages planned (not counting dashboard rows or inhibited ones)."""
-        if self.notifications.height == 0:  # most cycles
-            return 0
-        held = set(self.notification_events["notification_id"].to_list())
-        prov = self.notifications.filter(pl.col("recipient") != DASHBOARD_RECIPIENT)
-        return prov.filter(~pl.col("notification_id").is_in(list(held))).height
+        return self._counts()[0]
 
     def summary(self) -> dict[str, int]:
+        messages, dashboard = self._counts()
         return {
             "incident_events": self.incident_events.height,
-            "messages": self.n_messages,
+            "messages": messages,
             "inhibited": self.notification_events.height,
-            "dashboard_rows": (self.notifications.filter(pl.col("recipient") == DASHBOARD_RECIPIENT).height
-                               if self.notifications.height else 0),
+            "dashboard_rows": dashboard,
         }
+
+    def _counts(self) -> tuple[int, int]:
+        """(provider messages not held back, dashboard rows), counted in one pass: the escalate
+        stage reports both every cycle that plans messages."""
+        if self.notifications.height == 0:  # most cycles
+            return 0, 0
+        held = self.notification_events["notification_id"].implode()
+        dashboard = pl.col("recipient") == DASHBOARD_RECIPIENT
+        sent = ~dashboard & ~pl.col("notification_id").is_in(held)
+        messages, rows = self.notifications.select(sent.sum().alias("m"), dashboard.sum().alias("d")).row(0)
+        return int(messages), int(rows)
 
 
 def _check_now(now: datetime) -> None:

@@ -382,17 +382,13 @@ class LocalOutbox(LanderThread):
     # --- the mirror -------------------------------------------------------------------
 
     def _insert(self, table: str, frame: pl.DataFrame) -> None:
-        from risklib.adapters.warehouse._warehouse import _Stream
+        from risklib.adapters.warehouse._warehouse import insert_frame
 
         cols = self._columns[table]
-        frame = frame.with_columns([pl.lit(None).alias(c) for c in cols if c not in frame.columns]).select(cols)
+        if frame.columns != cols:  # a prepared frame is already in the table's column order
+            frame = frame.with_columns([pl.lit(None).alias(c) for c in cols if c not in frame.columns]).select(cols)
         with self._lock:
-            self._con.register("_incoming", _Stream(frame))
-            try:
-                quoted = ", ".join(f'"{c}"' for c in cols)
-                self._con.execute(f'INSERT INTO "{table}" ({quoted}) SELECT {quoted} FROM _incoming')
-            finally:
-                self._con.unregister("_incoming")
+            insert_frame(self._con, table, ", ".join(f'"{c}"' for c in cols), frame)
 
     def _apply(self, frames: dict[str, pl.DataFrame]) -> None:
         for table, frame in frames.items():

@@ -71,6 +71,18 @@ class _Stream:
         return self._frame.__arrow_c_stream__(requested_schema)
 
 
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, columns: str, frame: pl.DataFrame) -> None:
+    """``INSERT INTO table (columns) SELECT columns FROM frame`` on ``con``.
+
+    DuckDB finds the frame by its Python variable name (a replacement scan); registering
+    and unregistering a view per insert took twice as long (~1.6 ms instead of ~0.8 for a
+    small frame here), and the escalate stage inserts three on every cycle that pages.
+    ``table`` and ``columns`` come from the catalog, never from input.
+    """
+    incoming_rows = _Stream(frame)  # noqa: F841 - read by name by the SQL below
+    con.execute(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM incoming_rows')
+
+
 class _FileEncode:
     """One large cycle frame being checked, cast and written to Parquet on a worker thread.
 
@@ -662,16 +674,11 @@ class Warehouse:
         # `table` is checked against the catalog (self.columns) and the allowlists; columns
         # come from the catalog too, so nothing user-supplied is spliced into the SQL.
         cols = ", ".join(f'"{c.name}"' for c in self.columns(table))
-        view = f"_incoming_{table}"
         if frame.height >= 2 * _PARALLEL_SCAN_ROWS:
             # Several Arrow batches let DuckDB scan the frame on all cores (~25 % faster at 200k rows).
             step = _PARALLEL_SCAN_ROWS
             frame = pl.concat([frame.slice(i, step) for i in range(0, frame.height, step)], rechunk=False)
-        self.con.register(view, _Stream(frame))
-        try:
-            self.con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{view}"')
-        finally:
-            self.con.unregister(view)
+        insert_frame(self.con, table, cols, frame)
 
     def _add_file(self, table: str, frame: pl.DataFrame) -> bool:
         """Write ``frame`` as a Parquet file in ``table``'s folder and add it in the open transaction.

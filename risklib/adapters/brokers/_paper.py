@@ -192,12 +192,15 @@ class PaperBroker:
         if acts.height == 0 and self._pending.height == 0:  # most cycles: nothing to act on, nothing waiting
             return replace(ExecutionReport.empty(), pending=self.pending())
         # replays: keys seen before, and repeats of a key inside this batch
-        first = acts.with_columns(pl.int_range(pl.len()).over("idempotency_key").alias("_n"))
-        dup_mask = pl.col("idempotency_key").is_in(list(self._seen)) | (pl.col("_n") > 0)
+        # the batch's keys are looked up in the set of executed keys, not the other way round: that
+        # set grows all session, and turning it into a column every cycle cost more as it grew
+        seen = pl.Series("_seen", [key in self._seen for key in acts["idempotency_key"].to_list()], pl.Boolean)
+        first = acts.with_columns(pl.int_range(pl.len()).over("idempotency_key").alias("_n"), seen)
+        dup_mask = pl.col("_seen") | (pl.col("_n") > 0)
         skipped = first.filter(dup_mask).select(
             "idempotency_key", "account_id", "action", pl.lit("DUPLICATE: key already executed").alias("reason")
         )
-        todo = first.filter(~dup_mask).drop("_n")
+        todo = first.filter(~dup_mask).drop("_n", "_seen")
 
         orders: list[pl.DataFrame] = []
         fills: list[pl.DataFrame] = []

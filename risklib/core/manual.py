@@ -124,8 +124,16 @@ def pending_manual_actions(
         raise ValueError(f"now={now!r}: must be timezone-aware")
     if requests.height == 0:
         return frames.empty(frames.ACTIONS)
+    executed = executed_keys if isinstance(executed_keys, (set, frozenset)) else set(executed_keys)
     req = frames.conform(requests, REQUESTS, "manual_action_requests")
-    done = pl.Series("k", list(set(executed_keys)), dtype=pl.String)
+    # Requests acted on in full (their own key executed) go first, one look-up each: the executed
+    # keys grow by one per account with every request for all accounts, and become a column only
+    # while some request is still pending.
+    left = [f"manual:{rid}" not in executed for rid in req["request_id"].to_list()]
+    req = req.filter(pl.Series(left, dtype=pl.Boolean))
+    if req.height == 0:
+        return frames.empty(frames.ACTIONS)
+    done = pl.Series("k", list(executed), dtype=pl.String)
     base = (
         req.filter(pl.col("requested_at") <= frames.utc_lit(now))
         .unique("request_id", keep="first", maintain_order=True)  # a request recorded twice acts once
@@ -139,7 +147,6 @@ def pending_manual_actions(
                 ]
             ).alias("reason"),
         )
-        .filter(~pl.col("incident_key").is_in(done.implode()))
     )
     if accounts is not None:
         book = pl.DataFrame({"_acct": list(accounts)}, schema={"_acct": pl.String})

@@ -458,11 +458,6 @@ class Session:
 
         requests = self.shared.read("manual_action_requests", "SELECT * FROM manual_action_requests")
         requests = requests.filter(pl.col("requested_at") <= frames.utc_lit(now)) if requests.height else requests
-        if requests.height:
-            # requests acted on in full are skipped here, one look-up each: the keys acted on grow by
-            # one per account with every request for all accounts, and are re-checked only for the rest
-            done = [f"manual:{rid}" in self._manual_done for rid in requests["request_id"].to_list()]
-            requests = requests.filter(~pl.Series(done, dtype=pl.Boolean))
         if requests.height == 0:
             return frames.empty(frames.ACTIONS)
         for r in requests.iter_rows(named=True):

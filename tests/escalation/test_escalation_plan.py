@@ -196,6 +196,21 @@ def test_market_wide_shock_of_1000_accounts_is_one_message_per_recipient_and_cha
     assert "1000 accts" in sms and len(sms) <= 160
 
 
+def test_outbox_rows_are_created_now_and_only_provider_messages_are_due():
+    # Arrange: one single-account message and one grouped market-wide message
+    frame = alerts([("A1", 4, "drawdown")] + [(f"B{i:03d}", 3, "volatility") for i in range(30)])
+    # Act
+    plan = plan_escalation(T0, frame, no_open(), no_acks(), CFG)
+    # Assert
+    rows = plan.notifications
+    dashboard = rows.filter(pl.col("recipient") == "dashboard")
+    provider = provider_rows(plan)
+    assert provider.height > 0 and dashboard.height == 31
+    assert rows["created_at"].to_list() == [T0] * rows.height
+    assert provider["not_before"].to_list() == [T0] * provider.height  # due at once
+    assert dashboard["not_before"].null_count() == dashboard.height  # membership rows: never sent
+
+
 def test_group_gaining_a_member_notifies_only_the_newcomer():
     # Arrange
     t1 = T0 + timedelta(seconds=30)

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from risklib.adapters.warehouse import _connect
-from risklib.adapters.warehouse._journal import read_entry, write_entry
+from risklib.adapters.warehouse._journal import COMPRESS_FROM_BYTES, read_entry, write_entry
 from risklib.errors import WarehouseError
 from risklib.warehouse import CycleJournal, Warehouse
 from warehouse_builders import T0, account_metrics, alert_rows, cycle, position_metrics, risk_state_rows
@@ -91,6 +91,21 @@ def test_an_entry_reads_back_as_the_cycle_that_was_written(tmp_path):
     assert back.tables["realtime_risk_metrics"].equals(records.tables["realtime_risk_metrics"])
     assert back.audit[0]["at"] == T0
     assert back.audit[0]["detail"] == {"when": str(T0), "ratio": 0.1, "keys": ["a", "b"]}  # as the chain hashes it
+
+
+def test_a_large_table_is_written_compressed_and_reads_back_the_same(tmp_path):
+    # Arrange: a book's position rows well past the size from which entries are compressed
+    positions = position_metrics(T0, n=20_000)
+    small = account_metrics(T0)
+    assert positions.estimated_size() > COMPRESS_FROM_BYTES > small.estimated_size()
+    records = cycle("c1", T0, position_risk_metrics=positions, realtime_risk_metrics=small)
+    # Act
+    path = write_entry(tmp_path, 1, records, fsync=False)
+    back = read_entry(path)
+    # Assert
+    assert back.tables["position_risk_metrics"].equals(positions)
+    assert back.tables["realtime_risk_metrics"].equals(small)
+    assert path.stat().st_size < positions.estimated_size() / 4  # the flush waits on these bytes
 
 
 def test_an_entry_read_back_from_disk_is_checked_again_before_it_lands(wh, wh_path):

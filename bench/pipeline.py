@@ -42,6 +42,8 @@ Figures (``bench/results/pipeline.json``):
   ``monitor.landing_min_interval_s`` (or when half the backlog waits), and wait for the
   gap after a running cycle (at most ``monitor.gap_max_hold_s``), so this is about that
   interval plus a commit.
+- ``machine_polars_filter_us`` / ``machine_python_loop_ms``: how fast the machine was during the
+  run (:func:`bench._harness.machine_reference`), to compare runs made on different machines.
 - ``record_durable_p99_ms``: from the same hand-over to the journal entry being written and
   flushed to disk, off the cycle (what the next cycle's read of the carried state and the
   gate's new state wait for).
@@ -68,7 +70,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._harness import p
+from bench._harness import machine_reference, p
 
 
 def _config(positions_per_account: tuple[int, int] | None = None):
@@ -236,7 +238,7 @@ def run() -> dict[str, float]:
 
     from risklib.cpu_placement import cycle_plan, monitor_placement
 
-    figures: dict[str, float] = {}
+    figures: dict[str, float] = machine_reference()  # before the server starts: the machine alone
     landing: list[float] = []
     durable: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, _prefect_api(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

@@ -195,12 +195,12 @@ class PaperBroker:
         # the batch's keys are looked up in the set of executed keys, not the other way round: that
         # set grows all session, and turning it into a column every cycle cost more as it grew
         seen = pl.Series("_seen", [key in self._seen for key in acts["idempotency_key"].to_list()], pl.Boolean)
-        first = acts.with_columns(pl.int_range(pl.len()).over("idempotency_key").alias("_n"), seen)
-        dup_mask = pl.col("_seen") | (pl.col("_n") > 0)
+        first = acts.with_columns(seen)
+        dup_mask = pl.col("_seen") | ~pl.col("idempotency_key").is_first_distinct()
         skipped = first.filter(dup_mask).select(
             "idempotency_key", "account_id", "action", pl.lit("DUPLICATE: key already executed").alias("reason")
         )
-        todo = first.filter(~dup_mask).drop("_n", "_seen")
+        todo = first.filter(~dup_mask).drop("_seen")
 
         orders: list[pl.DataFrame] = []
         fills: list[pl.DataFrame] = []
@@ -214,9 +214,7 @@ class PaperBroker:
             fills.append(f)
 
         changes = []
-        todo = todo.with_columns(pl.int_range(pl.len()).over("account_id").alias("_round"))
-        for rnd in range(int(todo["_round"].max()) + 1 if todo.height else 0):  # rounds: actions per account, in order
-            batch = todo.filter(pl.col("_round") == rnd)
+        for batch in _rounds(todo):
             modes = batch.filter(pl.col("action").is_in(list(MODE_ACTIONS)))
             for row in modes.iter_rows(named=True):  # mode changes are few (one per halted account)
                 before = self._modes.get(row["account_id"], "ACTIVE")
@@ -571,3 +569,17 @@ def _book_moves(
         e1 = np.where(adding, (q0 * e0 + dq * px) / np.where(q1 == 0, 1.0, q1), e0)
         e1 = np.where(flipped, px, e1)
     return q1, e1, realized
+
+
+def _rounds(todo: pl.DataFrame) -> list[pl.DataFrame]:
+    """``todo``'s actions in rounds: each account's first action, then its second, and so on.
+
+    Most batches hold one action per account (a cut of every account is 10,000 of them),
+    and then the batch is its one round: numbering each account's actions took ~10 ms there.
+    """
+    if todo.height == 0:
+        return []
+    if todo["account_id"].n_unique() == todo.height:
+        return [todo]
+    ranked = todo.with_columns(pl.int_range(pl.len()).over("account_id").alias("_round"))
+    return [ranked.filter(pl.col("_round") == r).drop("_round") for r in range(int(ranked["_round"].max()) + 1)]

@@ -66,8 +66,8 @@ TMP_PREFIX = ".tmp-"  # a journal file being written: never renamed means never 
 #: Frames at least this large are written LZ4-compressed. The next cycle waits for the entry
 #: to be durable (written and flushed), and the flush's time follows the bytes. 10,000 accounts
 #: x 20 positions (37 MB, 12 MB compressed), 40 cycles a second apart, twice each: durable p50
-#: ~97 -> ~80 ms, p99 0.52-0.63 -> 0.37-0.40 s; the sizing stage's wait for it, p99 ~256 -> 62-82 ms.
-#: A 100-account entry (0.2 MB) would pay ~0.5 ms more CPU and save nothing measurable.
+#: ~97 -> ~80 ms, p99 0.52-0.63 -> 0.37-0.40 s; the sizing stage, which waits for it,
+#: p99 ~256 -> 62-82 ms. A 100-account entry (0.2 MB) would pay ~0.5 ms more CPU and save nothing measurable.
 COMPRESS_FROM_BYTES = 1 << 20
 
 

@@ -457,3 +457,37 @@ def test_a_compaction_that_fails_half_way_leaves_the_mirror_as_it_was(wh, notifi
     # Assert
     assert len(inserts) == 2 and before["notifications"] > 0
     assert after == before
+
+
+def test_a_write_whose_journal_entry_fails_leaves_the_mirror_as_it_was_and_the_next_write_works(
+    wh, notifiers, config, creds, twilio, monkeypatch
+):
+    # Arrange: one incident already written; the next entry cannot be written to the disk
+    from risklib.adapters.notifiers import _local
+    from risklib.adapters.notifiers._local import LOCAL_TABLES
+
+    outbox = LocalOutbox(wh)
+    sender, state = pipeline(outbox, notifiers, config, creds)
+    try:
+        cycle(outbox, sender, state, config, T0, rows=[("A1", 2)])
+        before = {t: outbox.query(f'SELECT count(*) AS n FROM "{t}"')["n"][0] for t in LOCAL_TABLES}
+        versions = dict(outbox.versions)
+
+        def disk_full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(_local, "write_entry", disk_full)
+        # Act
+        with pytest.raises(OSError, match="No space left"):
+            cycle(outbox, sender, state, config, T0 + timedelta(seconds=30), rows=[("A1", 2), ("A2", 3)])
+        after = {t: outbox.query(f'SELECT count(*) AS n FROM "{t}"')["n"][0] for t in LOCAL_TABLES}
+        versions_after = dict(outbox.versions)
+        monkeypatch.undo()
+        cycle(outbox, sender, state, config, T0 + timedelta(seconds=60), rows=[("A1", 2), ("A2", 3)])
+        recovered = {t: outbox.query(f'SELECT count(*) AS n FROM "{t}"')["n"][0] for t in LOCAL_TABLES}
+    finally:
+        outbox.close()
+    # Assert: nothing of the failed write is in the mirror, and readers were not told of a change
+    assert after == before and versions_after == versions
+    assert recovered["incidents"] > before["incidents"]  # A2's incident, written once the disk took it
+    assert counts(wh)["incidents"] == recovered["incidents"]  # and landed

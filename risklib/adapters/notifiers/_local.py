@@ -13,7 +13,8 @@ durable with one fsync'd local file instead of a DuckLake transaction:
   (the tables as Arrow IPC, a JSON footer with the audit entries; written to a
   temporary name, fsync'ed, renamed: whole or absent) before it returns, so the
   plan and its ``attempt`` events are on disk before any provider is called, and
-  outcomes before the next step relies on them.
+  outcomes before the next step relies on them. The mirror takes the rows while
+  the entry is written, in a transaction committed only once the entry is durable.
 * **Landed behind, in order, once.** A lander thread commits the entries to the
   warehouse one transaction each, in order, with an ``escalation.landed`` audit
   entry naming the entry; the file is deleted after COMMIT. Opening the outbox

@@ -500,12 +500,44 @@ def test_prepare_at_once_gives_what_the_column_by_column_checks_give(wh, table, 
     if "cycle_id" in {col.name for col in columns}:
         staged = staged.with_columns(cycle_id=pl.lit("c1"))
     # Act
-    fast = _validate._prepare_at_once(table, staged, columns, checks)
+    fast = _validate._prepare_at_once([(table, staged.lazy(), columns, checks)])
     slow = _validate._prepare_by_column(table, staged, columns, checks)
     # Assert
     assert fast is not None
-    assert fast.schema == slow.schema
-    assert fast.equals(slow, null_equal=True)
+    assert fast[0].schema == slow.schema
+    assert fast[0].equals(slow, null_equal=True)
+
+
+def test_a_cycle_s_tables_prepared_together_are_what_each_prepared_alone_is(wh):
+    # Arrange: four cycle tables, the risk state with bookkeeping kept for later
+    tables = {
+        "realtime_risk_metrics": account_metrics(T0),
+        "position_risk_metrics": position_metrics(T0),
+        "alerts": alert_rows(T0),
+        "risk_state": risk_state_rows(T0, lvl_drawdown=2),
+    }
+    # Act
+    together = wh.prepare_all(tables, cycle_id="c1", defer_state_json=True)
+    # Assert
+    assert list(together) == list(tables)
+    for table, frame in tables.items():
+        alone = wh.prepare(table, frame, cycle_id="c1", defer_state_json=True)
+        assert together[table].schema == alone.schema, table
+        assert together[table].equals(alone, null_equal=True), table
+    assert together["alerts"]["cycle_id"].to_list() == ["c1"]
+
+
+def test_tables_prepared_together_are_refused_by_their_first_bad_table(wh):
+    # Arrange: a bad value in the first table, an unknown column in the second
+    tables = {
+        "alerts": alert_rows(T0, level=9),
+        "position_risk_metrics": position_metrics(T0).with_columns(bogus=pl.lit(1)),
+    }
+    # Act / Assert: named as table-by-table preparing names it
+    with pytest.raises(WarehouseError, match=r"alerts.level=9 \(row 0\)"):
+        wh.prepare_all(tables, cycle_id="c1")
+    with pytest.raises(WarehouseError, match=r"position_risk_metrics\.bogus: no such column"):
+        wh.prepare_all({"alerts": alert_rows(T0), **{k: v for k, v in tables.items() if k != "alerts"}}, cycle_id="c1")
 
 
 def test_prepare_at_once_declines_a_bad_value_so_the_checks_can_name_it(wh):
@@ -514,7 +546,7 @@ def test_prepare_at_once_declines_a_bad_value_so_the_checks_can_name_it(wh):
 
     frame = alert_rows(T0, level=9).rename(_validate.ALIASES.get("alerts", {}))
     # Act
-    fast = _validate._prepare_at_once("alerts", frame, wh.columns("alerts"), _validate.CHECKS["alerts"])
+    fast = _validate._prepare_at_once([("alerts", frame.lazy(), wh.columns("alerts"), _validate.CHECKS["alerts"])])
     # Assert
     assert fast is None
     with pytest.raises(WarehouseError, match=r"alerts.level=9 \(row 0\)"):

@@ -488,17 +488,15 @@ class CycleJournal(LanderThread):
             failure, self._failure = self._failure, None
         if failure is not None:
             raise WarehouseError(failure)
-        prepared: dict[str, pl.DataFrame] = {}
-        for table, frame in records.tables.items():
-            try:
-                if table not in CYCLE_TABLES:
-                    raise WarehouseError(f"table={table!r}: not a cycle table")
-                # the risk state's bookkeeping is encoded to JSON when it lands, off the cycle
-                prepared[table] = self.warehouse.prepare(table, frame, cycle_id=records.cycle_id,
-                                                         defer_state_json=True)
-            except WarehouseError:
-                self.warehouse.write_cycle(records)  # refuses again, records the failed cycle, raises
-                raise  # pragma: no cover - write_cycle raised above
+        try:
+            odd = [table for table in records.tables if table not in CYCLE_TABLES]
+            if odd:
+                raise WarehouseError(f"table={odd[0]!r}: not a cycle table")
+            # the risk state's bookkeeping is encoded to JSON when it lands, off the cycle
+            prepared = self.warehouse.prepare_all(records.tables, cycle_id=records.cycle_id, defer_state_json=True)
+        except WarehouseError:
+            self.warehouse.write_cycle(records)  # refuses again, records the failed cycle, raises
+            raise  # pragma: no cover - write_cycle raised above
         # the warehouse's columns and types; the risk state keeps its bookkeeping, encoded when it lands
         records = replace(records, tables=prepared, checked=frozenset(prepared) - {"risk_state"})
         with self._cond:

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -223,6 +224,43 @@ def prepare(
         column, value of the wrong type, null where not allowed, out of range, not
         an allowed value, or a naive timestamp.
     """
+    shaped, kept = _shape(table, frame, columns, cycle_id, defer_state_json)
+    checks = CHECKS.get(table, {})
+    at_once = _prepare_at_once([(table, shaped, columns, checks)])
+    out = at_once[0] if at_once is not None else _prepare_by_column(table, shaped.collect(), columns, checks)
+    return out if kept is None else out.hstack(kept)
+
+
+def prepare_all(
+    tables: Mapping[str, pl.DataFrame],
+    columns: Mapping[str, list[Column]],
+    *,
+    cycle_id: str | None = None,
+    defer_state_json: bool = False,
+) -> dict[str, pl.DataFrame]:
+    """:func:`prepare` for each of ``tables`` (``columns``: each table's catalog columns).
+
+    The happy path casts every table in one Polars call and checks them in one more: a
+    cycle's ten tables cost ~30 calls one by one, each ~0.1-0.4 ms of fixed cost on a small
+    machine (the record stage of a 100-account cycle: p50 ~19 -> ~13 ms). Anything that may be wrong goes table by table, in order, so the refusal names
+    the same first bad table, column, row and value as :func:`prepare` would.
+    """
+    try:
+        shaped = {t: _shape(t, f, columns[t], cycle_id, defer_state_json) for t, f in tables.items()}
+        outs = _prepare_at_once([(t, lf, columns[t], CHECKS.get(t, {})) for t, (lf, _) in shaped.items()])
+    except WarehouseError:
+        outs = None
+    if outs is None:
+        return {t: prepare(t, f, columns[t], cycle_id=cycle_id, defer_state_json=defer_state_json)
+                for t, f in tables.items()}
+    return {t: out if kept is None else out.hstack(kept) for (t, (_, kept)), out in zip(shaped.items(), outs)}
+
+
+def _shape(
+    table: str, frame: pl.DataFrame, columns: list[Column], cycle_id: str | None, defer_state_json: bool
+) -> tuple[pl.LazyFrame, pl.DataFrame | None]:
+    """``frame`` under the table's column names with ``cycle_id`` and the defaults filled (a lazy
+    query: the casts join it in one Polars call), and the risk state's bookkeeping set aside."""
     by_name = {c.name: c for c in columns}
     renames = {src: dst for src, dst in ALIASES.get(table, {}).items() if src in frame.columns and dst not in frame.columns}
     if renames:
@@ -250,19 +288,15 @@ def prepare(
         raise WarehouseError(
             f"{table}.{unknown[0]}: no such column in table {table} (columns: {', '.join(by_name)})"
         )
+    fills: list[pl.Expr] = []
     if "cycle_id" in by_name and cycle_id is not None:
         if "cycle_id" in frame.columns:
-            frame = frame.with_columns(pl.col("cycle_id").cast(pl.String).fill_null(cycle_id))
+            fills.append(pl.col("cycle_id").cast(pl.String).fill_null(cycle_id))
         else:
-            frame = frame.with_columns(pl.lit(cycle_id, pl.String).alias("cycle_id"))
-    for name, value in DEFAULTS.get(table, {}).items():
-        if name not in frame.columns:
-            frame = frame.with_columns(pl.lit(value).alias(name))
-    checks = CHECKS.get(table, {})
-    out = _prepare_at_once(table, frame, columns, checks)
-    if out is None:
-        out = _prepare_by_column(table, frame, columns, checks)
-    return out if kept is None else out.hstack(kept)
+            fills.append(pl.lit(cycle_id, pl.String).alias("cycle_id"))
+    fills += [pl.lit(value).alias(name) for name, value in DEFAULTS.get(table, {}).items() if name not in frame.columns]
+    shaped = frame.lazy()
+    return (shaped.with_columns(fills) if fills else shaped), kept
 
 
 def _prepare_by_column(table: str, frame: pl.DataFrame, columns: list[Column], checks: dict[str, tuple]) -> pl.DataFrame:
@@ -293,24 +327,32 @@ def _prepare_by_column(table: str, frame: pl.DataFrame, columns: list[Column], c
     return pl.DataFrame(out)
 
 
-def _prepare_at_once(table: str, frame: pl.DataFrame, columns: list[Column], checks: dict[str, tuple]) -> pl.DataFrame | None:
-    """The happy path of :func:`prepare` as two Polars queries (cast all, then check all), or None.
+def _prepare_at_once(items: list[tuple[str, pl.LazyFrame, list[Column], dict[str, tuple]]]) -> list[pl.DataFrame] | None:
+    """The happy path of :func:`prepare` for (table, shaped frame, columns, checks) ``items``: every
+    cast in one Polars call, every check in one more; or None.
 
     Column by column, a 100-row cycle table cost ~2 ms of per-call overhead. None
     means something may be wrong: the caller then runs the column-by-column checks,
     which name the first bad column, row and value.
     """
-    plan = _plan(table, tuple(frame.schema.items()), tuple(columns), tuple(sorted(checks.items())))
-    if plan is None:
-        return None
-    casts, flags = plan
+    plans = []
+    for table, shaped, columns, checks in items:
+        plan = _plan(table, tuple(shaped.collect_schema().items()), tuple(columns), tuple(sorted(checks.items())))
+        if plan is None:
+            return None
+        plans.append(plan)
     try:
-        out = frame.select(casts)
+        # in memory: small frames pay the streaming engine's start-up (~2x a query here) for nothing
+        outs = pl.collect_all([shaped.select(casts) for (_, shaped, _, _), (casts, _) in zip(items, plans)],
+                              engine="in-memory")
     except pl.exceptions.PolarsError:
         return None
-    if flags and (out.height and any(out.select(flags).row(0))):
-        return None
-    return out
+    checked = [(out, flags) for out, (_, flags) in zip(outs, plans) if flags and out.height]
+    if checked:
+        found = pl.collect_all([out.lazy().select(flags) for out, flags in checked], engine="in-memory")
+        if any(any(f.row(0)) for f in found):
+            return None
+    return outs
 
 
 @functools.lru_cache(maxsize=256)

@@ -413,6 +413,13 @@ class Warehouse:
         return _validate.prepare(table, frame, self.columns(table), cycle_id=cycle_id,
                                  defer_state_json=defer_state_json)
 
+    def prepare_all(self, tables: dict[str, pl.DataFrame], *, cycle_id: str | None = None,
+                    defer_state_json: bool = False) -> dict[str, pl.DataFrame]:
+        """:meth:`prepare` for each of ``tables`` at once (see :func:`_validate.prepare_all`); raises
+        WarehouseError for the first bad table, as :meth:`prepare` table by table would."""
+        columns = {table: self.columns(table) for table in tables}
+        return _validate.prepare_all(tables, columns, cycle_id=cycle_id, defer_state_json=defer_state_json)
+
     def write_cycle(self, records: CycleRecords) -> None:
         """Land one cycle: its tables, its ``cycle_runs`` row and its audit entries, in ONE transaction.
 

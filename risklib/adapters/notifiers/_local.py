@@ -294,6 +294,9 @@ class LocalOutbox(LanderThread):
     def prepare(self, table: str, frame: pl.DataFrame) -> pl.DataFrame:
         return self.warehouse.prepare(table, frame)
 
+    def prepare_all(self, tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+        return self.warehouse.prepare_all(tables)
+
     def append(self, table: str, frame: pl.DataFrame, *, actor: str, action: str, subject: str | None = None) -> None:
         """As :meth:`Warehouse.append`: one table and its audit entry, durable when this returns."""
         from risklib.adapters.warehouse._warehouse import append_audit_entry

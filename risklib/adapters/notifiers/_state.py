@@ -70,9 +70,9 @@ def append_many(warehouse: Any, tables: Sequence[tuple[str, pl.DataFrame]], *, a
     if not nonempty:
         return
     transaction = getattr(warehouse, "_transaction", None)
-    prepare = getattr(warehouse, "prepare", None)
-    if transaction is not None and prepare is not None:
-        prepared = {t: prepare(t, f) for t, f in nonempty}
+    prepare_all = getattr(warehouse, "prepare_all", None)
+    if transaction is not None and prepare_all is not None:
+        prepared = prepare_all(dict(nonempty))  # checked together: one Polars call for all, not one each
         entry = {"actor": actor, "action": action, "subject": ",".join(prepared),
                  "detail": {"rows": {t: f.height for t, f in prepared.items()}}}
         transaction(prepared, [entry])

@@ -157,7 +157,11 @@ class PaperBroker:
         cols = [pl.col("instrument").cast(pl.String), pl.col("mid").cast(pl.Float64)]
         for side in ("bid", "ask"):
             cols.append(pl.col(side).cast(pl.Float64) if side in prices.columns else pl.lit(None, pl.Float64).alias(side))
-        return prices.select(cols).select(list(_QUOTE_SCHEMA)).unique("instrument", keep="last", maintain_order=True)
+        # one Polars call, not three: each costs ~0.1-0.4 ms here however few the quotes
+        return (
+            prices.lazy().select(cols).select(list(_QUOTE_SCHEMA)).unique("instrument", keep="last", maintain_order=True)
+            .collect(engine="in-memory")
+        )
 
     # -- risk actions -----------------------------------------------------------
 
@@ -178,16 +182,7 @@ class PaperBroker:
         ExecutionReport
         """
         acts = frames.conform(actions, frames.ACTIONS, "actions")
-        bad = acts.filter(pl.col("action").is_in([*TRADE_ACTIONS, *MODE_ACTIONS]).not_())
-        if bad.height:
-            raise BrokerError(f"actions: action={bad['action'][0]!r}: must be one of {[*TRADE_ACTIONS, *MODE_ACTIONS]}")
-        frac_bad = acts.filter(
-            pl.col("action").is_in(["REDUCE", "CLOSE"]) & ~pl.col("fraction").is_between(0.0, 1.0)
-        )
-        if frac_bad.height:
-            raise BrokerError(
-                f"actions: fraction={frac_bad['fraction'][0]} for key {frac_bad['idempotency_key'][0]!r}: must be in [0, 1]"
-            )
+        _check_actions(acts)
         self._quotes = self._normalize_prices(prices)
         if acts.height == 0 and self._pending.height == 0:  # most cycles: nothing to act on, nothing waiting
             return replace(ExecutionReport.empty(), pending=self.pending())
@@ -569,6 +564,20 @@ def _book_moves(
         e1 = np.where(adding, (q0 * e0 + dq * px) / np.where(q1 == 0, 1.0, q1), e0)
         e1 = np.where(flipped, px, e1)
     return q1, e1, realized
+
+
+def _check_actions(acts: pl.DataFrame) -> None:
+    """Raise BrokerError naming the first action that is not one, or a fraction outside [0, 1]."""
+    if acts.height == 0:  # most cycles: two Polars calls saved
+        return
+    bad = acts.filter(pl.col("action").is_in([*TRADE_ACTIONS, *MODE_ACTIONS]).not_())
+    if bad.height:
+        raise BrokerError(f"actions: action={bad['action'][0]!r}: must be one of {[*TRADE_ACTIONS, *MODE_ACTIONS]}")
+    frac_bad = acts.filter(pl.col("action").is_in(["REDUCE", "CLOSE"]) & ~pl.col("fraction").is_between(0.0, 1.0))
+    if frac_bad.height:
+        raise BrokerError(
+            f"actions: fraction={frac_bad['fraction'][0]} for key {frac_bad['idempotency_key'][0]!r}: must be in [0, 1]"
+        )
 
 
 def _rounds(todo: pl.DataFrame) -> list[pl.DataFrame]:

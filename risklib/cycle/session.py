@@ -596,20 +596,31 @@ class Session:
         # the policy's bookkeeping columns go with the state; the warehouse keeps them as state_json
         state_rows = state
         acted = result.execution
-        actions_by_account = acted.actions.group_by("account_id").agg(
-            pl.concat_str([pl.col("action"), pl.lit(" "), (pl.col("fraction") * 100).round(0).cast(pl.Int64).cast(pl.String), pl.lit("%")])
-            .str.join(", ")
-            .alias("actions_taken")
+        # one Polars call for the account rows (five one by one, ~0.1-0.4 ms each here); the book's row
+        # order is kept, so its account groups can be put back as they are
+        accounts = book.accounts.lazy().join(
+            state.lazy().select("account_id", "alert_level", "trading_mode"), on="account_id", how="left",
+            maintain_order="left",
         )
+        if acted.actions.height:
+            accounts = accounts.join(
+                acted.actions.lazy().group_by("account_id").agg(
+                    pl.concat_str([pl.col("action"), pl.lit(" "), (pl.col("fraction") * 100).round(0).cast(pl.Int64).cast(pl.String), pl.lit("%")])
+                    .str.join(", ")
+                    .alias("actions_taken")
+                ),
+                on="account_id", how="left", maintain_order="left",
+            )
+        else:  # most cycles act on nothing
+            accounts = accounts.with_columns(pl.lit(None, pl.String).alias("actions_taken"))
         metrics_rows = (
-            book.accounts.join(state.select("account_id", "alert_level", "trading_mode"), on="account_id", how="left")
-            .join(actions_by_account, on="account_id", how="left")
-            .with_columns(
+            accounts.with_columns(
                 ts.alias("ts"),
                 pl.col("risk_score").round(0).cast(pl.Int32, strict=False),
             )
             .drop("account_group", strict=False)
             .with_columns(book.accounts["account_group"])
+            .collect(engine="in-memory")
         )
         positions_rows = book.positions.with_columns(ts.alias("ts"))
         execution = acted.report

@@ -48,6 +48,14 @@ def test_an_operator_request_is_executed_once_and_recorded_as_manual(prefect_api
     }
     orders = session.warehouse.query("SELECT count(*) AS n FROM broker_orders WHERE idempotency_key = 'manual:r-1'")
     assert orders["n"][0] >= 1
+    # the cycle's account rows say what was done to each account, and only to that one
+    taken = dict(session.warehouse.query(
+        "SELECT m.account_id, m.actions_taken FROM realtime_risk_metrics m "
+        "JOIN emergency_actions e USING (cycle_id) WHERE e.idempotency_key = 'manual:r-1'"
+    ).iter_rows())
+    assert len(taken) == 6
+    assert taken[account] == "CLOSE_ALL 100%"
+    assert [a for a, done in taken.items() if done is not None] == [account]
     after = session.broker.positions().filter(pl.col("account_id") == account)["quantity"].abs().sum()
     assert before > 0 and after < before
 

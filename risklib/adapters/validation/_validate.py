@@ -6,7 +6,7 @@ import json
 import math
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -376,20 +376,31 @@ def _screen(frame: pl.DataFrame, rules: tuple[Rule, ...], values: dict[str, Any]
     the exact duplicate mask computed.
     """
     row_rules = [r for r in rules if r.kind != "unique"]
-    out: dict[Rule, np.ndarray] = {}
-    if row_rules:
-        m = frame.select([r.failing(values).alias(str(i)) for i, r in enumerate(row_rules)]).to_numpy()
-        out.update({r: m[:, i].astype(bool) for i, r in enumerate(row_rules)})
-    for r in (r for r in rules if r.kind == "unique"):
-        h = pl.lit(0, pl.UInt64)
-        for i, c in enumerate(r.columns):
-            h = h + pl.col(c).hash(i + 1) * (2 * i + 1)
-        distinct = frame.select(h.n_unique()).item()
-        if distinct == frame.height:
+    unique_rules = [r for r in rules if r.kind == "unique"]
+    if frame.height == 0:
+        return {r: np.zeros(0, dtype=bool) for r in rules}
+    # the row masks and each key's distinct count in one Polars call (a call costs ~0.1-0.4 ms here)
+    found = frame.select(
+        *(r.failing(values).alias(f"r{i}") for i, r in enumerate(row_rules)),
+        *(_key_hash(r.columns).n_unique().alias(f"u{i}") for i, r in enumerate(unique_rules)),
+    )
+    out: dict[Rule, np.ndarray] = {
+        r: found.get_column(f"r{i}").to_numpy().astype(bool) for i, r in enumerate(row_rules)
+    }
+    for i, r in enumerate(unique_rules):
+        if found.get_column(f"u{i}")[0] == frame.height:
             out[r] = np.zeros(frame.height, dtype=bool)
         else:
             out[r] = frame.select(r.failing(values)).to_series().to_numpy().astype(bool)
     return {r: out[r] for r in rules}
+
+
+def _key_hash(columns: Sequence[str]) -> pl.Expr:
+    """A hash of the key ``columns`` per row (equal keys, equal hashes; a collision only costs the exact check)."""
+    h = pl.lit(0, pl.UInt64)
+    for i, c in enumerate(columns):
+        h = h + pl.col(c).hash(i + 1) * (2 * i + 1)
+    return h
 
 
 def _cast(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> tuple[pl.DataFrame, tuple[str, str] | None]:

@@ -336,14 +336,19 @@ def _account_rows(positions: pl.DataFrame, state: pl.DataFrame, metrics: pl.Data
     # evaluate returns state rows that start with the metrics rows: a state row below m is that metrics row
     aligned = state.height >= m and state["account_id"].head(m).equals(metrics["account_id"])
     ids, st_ids = positions["account_id"], state["account_id"]
-    if aligned and ids.null_count() == 0 and st_ids.len() > 0:
-        # positions grouped by account in state order, every account holding some (as the cycle builds them):
-        # the i-th run of equal ids is state row i, no join needed
+    if aligned and ids.null_count() == 0 and st_ids.len() > 0 and st_ids.n_unique() == st_ids.len():
         run = ids.rle_id().cast(pl.Int64).to_numpy()
-        if run[-1] == st_ids.len() - 1:
-            starts = np.flatnonzero(np.diff(run, prepend=-1))
-            if ids.gather(starts).equals(st_ids) and st_ids.n_unique() == st_ids.len():
-                return positions, run, np.where(run < m, run, -1)
+        starts = np.flatnonzero(np.diff(run, prepend=-1))
+        heads = ids.gather(starts)
+        if run[-1] == st_ids.len() - 1 and heads.equals(st_ids):
+            # positions grouped by account in state order, every account holding some (as the cycle
+            # builds them): the i-th run of equal ids is state row i
+            return positions, run, np.where(run < m, run, -1)
+        # grouped otherwise (a position opened since the book was sorted comes last): one lookup per
+        # run of equal ids instead of a join (~1-3 ms a cycle for a 100-account book here)
+        state_row = {account: i for i, account in enumerate(st_ids.to_list())}
+        i_st = np.fromiter((state_row.get(a, -1) for a in heads.to_list()), dtype=np.int64, count=starts.size)[run]
+        return positions, i_st, np.where(i_st < m, i_st, -1)
     pos = positions.select("account_id", "instrument", "strategy", "volatility_score", "correlation_risk")
     df = pos.join(state.select("account_id").with_row_index("_st"), on="account_id", how="left")
     if aligned and df.height == pos.height:  # no position matched two state rows

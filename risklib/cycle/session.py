@@ -358,7 +358,7 @@ class Session:
         state = pending[1] if pending is not None else self._state
         if state is None or state.height == 0:
             return None
-        return state.select("account_id", "peak_equity_usd").drop_nulls()
+        return state[["account_id", "peak_equity_usd"]].drop_nulls()
 
     def market_inputs(self, now: datetime, book: Any, snapshot: Any) -> Any:
         """Market-wide inputs of the stress detectors and the feed rule."""
@@ -491,7 +491,7 @@ class Session:
         and positions are taken now, so the build may run on another thread."""
         from risklib.core.gate import GateState
 
-        prices = result.snapshot.ticks.select("instrument", "mid").drop_nulls()
+        prices = result.snapshot.ticks[["instrument", "mid"]].drop_nulls()
         state = result.evaluation.state
         # An operator's halt executed at the broker binds the gate too, whatever the policy says.
         modes = self.broker.modes()

@@ -73,7 +73,7 @@ def compute_metrics(session: Session, validation: Any, snapshot: Any) -> Any:
     book = compute_book_metrics(
         validation.positions,
         validation.balances,
-        validation.ticks.select("instrument", "mid"),
+        validation.ticks[["instrument", "mid"]],
         session.window.returns(),
         session.instruments,
         peaks=session.peaks(),
@@ -161,7 +161,7 @@ def act(session: Session, now: datetime, evaluation: Any, snapshot: Any, account
     manual = session.manual_actions(now, ids)
     actions = pl.concat([evaluation.actions, manual], how="vertical_relaxed") if manual.height else evaluation.actions
     # bid/ask too, so fills pay the spread; the broker skips instruments without a two-sided quote
-    prices = snapshot.ticks.select("instrument", "bid", "ask", "mid")
+    prices = snapshot.ticks[["instrument", "bid", "ask", "mid"]]
     return Acted(actions=actions, manual=manual, report=session.broker.execute(actions, prices, now))
 
 

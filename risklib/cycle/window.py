@@ -37,7 +37,7 @@ class ReturnsWindow:
         missing = [i for i in self.instruments if i not in bars.columns]
         if missing:
             raise DataError(f"bars: missing instrument column(s) {missing}")
-        new = bars.select(self.instruments).to_numpy().astype(float, copy=True)
+        new = bars[list(self.instruments)].to_numpy().astype(float, copy=True)
         bad = ~np.isfinite(new) | (new <= 0)
         if bad.any():
             prev = self._mids[-1] if len(self) else np.full(len(self.instruments), np.nan)

@@ -133,7 +133,7 @@ class PaperBroker:
 
     def pending(self) -> pl.DataFrame:
         """Risk-order remainders waiting to be re-submitted (:data:`PENDING`)."""
-        return self._pending.select(list(PENDING))
+        return self._pending[list(PENDING)]
 
     # -- keys and prices --------------------------------------------------------
 
@@ -371,7 +371,7 @@ class PaperBroker:
             self._apply(fills)  # once: re-submissions are remainders of the same orders
         return (
             pl.concat(all_orders) if all_orders else frames.empty(BROKER_ORDERS),
-            fills.select(list(BROKER_FILLS)) if fills is not None else frames.empty(BROKER_FILLS),
+            fills[list(BROKER_FILLS)] if fills is not None else frames.empty(BROKER_FILLS),
         )
 
     def _keep_pending(self, rest: pl.DataFrame) -> None:

@@ -222,7 +222,7 @@ class SimulatedFeed:
         state = self.market.state
         ticks = self.market.quotes(now, state)
         if ticks.height:
-            self.broker.update_prices(ticks.select("instrument", "bid", "ask", "mid"))
+            self.broker.update_prices(ticks[["instrument", "bid", "ask", "mid"]])
         if new_bars.height:
             self._trade(now, new_bars.height)
             self._pending_bars.append(new_bars)

@@ -300,7 +300,7 @@ class OutboxSender:
         fresh = plan.notifications.filter(
             (pl.col("recipient") != DASHBOARD_RECIPIENT) & ~pl.col("notification_id").is_in(list(held))
             & (pl.col("not_before").is_null() | (pl.col("not_before") <= frames.utc_lit(now)))
-        )
+        ) if plan.notifications.height else plan.notifications  # most cycles plan no message
         sent_keys: set[str] = set()
         if fresh.height:
             done = self.warehouse.query(

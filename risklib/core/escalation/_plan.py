@@ -206,17 +206,20 @@ def plan_escalation(
     acks = frames.conform(acks, ACKS, "acks")
     now_lit = frames.utc_lit(now)
 
-    # One row per incident this cycle: its highest level.
+    # One row per incident this cycle: its highest level. The incident table is one lazy query
+    # (a dozen Polars calls one by one, each ~0.1-0.4 ms here however few the incidents).
     cur = (
-        alerts.sort(["incident_key", "level"], descending=[False, True])
+        alerts.lazy()
+        .sort(["incident_key", "level"], descending=[False, True])
         .unique("incident_key", keep="first", maintain_order=True)
         .with_columns(pl.lit(True).alias("present"))
     )
-    last_ack = acks.group_by("incident_key").agg(pl.col("at").max().alias("ack_at"))
+    last_ack = acks.lazy().group_by("incident_key").agg(pl.col("at").max().alias("ack_at"))
     lv = _level_table(config)
 
     j = (
-        cur.join(opened.with_columns(pl.lit(True).alias("was_open")), on="incident_key", how="full", coalesce=True, suffix="_o")
+        cur.join(opened.lazy().with_columns(pl.lit(True).alias("was_open")), on="incident_key", how="full", coalesce=True,
+                 suffix="_o")
         .join(last_ack, on="incident_key", how="left")
         .with_columns(pl.col("present").fill_null(False), pl.col("was_open").fill_null(False))
         .with_columns(
@@ -230,7 +233,7 @@ def plan_escalation(
                 ),
             ).alias("episode_id"),
         )
-        .join(lv.rename({"level": "new_level"}), on="new_level", how="left")
+        .join(lv.lazy().rename({"level": "new_level"}), on="new_level", how="left")
         .with_columns(
             (
                 pl.col("ack_at").is_not_null()
@@ -271,7 +274,7 @@ def plan_escalation(
         .then(pl.lit("repeat"))
         .otherwise(pl.lit(None, pl.String))
         .alias("kind")
-    )
+    ).collect(engine="in-memory")
 
     events = _incident_events(j, now_lit)
     if events.height == 0 and j["kind"].null_count() == j.height:

@@ -20,6 +20,7 @@ Conventions (apply to every frame):
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
@@ -214,6 +215,22 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], name: str) -> p
         return frame.select([pl.col(c).cast(t, strict=True) for c, t in schema.items()])
     except pl.exceptions.PolarsError as exc:  # pragma: no cover - message path tested via callers
         raise SchemaError(f"{name}: cannot cast to schema: {exc}") from exc
+
+
+def collect(query: pl.LazyFrame) -> pl.DataFrame:
+    """Run ``query`` on Polars' in-memory engine.
+
+    A Polars call costs ~0.1 ms however small its frames (0.2-0.6 ms inside a cycle on a small
+    machine: it wakes Polars' thread pool), so the cycle's paths chain small steps into one lazy
+    query. In memory, not the default engine: for small frames the streaming engine's start-up
+    about doubled a query's cost.
+    """
+    return query.collect(engine="in-memory")
+
+
+def collect_all(queries: Sequence[pl.LazyFrame]) -> list[pl.DataFrame]:
+    """:func:`collect` for several queries in one Polars call."""
+    return pl.collect_all(queries, engine="in-memory")
 
 
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:

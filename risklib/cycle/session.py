@@ -596,8 +596,8 @@ class Session:
         # the policy's bookkeeping columns go with the state; the warehouse keeps them as state_json
         state_rows = state
         acted = result.execution
-        # one Polars call for the account rows (five one by one, ~0.1-0.4 ms each here); the book's row
-        # order is kept, so its account groups can be put back as they are
+        # the account rows in one Polars call (frames.collect), not five; the book's row order is
+        # kept, so its account groups can be put back as they are
         accounts = book.accounts.lazy().join(
             state.lazy().select("account_id", "alert_level", "trading_mode"), on="account_id", how="left",
             maintain_order="left",
@@ -613,14 +613,13 @@ class Session:
             )
         else:  # most cycles act on nothing
             accounts = accounts.with_columns(pl.lit(None, pl.String).alias("actions_taken"))
-        metrics_rows = (
+        metrics_rows = frames.collect(
             accounts.with_columns(
                 ts.alias("ts"),
                 pl.col("risk_score").round(0).cast(pl.Int32, strict=False),
             )
             .drop("account_group", strict=False)
             .with_columns(book.accounts["account_group"])
-            .collect(engine="in-memory")
         )
         positions_rows = book.positions.with_columns(ts.alias("ts"))
         execution = acted.report

@@ -157,10 +157,8 @@ class PaperBroker:
         cols = [pl.col("instrument").cast(pl.String), pl.col("mid").cast(pl.Float64)]
         for side in ("bid", "ask"):
             cols.append(pl.col(side).cast(pl.Float64) if side in prices.columns else pl.lit(None, pl.Float64).alias(side))
-        # one Polars call, not three: each costs ~0.1-0.4 ms here however few the quotes
-        return (
+        return frames.collect(  # one Polars call, not three
             prices.lazy().select(cols).select(list(_QUOTE_SCHEMA)).unique("instrument", keep="last", maintain_order=True)
-            .collect(engine="in-memory")
         )
 
     # -- risk actions -----------------------------------------------------------
@@ -319,9 +317,8 @@ class PaperBroker:
             schema={"account_id": pl.String, "_mode": pl.String},
         )
         signed = pl.when(pl.col("side") == "BUY").then(pl.col("quantity")).otherwise(-pl.col("quantity"))
-        # one Polars call for the batch, not eight (each costs ~0.1-0.4 ms here; the simulated
-        # strategies place a few orders every cycle)
-        work = (
+        # one Polars call for the batch, not eight: the simulated strategies order every cycle
+        work = frames.collect(
             req.lazy()
             .join(held, on=_KEYS, how="left", maintain_order="left")
             .join(modes, on="account_id", how="left", maintain_order="left")
@@ -345,7 +342,6 @@ class PaperBroker:
                 pl.lit("strategy order").alias("action_reason"),
             )
             .select(list(_WORK))
-            .collect(engine="in-memory")
         )
         o, f = self._work(work, now)
         return ExecutionReport(o, f, e.mode_changes, skipped_frame, self.pending(), executed_keys=tuple(keys))
@@ -431,7 +427,7 @@ class PaperBroker:
             if not self.market_open
             else pl.format("NO_QUOTE: instrument={} has no usable quote", pl.col("instrument"))
         )
-        w = w.lazy().with_columns(
+        w = frames.collect(w.lazy().with_columns(
             # readable and unique: the key, the position and the attempt
             pl.concat_str(
                 [pl.col("idempotency_key"), pl.col("account_id"), pl.col("strategy"), pl.col("instrument"), pl.col("attempt").cast(pl.String)],
@@ -453,8 +449,8 @@ class PaperBroker:
             .then(no_quote_reason)
             .otherwise(None)
             .alias("_reason_out")
-        ).collect(engine="in-memory")
-        # the three outputs in one Polars call (each call costs ~0.1-0.4 ms here however few the orders)
+        ))
+        # the three outputs in one Polars call
         orders = w.lazy().select(
             "order_id",
             "idempotency_key",
@@ -483,7 +479,7 @@ class PaperBroker:
             .with_columns(pl.col("_open").alias("quantity"), pl.col("status").alias("_status"))
             .select([*_WORK, "_status", "_reason_out", *by_row])
         )
-        orders, fills, rest = pl.collect_all([orders, fills, rest], engine="in-memory")
+        orders, fills, rest = frames.collect_all([orders, fills, rest])
         return orders, fills, rest
 
     def _apply(self, fills: pl.DataFrame) -> None:

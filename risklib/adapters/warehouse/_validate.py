@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from risklib.core import frames
 from risklib.errors import WarehouseError
 
 UTC_TS = pl.Datetime("us", "UTC")
@@ -227,7 +228,7 @@ def prepare(
     shaped, kept = _shape(table, frame, columns, cycle_id, defer_state_json)
     checks = CHECKS.get(table, {})
     at_once = _prepare_at_once([(table, shaped, columns, checks)])
-    out = at_once[0] if at_once is not None else _prepare_by_column(table, shaped.collect(), columns, checks)
+    out = at_once[0] if at_once is not None else _prepare_by_column(table, frames.collect(shaped), columns, checks)
     return out if kept is None else out.hstack(kept)
 
 
@@ -240,10 +241,11 @@ def prepare_all(
 ) -> dict[str, pl.DataFrame]:
     """:func:`prepare` for each of ``tables`` (``columns``: each table's catalog columns).
 
-    The happy path casts every table in one Polars call and checks them in one more: a
-    cycle's ten tables cost ~30 calls one by one, each ~0.1-0.4 ms of fixed cost on a small
-    machine (the record stage of a 100-account cycle: p50 ~19 -> ~13 ms). Anything that may be wrong goes table by table, in order, so the refusal names
-    the same first bad table, column, row and value as :func:`prepare` would.
+    The happy path casts every table in one Polars call and checks them in one more
+    (:func:`risklib.core.frames.collect_all`): a cycle's ten tables cost ~30 calls one by one
+    (the record stage of a 100-account cycle: p50 ~19 -> ~13 ms). Anything that may be wrong
+    goes table by table, in order, so the refusal names the same first bad table, column, row
+    and value as :func:`prepare` would.
     """
     try:
         shaped = {t: _shape(t, f, columns[t], cycle_id, defer_state_json) for t, f in tables.items()}
@@ -342,14 +344,12 @@ def _prepare_at_once(items: list[tuple[str, pl.LazyFrame, list[Column], dict[str
             return None
         plans.append(plan)
     try:
-        # in memory: small frames pay the streaming engine's start-up (~2x a query here) for nothing
-        outs = pl.collect_all([shaped.select(casts) for (_, shaped, _, _), (casts, _) in zip(items, plans)],
-                              engine="in-memory")
+        outs = frames.collect_all([shaped.select(casts) for (_, shaped, _, _), (casts, _) in zip(items, plans)])
     except pl.exceptions.PolarsError:
         return None
     checked = [(out, flags) for out, (_, flags) in zip(outs, plans) if flags and out.height]
     if checked:
-        found = pl.collect_all([out.lazy().select(flags) for out, flags in checked], engine="in-memory")
+        found = frames.collect_all([out.lazy().select(flags) for out, flags in checked])
         if any(any(f.row(0)) for f in found):
             return None
     return outs

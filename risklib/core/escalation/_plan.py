@@ -207,7 +207,7 @@ def plan_escalation(
     now_lit = frames.utc_lit(now)
 
     # One row per incident this cycle: its highest level. The incident table is one lazy query
-    # (a dozen Polars calls one by one, each ~0.1-0.4 ms here however few the incidents).
+    # (frames.collect), not a dozen Polars calls.
     cur = (
         alerts.lazy()
         .sort(["incident_key", "level"], descending=[False, True])
@@ -261,7 +261,7 @@ def plan_escalation(
         & pl.col("repeat_interval_s").is_not_null()
         & (now_lit >= pl.col("last_notified_at") + pl.duration(seconds=pl.col("repeat_interval_s")))
     )
-    j = j.with_columns(
+    j = frames.collect(j.with_columns(
         pl.when(is_resolved)
         .then(pl.lit("resolved"))
         .when(is_first)
@@ -274,7 +274,7 @@ def plan_escalation(
         .then(pl.lit("repeat"))
         .otherwise(pl.lit(None, pl.String))
         .alias("kind")
-    ).collect(engine="in-memory")
+    ))
 
     events = _incident_events(j, now_lit)
     if events.height == 0 and j["kind"].null_count() == j.height:

@@ -148,6 +148,36 @@ def test_bad_balance_rows_fail_their_account(validator, snap, now):
     assert r.balances["account_id"].to_list() == ["A1"]
 
 
+@pytest.mark.parametrize("repeated_balance", [False, True], ids=["one-row-per-account", "an-account-twice"])
+@pytest.mark.parametrize("margin, passes", [(0.01, True), (-0.01, False)])
+def test_equity_is_cash_plus_the_positions_pnl_at_the_clean_mids(validator, snap, now, repeated_balance, margin, passes):
+    # Arrange: A1 is up 100 USD on EUR/USD (USD quoted) and 5,000 JPY on USD/JPY (USD base: 5,000 / 150 USD);
+    # its cash leaves equity just above or just below zero. A repeated balance row (of A2) is quarantined
+    # and takes the general path; A1's equity must come out the same either way.
+    pnl = 10_000.0 * (1.09 - 1.08) + (-5_000.0) * (150.0 - 151.0) / 150.0
+    positions = snap.positions.with_columns(
+        pl.when(pl.col("instrument") == "USD/JPY").then(151.0).otherwise(pl.col("entry_price")).alias("entry_price")
+    )
+    balances = snap.balances.with_columns(
+        pl.when(pl.col("account_id") == "A1").then(-pnl + margin).otherwise(pl.col("cash_usd")).alias("cash_usd")
+    )
+    if repeated_balance:
+        balances = pl.concat([balances, balances.filter(pl.col("account_id") == "A2")])
+    # Act
+    r = validator.validate(replace(snap, positions=positions, balances=balances), now)
+    # Assert
+    a1 = r.quarantine.filter(pl.col("row_key") == "A1")
+    if passes:
+        assert a1.height == 0
+        assert "A1" not in failed(r)
+        assert r.positions.filter(pl.col("account_id") == "A1").height == 2
+    else:
+        assert a1["rule"].to_list() == ["expect_column_values_to_be_between(equity_usd)"]
+        assert a1["detail"][0].startswith("equity_usd=-")
+        assert "A1" in failed(r)
+    assert ("A2" in failed(r)) == repeated_balance
+
+
 def test_missing_column_quarantines_the_whole_frame_without_crashing(validator, snap, now):
     # Arrange
     bad = replace(snap, positions=snap.positions.drop("entry_price"))

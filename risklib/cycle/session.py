@@ -488,26 +488,32 @@ class Session:
 
     def _build_gate(self, now: datetime, result: CycleResult) -> Callable[[], Any]:
         """The gate state of a cycle's results, as a call that reads nothing mutable: the broker's modes
-        and positions are taken now, so the build may run on another thread."""
+        and positions are taken now, so the build may run on another thread. Every query is left to
+        that call: here they waited for the CPU behind the journal's write of the same cycle."""
         from risklib.core.gate import GateState
 
-        prices = result.snapshot.ticks[["instrument", "mid"]].drop_nulls()
-        state = result.evaluation.state
-        # An operator's halt executed at the broker binds the gate too, whatever the policy says.
+        ticks, state = result.snapshot.ticks, result.evaluation.state
         modes = self.broker.modes()
         halted = {a for a, m in modes.items() if m == "HALT_ALL"}
         entries = {a for a, m in modes.items() if m == "HALT_ENTRIES"}
-        if halted or entries:
-            state = state.with_columns(
-                pl.when(pl.col("account_id").is_in(list(halted)))
-                .then(pl.lit("HALTED"))
-                .when(pl.col("account_id").is_in(list(entries)) & (pl.col("trading_mode") == "ACTIVE"))
-                .then(pl.lit("REDUCE_ONLY"))
-                .otherwise(pl.col("trading_mode"))
-                .alias("trading_mode")
-            )
         positions, accounts, policy = self.broker.positions(), result.book.accounts, self.config.policy
-        return lambda: GateState.from_frames(now, state, accounts, positions, prices, policy)
+
+        def build() -> Any:
+            gate_state = state
+            # an operator's halt executed at the broker binds the gate too, whatever the policy says
+            if halted or entries:
+                gate_state = state.with_columns(
+                    pl.when(pl.col("account_id").is_in(list(halted)))
+                    .then(pl.lit("HALTED"))
+                    .when(pl.col("account_id").is_in(list(entries)) & (pl.col("trading_mode") == "ACTIVE"))
+                    .then(pl.lit("REDUCE_ONLY"))
+                    .otherwise(pl.col("trading_mode"))
+                    .alias("trading_mode")
+                )
+            prices = ticks[["instrument", "mid"]].drop_nulls()
+            return GateState.from_frames(now, gate_state, accounts, positions, prices, policy)
+
+        return build
 
     # --- escalation -------------------------------------------------------------------
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import shutil
 import threading
+from types import SimpleNamespace
 
+import polars as pl
 import pytest
 
 from flows.monitor import cycle_warnings  # imported first: Prefect sets up logging when it loads
+from risklib.core import frames
 from risklib.cycle.stages import run_cycle
 
 
@@ -173,3 +176,46 @@ def test_the_next_cycle_computes_its_metrics_while_the_previous_entry_is_written
     assert waiting_before_deciding
     assert not cycle.is_alive() and failed == [] and acted.is_set()
     assert session.journal.flush(timeout_s=60) and session.state.height == 4
+
+
+def test_an_operators_halt_executed_at_the_broker_binds_the_gate_from_the_next_durable_cycle(make_session):
+    # Arrange: a calm book, every account ACTIVE; one account's book gets a halt of every order, another
+    # one a halt of entries, as the act stage executes operators' requests
+    session = make_session(accounts=4)
+    _run_cycle(session)
+    session.flush()
+    accounts = session.state.filter(pl.col("trading_mode") == "ACTIVE")["account_id"].to_list()
+    halted, entries_only, free = accounts[:3]
+    positions = session.broker.positions()
+    held = positions.filter(pl.col("account_id") == entries_only).row(0, named=True)
+    for request_id, account, action in (("h1", halted, "HALT_ALL"), ("h2", entries_only, "HALT_ENTRIES")):
+        session.warehouse.append("manual_action_requests", pl.DataFrame(
+            {"request_id": [request_id], "account_id": [account], "action": [action], "fraction": [0.0],
+             "operator": ["alice"], "authority_level": [3], "reason": ["desk asked"], "requested_at": [session.clock.now()]},
+            schema_overrides={"requested_at": frames.UTC_TS},
+        ), actor="alice", action="emergency.request")
+
+    def order(account, instrument="EUR/USD", strategy=None, side="BUY", quantity=10.0):  # well inside every limit
+        return SimpleNamespace(account_id=account, strategy=strategy or held["strategy"], instrument=instrument,
+                               side=side, quantity=quantity, price=None)
+
+    # Act: the next cycle executes the requests at the broker, and is recorded and durable
+    _run_cycle(session)
+    session.flush()
+    # Assert: the policy's state still says ACTIVE, the gate holds the broker's halts
+    assert session.broker.modes() == {halted: "HALT_ALL", entries_only: "HALT_ENTRIES"} | {
+        a: m for a, m in session.broker.modes().items() if a not in (halted, entries_only)}
+    assert session.broker.mode(halted) == "HALT_ALL" and session.broker.mode(entries_only) == "HALT_ENTRIES"
+    modes = dict(session.state.select("account_id", "trading_mode").iter_rows())
+    assert modes[halted] == modes[entries_only] == modes[free] == "ACTIVE"
+    refused = session.gate_check(order(halted))
+    assert not refused.approved and "TRADING_HALTED" in [r.code for r in refused.reasons]
+    entry = session.gate_check(order(entries_only))
+    assert not entry.approved and "ENTRIES_HALTED" in [r.code for r in entry.reasons]
+    reduce_side = "SELL" if held["quantity"] > 0 else "BUY"
+    reduction = session.gate_check(order(entries_only, held["instrument"], held["strategy"], reduce_side,
+                                         abs(held["quantity"]) / 2))
+    assert reduction.approved
+    free_holds = set(positions.filter(pl.col("account_id") == free)["instrument"].to_list())
+    unheld = next(i for i in ("EUR/USD", "GBP/USD", "USD/JPY", "AUD/USD", "USD/CHF") if i not in free_holds)
+    assert session.gate_check(order(free, unheld)).approved

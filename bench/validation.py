@@ -53,7 +53,7 @@ def run() -> dict[str, float]:
     assert screen.validate(big, now).ok, "the benchmark book must be clean"
     assert screen.validate(big_bad, now).quarantine.height == 1
 
-    pos = screen._with_balance_account(big.positions, big.balances)
+    pos, _ = screen._with_accounts(big.positions, big.balances, big.ticks)
     values = {"known_instruments": screen.known_instruments}
     gx_pos = time_calls(lambda: suites.run("positions", pos, values), repeat=5)
     gx_10k = time_calls(lambda: always.validate(big, now), repeat=3)
